@@ -1,0 +1,2 @@
+pub mod dli;
+pub mod secret;
