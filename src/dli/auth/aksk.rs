@@ -34,7 +34,10 @@ pub fn encode(s: &str) -> String {
 /// each written `enc(key)=enc(value)`, joined by `&`. The client sends exactly this string, so what
 /// is signed is what is sent.
 pub fn canonical_query<K: AsRef<str>, V: AsRef<str>>(pairs: &[(K, V)]) -> String {
-    let mut sorted: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+    let mut sorted: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
     sorted.sort_unstable();
     let mut out = String::new();
     for (i, (k, v)) in sorted.iter().enumerate() {
@@ -94,12 +97,19 @@ pub fn canonical_request(
         canonical_headers.push_str(value);
         canonical_headers.push('\n');
     }
-    let signed_headers = hs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(";");
+    let signed_headers = hs
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(";");
     let request = format!(
         "{method}\n{uri}\n{canonical_query}\n{canonical_headers}\n{signed_headers}\n{payload_sha256}",
         uri = canonical_uri(path),
     );
-    Canonical { request, signed_headers }
+    Canonical {
+        request,
+        signed_headers,
+    }
 }
 
 /// `SDK-HMAC-SHA256\n{X-Sdk-Date}\n{hex(sha256(canonical_request))}`.
@@ -121,7 +131,9 @@ pub fn signature(secret_key: &Secret, string_to_sign: &str) -> String {
 
 /// `SDK-HMAC-SHA256 Access={AK}, SignedHeaders={list}, Signature={hex}`.
 pub fn authorization(access_key: &str, signed_headers: &str, signature: &str) -> String {
-    format!("{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}")
+    format!(
+        "{ALGORITHM} Access={access_key}, SignedHeaders={signed_headers}, Signature={signature}"
+    )
 }
 
 /// Formats a time as `X-Sdk-Date` (`%Y%m%dT%H%M%SZ`, UTC).
@@ -181,7 +193,10 @@ impl std::fmt::Debug for AkSkSigner {
         f.debug_struct("AkSkSigner")
             .field("access_key", &self.access_key)
             .field("secret_key", &self.secret_key)
-            .field("security_token", &self.security_token.as_ref().map(|_| "<redacted>"))
+            .field(
+                "security_token",
+                &self.security_token.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -191,7 +206,11 @@ pub type SignedHeaders = Vec<(&'static str, String)>;
 
 impl AkSkSigner {
     pub fn new(access_key: Secret, secret_key: Secret, security_token: Option<Secret>) -> Self {
-        AkSkSigner { access_key, secret_key, security_token }
+        AkSkSigner {
+            access_key,
+            secret_key,
+            security_token,
+        }
     }
 
     /// Signs a bodiless request and returns every header to send: `Content-Type`, `Host`,
@@ -216,7 +235,8 @@ impl AkSkSigner {
             headers.push(("X-Security-Token", token.expose().to_string()));
         }
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        let canonical = canonical_request(method, path, canonical_query, &pairs, EMPTY_PAYLOAD_SHA256);
+        let canonical =
+            canonical_request(method, path, canonical_query, &pairs, EMPTY_PAYLOAD_SHA256);
         let sts = string_to_sign(sdk_date, &canonical.request);
         let sig = signature(&self.secret_key, &sts);
         headers.push((
@@ -276,11 +296,18 @@ mod tests {
         );
         for v in &file.vectors {
             let query = canonical_query(&v.query_pairs);
-            let headers: Vec<(&str, &str)> =
-                v.headers.iter().map(|(k, val)| (k.as_str(), val.as_str())).collect();
+            let headers: Vec<(&str, &str)> = v
+                .headers
+                .iter()
+                .map(|(k, val)| (k.as_str(), val.as_str()))
+                .collect();
             let canonical =
                 canonical_request(&v.method, &v.path, &query, &headers, EMPTY_PAYLOAD_SHA256);
-            assert_eq!(canonical.request, v.canonical_request, "canonical request of {}", v.name);
+            assert_eq!(
+                canonical.request, v.canonical_request,
+                "canonical request of {}",
+                v.name
+            );
             let sts = string_to_sign(&file.x_sdk_date, &canonical.request);
             assert_eq!(sts, v.string_to_sign, "string to sign of {}", v.name);
             let auth = authorization(
@@ -300,18 +327,45 @@ mod tests {
             assert_eq!(sent, v.url, "sent URL of {}", v.name);
 
             // The signer used by the client produces the same Authorization header.
-            let signed = signer.sign(&v.method, host, &v.path, &query, &file.project_id, &file.x_sdk_date);
-            let got = signed.iter().find(|(n, _)| *n == "Authorization").map(|(_, v)| v.as_str());
-            assert_eq!(got, Some(v.authorization.as_str()), "client signer on {}", v.name);
+            let signed = signer.sign(
+                &v.method,
+                host,
+                &v.path,
+                &query,
+                &file.project_id,
+                &file.x_sdk_date,
+            );
+            let got = signed
+                .iter()
+                .find(|(n, _)| *n == "Authorization")
+                .map(|(_, v)| v.as_str());
+            assert_eq!(
+                got,
+                Some(v.authorization.as_str()),
+                "client signer on {}",
+                v.name
+            );
         }
     }
 
     #[test]
     fn security_token_is_signed_when_present() {
-        let signer = AkSkSigner::new(Secret::new("ak"), Secret::new("sk"), Some(Secret::new("tok")));
+        let signer = AkSkSigner::new(
+            Secret::new("ak"),
+            Secret::new("sk"),
+            Some(Secret::new("tok")),
+        );
         let h = signer.sign("GET", "h", "/p", "", "pid", "20250115T083000Z");
-        let auth = &h.iter().find(|(n, _)| *n == "Authorization").expect("auth header").1;
-        assert!(auth.contains("SignedHeaders=content-type;host;x-project-id;x-sdk-date;x-security-token"));
+        let auth = &h
+            .iter()
+            .find(|(n, _)| *n == "Authorization")
+            .expect("auth header")
+            .1;
+        assert!(
+            auth.contains(
+                "SignedHeaders=content-type;host;x-project-id;x-sdk-date;x-security-token"
+            )
+        );
     }
 
     #[test]
@@ -332,8 +386,10 @@ mod tests {
 
     #[test]
     fn parses_authorization() {
-        let p = parse_authorization("SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;x-sdk-date, Signature=ab")
-            .expect("parses");
+        let p = parse_authorization(
+            "SDK-HMAC-SHA256 Access=AK, SignedHeaders=host;x-sdk-date, Signature=ab",
+        )
+        .expect("parses");
         assert_eq!(p.access_key, "AK");
         assert_eq!(p.signed_headers, vec!["host", "x-sdk-date"]);
         assert_eq!(p.signature, "ab");
@@ -342,8 +398,15 @@ mod tests {
 
     #[test]
     fn debug_redacts() {
-        let s = AkSkSigner::new(Secret::new("AKVALUE"), Secret::new("SKVALUE"), Some(Secret::new("TOKV")));
+        let s = AkSkSigner::new(
+            Secret::new("AKVALUE"),
+            Secret::new("SKVALUE"),
+            Some(Secret::new("TOKV")),
+        );
         let d = format!("{s:?}");
-        assert!(!d.contains("AKVALUE") && !d.contains("SKVALUE") && !d.contains("TOKV"), "{d}");
+        assert!(
+            !d.contains("AKVALUE") && !d.contains("SKVALUE") && !d.contains("TOKV"),
+            "{d}"
+        );
     }
 }
