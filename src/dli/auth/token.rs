@@ -1,0 +1,227 @@
+//! IAM token auth (dli-api.md §4): a password login scoped to one project, the token taken
+//! from `X-Subject-Token`, cached and refreshed before it expires.
+//!
+//! It owns the cache and the refresh rule (design.md §7a: refresh when less than
+//! min(5 minutes, 10% of the lifetime) remains; drop on a 401). Concurrent callers share one
+//! refresh. It must never log the password or a token.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::dli::error::{DliError, Operation};
+use crate::dli::transport::{RawResponse, Transport};
+use crate::secret::Secret;
+
+/// Where and as whom to log in.
+pub struct TokenLogin {
+    /// Base URL of IAM, e.g. `https://iam.cn-north-4.myhuaweicloud.com`.
+    pub iam_endpoint: String,
+    pub domain_name: String,
+    pub user_name: String,
+    pub password: Secret,
+    pub project_id: String,
+}
+
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// A project-scoped IAM token, fetched on demand and shared by all requests of the project.
+pub struct TokenSource {
+    login: TokenLogin,
+    url: String,
+    transport: Transport,
+    cached: Mutex<Option<Cached>>,
+    refresh: tokio::sync::Mutex<()>,
+    fetched: AtomicU64,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSource")
+            .field("url", &self.url)
+            .field("user_name", &self.login.user_name)
+            .field("domain_name", &self.login.domain_name)
+            .field("password", &self.login.password)
+            .finish()
+    }
+}
+
+impl TokenSource {
+    pub fn new(login: TokenLogin, transport: Transport) -> Self {
+        let url = format!("{}/v3/auth/tokens", login.iam_endpoint.trim_end_matches('/'));
+        TokenSource {
+            login,
+            url,
+            transport,
+            cached: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+            fetched: AtomicU64::new(0),
+        }
+    }
+
+    /// How many tokens this source has obtained from IAM.
+    pub fn tokens_fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// A valid token: the cached one, or a new one when it is missing or due for refresh.
+    pub async fn token(&self) -> Result<Secret, DliError> {
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Another caller may have refreshed while this one waited.
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let (token, lifetime) = self.fetch().await?;
+        let refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime));
+        self.fetched.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut c) = self.cached.lock() {
+            *c = Some(Cached {
+                token: token.clone(),
+                refresh_at,
+            });
+        }
+        Ok(token)
+    }
+
+    /// Drops the cached token if it is still `rejected` (DLI answered 401 with it).
+    pub fn invalidate(&self, rejected: &Secret) {
+        if let Ok(mut c) = self.cached.lock()
+            && c.as_ref().is_some_and(|cached| &cached.token == rejected)
+        {
+            *c = None;
+        }
+    }
+
+    fn fresh(&self) -> Option<Secret> {
+        let c = self.cached.lock().ok()?;
+        c.as_ref()
+            .filter(|cached| Instant::now() < cached.refresh_at)
+            .map(|cached| cached.token.clone())
+    }
+
+    async fn fetch(&self) -> Result<(Secret, Duration), DliError> {
+        let body = serde_json::json!({
+            "auth": {
+                "identity": {
+                    "methods": ["password"],
+                    "password": {"user": {
+                        "name": self.login.user_name,
+                        "password": self.login.password.expose(),
+                        "domain": {"name": self.login.domain_name},
+                    }},
+                },
+                "scope": {"project": {"id": self.login.project_id}},
+            }
+        });
+        let request = self
+            .transport
+            .http()
+            .post(&self.url)
+            .header("Content-Type", "application/json;charset=utf8")
+            .body(body.to_string());
+        drop(body);
+        let url = self.url.clone();
+        self.transport
+            .call(Operation::IamToken, &self.url, request, |raw| parse_token_response(raw, &url))
+            .await
+    }
+}
+
+/// Refresh this long before expiry: min(5 minutes, 10% of the lifetime).
+pub fn refresh_margin(lifetime: Duration) -> Duration {
+    (lifetime / 10).min(Duration::from_secs(300))
+}
+
+fn parse_token_response(raw: RawResponse, url: &str) -> Result<(Secret, Duration), DliError> {
+    if !(200..300).contains(&raw.status) {
+        return Err(raw.error(Operation::IamToken, url));
+    }
+    let decode = |message: String| DliError::Decode {
+        operation: Operation::IamToken,
+        url: url.to_string(),
+        status: raw.status,
+        message,
+        request_id: raw.request_id(),
+    };
+    let token = raw
+        .headers
+        .get("x-subject-token")
+        .and_then(|v| v.to_str().ok())
+        .map(Secret::new)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| decode("no X-Subject-Token header in the IAM answer".into()))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&raw.body).map_err(|e| decode(format!("token body is not JSON: {e}")))?;
+    let expires_at = body
+        .pointer("/token/expires_at")
+        .and_then(|v| v.as_str())
+        .ok_or_else(|| decode("token.expires_at missing".into()))?;
+    let expires = OffsetDateTime::parse(expires_at, &Rfc3339)
+        .map_err(|e| decode(format!("token.expires_at {expires_at:?} is not RFC 3339: {e}")))?;
+    let remaining = expires - OffsetDateTime::now_utc();
+    let lifetime = Duration::try_from(remaining).unwrap_or(Duration::ZERO);
+    if lifetime.is_zero() {
+        return Err(decode(format!(
+            "token.expires_at {expires_at} is already past (is the local clock right?)"
+        )));
+    }
+    Ok((token, lifetime))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_is_the_smaller_of_five_minutes_and_a_tenth() {
+        assert_eq!(refresh_margin(Duration::from_secs(24 * 3600)), Duration::from_secs(300));
+        assert_eq!(refresh_margin(Duration::from_secs(600)), Duration::from_secs(60));
+        assert_eq!(refresh_margin(Duration::from_secs(2)), Duration::from_millis(200));
+    }
+
+    fn raw(status: u16, token: Option<&str>, body: &str) -> RawResponse {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(t) = token {
+            headers.insert("x-subject-token", t.parse().expect("header value"));
+        }
+        RawResponse {
+            status,
+            headers,
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn parses_a_token_answer() {
+        let exp = (OffsetDateTime::now_utc() + time::Duration::hours(24))
+            .format(&Rfc3339)
+            .expect("format");
+        let (t, life) = parse_token_response(
+            raw(201, Some("TOKENVALUE"), &format!(r#"{{"token":{{"expires_at":"{exp}"}}}}"#)),
+            "u",
+        )
+        .expect("parses");
+        assert_eq!(t.expose(), "TOKENVALUE");
+        assert!(life > Duration::from_secs(23 * 3600));
+    }
+
+    #[test]
+    fn rejects_answers_without_token_or_expiry() {
+        assert!(parse_token_response(raw(201, None, r#"{"token":{"expires_at":"2099-01-01T00:00:00Z"}}"#), "u").is_err());
+        assert!(parse_token_response(raw(201, Some("t"), r#"{"token":{}}"#), "u").is_err());
+        assert!(parse_token_response(raw(201, Some("t"), r#"{"token":{"expires_at":"2001-01-01T00:00:00Z"}}"#), "u").is_err());
+        let e = parse_token_response(raw(401, None, r#"{"error":{"code":401,"message":"wrong"}}"#), "u")
+            .err()
+            .expect("error");
+        assert_eq!(e.reason(), crate::dli::error::FailureReason::Auth);
+    }
+}

@@ -1,0 +1,332 @@
+//! The one error type of the DLI and IAM client, and its classification into the failure
+//! reasons of design.md §7a (`timeout, connect, http_4xx, http_5xx, throttled, auth, decode`).
+//!
+//! It owns parsing of DLI/APIG/IAM error bodies (dli-api.md §5). It never holds a secret: URLs
+//! carry no credentials and bodies of failed token requests are not kept.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Which API call a request belongs to; the `operation` label of the API metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    ListBatches,
+    IamToken,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::ListBatches => "list_batches",
+            Operation::IamToken => "iam_token",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The `reason` label of `dli_api_request_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    Timeout,
+    Connect,
+    Http4xx,
+    Http5xx,
+    Throttled,
+    Auth,
+    Decode,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 7] = [
+        FailureReason::Timeout,
+        FailureReason::Connect,
+        FailureReason::Http4xx,
+        FailureReason::Http5xx,
+        FailureReason::Throttled,
+        FailureReason::Auth,
+        FailureReason::Decode,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::Timeout => "timeout",
+            FailureReason::Connect => "connect",
+            FailureReason::Http4xx => "http_4xx",
+            FailureReason::Http5xx => "http_5xx",
+            FailureReason::Throttled => "throttled",
+            FailureReason::Auth => "auth",
+            FailureReason::Decode => "decode",
+        }
+    }
+
+    /// Timeouts, connection failures, 5xx and throttling are worth another try; the rest are not.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            FailureReason::Timeout | FailureReason::Connect | FailureReason::Http5xx | FailureReason::Throttled
+        )
+    }
+}
+
+/// An error answer from DLI, APIG or IAM, with everything the body and headers told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiErrorBody {
+    pub status: u16,
+    pub error_code: Option<String>,
+    pub error_msg: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A failed DLI or IAM request (or a failed walk built from them).
+#[derive(Debug, thiserror::Error)]
+pub enum DliError {
+    #[error("{operation} {url}: timed out after {}", humantime::format_duration(*.after))]
+    Timeout {
+        operation: Operation,
+        url: String,
+        after: Duration,
+    },
+    #[error("{operation} {url}: connection failed: {message}")]
+    Connect {
+        operation: Operation,
+        url: String,
+        message: String,
+    },
+    #[error("{operation} {url}: HTTP {}{}{}{}", .body.status,
+        .body.error_code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+        .body.error_msg.as_deref().map(|m| format!(": {m}")).unwrap_or_default(),
+        .body.request_id.as_deref().map(|r| format!(" (X-Request-Id {r})")).unwrap_or_default())]
+    Api {
+        operation: Operation,
+        url: String,
+        body: ApiErrorBody,
+        /// The `Retry-After` of a 429, if any.
+        retry_after: Option<Duration>,
+    },
+    #[error("{operation} {url}: cannot decode the response (HTTP {status}): {message}{}",
+        .request_id.as_deref().map(|r| format!(" (X-Request-Id {r})")).unwrap_or_default())]
+    Decode {
+        operation: Operation,
+        url: String,
+        status: u16,
+        message: String,
+        request_id: Option<String>,
+    },
+    #[error("{operation} {url}: response body exceeds the {limit}-byte limit; refused")]
+    TooLarge {
+        operation: Operation,
+        url: String,
+        limit: usize,
+    },
+    #[error("{operation} {url}: cannot build the request: {message}")]
+    Request {
+        operation: Operation,
+        url: String,
+        message: String,
+    },
+}
+
+impl DliError {
+    /// The failure reason for metrics and retry decisions.
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            DliError::Timeout { .. } => FailureReason::Timeout,
+            DliError::Connect { .. } => FailureReason::Connect,
+            DliError::Api { body, .. } => classify(body.status, body.error_code.as_deref()),
+            DliError::Decode { .. } | DliError::TooLarge { .. } | DliError::Request { .. } => FailureReason::Decode,
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        self.reason().is_retryable()
+    }
+
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            DliError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The HTTP status, when there was an answer.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            DliError::Api { body, .. } => Some(body.status),
+            DliError::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// The DLI/APIG error code, when the body carried one.
+    pub fn error_code(&self) -> Option<&str> {
+        match self {
+            DliError::Api { body, .. } => body.error_code.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub fn operation(&self) -> Operation {
+        match self {
+            DliError::Timeout { operation, .. }
+            | DliError::Connect { operation, .. }
+            | DliError::Api { operation, .. }
+            | DliError::Decode { operation, .. }
+            | DliError::TooLarge { operation, .. }
+            | DliError::Request { operation, .. } => *operation,
+        }
+    }
+}
+
+/// Classification of an error answer (design.md §7a): throttling first, then authentication,
+/// then the status class.
+pub fn classify(status: u16, error_code: Option<&str>) -> FailureReason {
+    let code = error_code.unwrap_or("");
+    if status == 429 || code == "APIGW.0308" || code == "APIG.0308" {
+        FailureReason::Throttled
+    } else if status == 401
+        || status == 403
+        || matches!(code, "APIGW.0301" | "APIGW.0303" | "APIG.0301" | "APIG.0303" | "DLI.0013" | "DLI.0014")
+    {
+        FailureReason::Auth
+    } else if status >= 500 {
+        FailureReason::Http5xx
+    } else {
+        FailureReason::Http4xx
+    }
+}
+
+/// Longest error message kept from a body, so a huge HTML error page does not flood the logs.
+const MAX_ERROR_MSG: usize = 512;
+
+/// Reads `error_code`/`error_msg` from an error body the way the SDK does: the first of the
+/// pairs `error_code`+`error_msg`, `errorCode`+`errorMsg`, `code`+`message`, looking into nested
+/// objects; the raw body (shortened) is the message when none matches. `request_id` comes from the
+/// `X-Request-Id` header, else from the body.
+pub fn parse_error_body(status: u16, body: &[u8], header_request_id: Option<String>) -> ApiErrorBody {
+    let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let (mut code, mut msg) = (None, None);
+    let mut body_request_id = None;
+    if let Some(v) = &json {
+        for (ck, mk) in [("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message")] {
+            if let Some((c, m)) = find_pair(v, ck, mk, 0) {
+                code = Some(c);
+                msg = Some(m);
+                break;
+            }
+        }
+        body_request_id = v.get("request_id").and_then(|r| r.as_str()).map(str::to_string);
+    }
+    if msg.is_none() && !body.is_empty() {
+        msg = Some(String::from_utf8_lossy(body).trim().to_string());
+    }
+    ApiErrorBody {
+        status,
+        error_code: code,
+        error_msg: msg.map(|m| shorten(&m)),
+        request_id: header_request_id.or(body_request_id),
+    }
+}
+
+fn find_pair(v: &serde_json::Value, ck: &str, mk: &str, depth: usize) -> Option<(String, String)> {
+    let obj = v.as_object()?;
+    if let (Some(c), Some(m)) = (obj.get(ck), obj.get(mk)) {
+        let text = |x: &serde_json::Value| match x {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        return Some((text(c), text(m)));
+    }
+    if depth >= 4 {
+        return None;
+    }
+    obj.values().find_map(|child| find_pair(child, ck, mk, depth + 1))
+}
+
+fn shorten(s: &str) -> String {
+    if s.len() <= MAX_ERROR_MSG {
+        return s.to_string();
+    }
+    let mut end = MAX_ERROR_MSG;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dli_error_bodies() {
+        let b = parse_error_body(400, br#"{"error_code":"DLI.0001","error_msg":"param check failed"}"#, Some("rid".into()));
+        assert_eq!(b.error_code.as_deref(), Some("DLI.0001"));
+        assert_eq!(b.error_msg.as_deref(), Some("param check failed"));
+        assert_eq!(b.request_id.as_deref(), Some("rid"));
+        assert_eq!(classify(400, Some("DLI.0001")), FailureReason::Http4xx);
+        assert_eq!(classify(400, Some("DLI.0999")), FailureReason::Http4xx);
+        assert_eq!(classify(404, Some("DLI.0023")), FailureReason::Http4xx);
+        assert_eq!(classify(401, Some("DLI.0013")), FailureReason::Auth);
+        assert_eq!(classify(400, Some("DLI.0014")), FailureReason::Auth);
+        assert_eq!(classify(500, None), FailureReason::Http5xx);
+        assert_eq!(classify(503, Some("DLI.0999")), FailureReason::Http5xx);
+    }
+
+    #[test]
+    fn apig_error_bodies() {
+        let b = parse_error_body(
+            429,
+            br#"{"error_msg":"The throttling threshold has been reached","error_code":"APIGW.0308","request_id":"body-rid"}"#,
+            None,
+        );
+        assert_eq!(b.error_code.as_deref(), Some("APIGW.0308"));
+        assert_eq!(b.request_id.as_deref(), Some("body-rid"));
+        assert_eq!(classify(429, None), FailureReason::Throttled);
+        assert_eq!(classify(200, Some("APIGW.0308")), FailureReason::Throttled);
+        assert_eq!(classify(400, Some("APIG.0308")), FailureReason::Throttled);
+        assert_eq!(classify(401, Some("APIGW.0301")), FailureReason::Auth);
+        assert_eq!(classify(400, Some("APIGW.0303")), FailureReason::Auth);
+        assert_eq!(classify(403, None), FailureReason::Auth);
+    }
+
+    #[test]
+    fn other_body_shapes_and_fallbacks() {
+        let b = parse_error_body(400, br#"{"errorCode":"X.1","errorMsg":"camel"}"#, None);
+        assert_eq!((b.error_code.as_deref(), b.error_msg.as_deref()), (Some("X.1"), Some("camel")));
+        let b = parse_error_body(401, br#"{"error":{"code":401,"title":"Unauthorized","message":"The username or password is wrong."}}"#, None);
+        assert_eq!(b.error_code.as_deref(), Some("401"));
+        assert_eq!(b.error_msg.as_deref(), Some("The username or password is wrong."));
+        let b = parse_error_body(502, b"<html>Bad gateway</html>", None);
+        assert_eq!(b.error_code, None);
+        assert_eq!(b.error_msg.as_deref(), Some("<html>Bad gateway</html>"));
+        let long = "x".repeat(5000);
+        let b = parse_error_body(500, long.as_bytes(), None);
+        assert!(b.error_msg.as_deref().is_some_and(|m| m.len() < 600));
+    }
+
+    #[test]
+    fn retryable_reasons() {
+        for r in FailureReason::ALL {
+            let expected = matches!(r, FailureReason::Timeout | FailureReason::Connect | FailureReason::Http5xx | FailureReason::Throttled);
+            assert_eq!(r.is_retryable(), expected, "{r:?}");
+        }
+    }
+
+    #[test]
+    fn display_names_status_code_and_request_id() {
+        let e = DliError::Api {
+            operation: Operation::ListBatches,
+            url: "http://h/v2.0/p/batches?from=0".into(),
+            body: parse_error_body(400, br#"{"error_code":"DLI.0001","error_msg":"bad"}"#, Some("r1".into())),
+            retry_after: None,
+        };
+        let s = e.to_string();
+        assert!(s.contains("HTTP 400") && s.contains("DLI.0001") && s.contains("bad") && s.contains("r1"), "{s}");
+        assert_eq!(e.reason(), FailureReason::Http4xx);
+    }
+}

@@ -1,0 +1,343 @@
+//! The page walker (design.md §7): every page of one queue, exact whatever `total` means and
+//! however the server caps `size`, with retries for transient failures.
+//!
+//! It owns the walk order, the stop rules, `max_pages`, de-duplication by job id and the retry
+//! policy. It hands each distinct job to a sink as pages arrive and keeps no job itself, so its
+//! memory is the per-walk id set. It must not publish anything: a failed walk simply returns
+//! its error and the caller throws away what the sink built.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use rand::Rng;
+
+use super::client::DliClient;
+use super::error::DliError;
+use super::model::{BatchJob, BatchPage, ListBatchesQuery};
+
+/// Retries of one request: exponential backoff with jitter, `Retry-After` honoured.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Further attempts after the first one.
+    pub retries: u32,
+    /// Backoff before the first retry; doubled each time.
+    pub base: Duration,
+    /// Upper bound on one computed backoff (a `Retry-After` may ask for more).
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    pub fn new(retries: u32) -> Self {
+        RetryPolicy {
+            retries,
+            base: Duration::from_millis(200),
+            cap: Duration::from_secs(10),
+        }
+    }
+
+    /// The wait before retry number `attempt` (0-based): equal jitter over `base * 2^attempt`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let full = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let half = full / 2;
+        half + rand::rng().random_range(Duration::ZERO..=half)
+    }
+}
+
+/// How one queue is walked.
+#[derive(Debug, Clone)]
+pub struct WalkOptions {
+    pub page_size: u32,
+    pub max_pages: u32,
+    /// Pages of this walk in flight at once (the client's shared limit also applies).
+    pub concurrency: usize,
+    pub retry: RetryPolicy,
+}
+
+/// What a successful walk did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WalkStats {
+    /// Page requests that got an answer, the final empty one included.
+    pub pages: u32,
+    /// Distinct jobs handed to the sink.
+    pub jobs: u64,
+    /// Jobs seen again on a later page (pages shift while jobs are submitted) and skipped.
+    pub duplicates: u64,
+    /// Requests sent, retries included.
+    pub requests: u32,
+}
+
+/// A failed walk; it names the project, queue and page.
+#[derive(Debug, thiserror::Error)]
+pub enum WalkError {
+    #[error("project {project_id} queue {queue:?}: page from={from}: {source}")]
+    Page {
+        project_id: String,
+        queue: String,
+        from: u64,
+        #[source]
+        source: DliError,
+    },
+    #[error("project {project_id} queue {queue:?}: needs more than poll.max_pages = {max_pages} pages (page size {page_size}); raise poll.max_pages or poll.page_size")]
+    TooManyPages {
+        project_id: String,
+        queue: String,
+        max_pages: u32,
+        page_size: usize,
+    },
+}
+
+impl WalkError {
+    /// The request error behind the walk failure, if one was.
+    pub fn request_error(&self) -> Option<&DliError> {
+        match self {
+            WalkError::Page { source, .. } => Some(source),
+            WalkError::TooManyPages { .. } => None,
+        }
+    }
+}
+
+/// The set of job ids seen in one walk, 16 bytes per job.
+#[derive(Default)]
+pub struct JobIdSet(HashSet<u128>);
+
+impl JobIdSet {
+    /// True when `id` was not seen before.
+    pub fn insert(&mut self, id: &str) -> bool {
+        self.0.insert(id_key(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A compact key for a job id: the UUID's own 128 bits when it is one, else two independent
+/// 64-bit SipHashes of the text.
+pub fn id_key(id: &str) -> u128 {
+    let hex: Vec<u8> = id.bytes().filter(|b| *b != b'-').collect();
+    if hex.len() == 32
+        && id.len() <= 36
+        && let Ok(s) = std::str::from_utf8(&hex)
+        && let Ok(v) = u128::from_str_radix(s, 16)
+    {
+        return v;
+    }
+    let mut a = DefaultHasher::new();
+    id.hash(&mut a);
+    let mut b = DefaultHasher::new();
+    (0x9e37_79b9_7f4a_7c15_u64, id).hash(&mut b);
+    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+}
+
+/// Walks every page of `queue` and hands each distinct job to `sink`.
+///
+/// `deadline` bounds the retry waits (a `Retry-After` beyond it ends the walk with the error);
+/// the caller bounds the whole walk with a timeout as well.
+pub async fn walk_queue(
+    client: &DliClient,
+    queue: &str,
+    options: &WalkOptions,
+    deadline: Instant,
+    sink: &mut impl FnMut(BatchJob),
+) -> Result<WalkStats, WalkError> {
+    let mut walk = Walk {
+        client,
+        queue,
+        options,
+        deadline,
+        stats: WalkStats::default(),
+        seen: JobIdSet::default(),
+    };
+    let first = walk.fetch(0).await?;
+    walk.stats.pages = 1;
+    let step = first.sessions.len();
+    let first_total = first.total.unwrap_or(0);
+    walk.feed(first.sessions, sink);
+    if step == 0 {
+        return Ok(walk.stats);
+    }
+    if first_total > step as i64 {
+        walk.full_count(step, first_total as u64, sink).await?;
+    } else {
+        walk.unknown_count(step, sink).await?;
+    }
+    Ok(walk.stats)
+}
+
+struct Walk<'a> {
+    client: &'a DliClient,
+    queue: &'a str,
+    options: &'a WalkOptions,
+    deadline: Instant,
+    stats: WalkStats,
+    seen: JobIdSet,
+}
+
+impl Walk<'_> {
+    fn feed(&mut self, jobs: Vec<BatchJob>, sink: &mut impl FnMut(BatchJob)) {
+        for job in jobs {
+            let fresh = match &job.id {
+                Some(id) => self.seen.insert(id),
+                // Without an id a job cannot be matched across pages; count it as it comes.
+                None => true,
+            };
+            if fresh {
+                self.stats.jobs += 1;
+                sink(job);
+            } else {
+                self.stats.duplicates += 1;
+            }
+        }
+    }
+
+    fn too_many_pages(&self) -> WalkError {
+        WalkError::TooManyPages {
+            project_id: self.client.project_id().to_string(),
+            queue: self.queue.to_string(),
+            max_pages: self.options.max_pages,
+            page_size: self.options.page_size as usize,
+        }
+    }
+
+    /// `total` is the job count: fetch the offsets `step, 2*step, …` below the largest `total`
+    /// seen, concurrently. An empty page ends the walk at its offset.
+    async fn full_count(&mut self, step: usize, total: u64, sink: &mut impl FnMut(BatchJob)) -> Result<(), WalkError> {
+        let step = step as u64;
+        let mut max_total = total;
+        let mut next = step;
+        let mut end = u64::MAX;
+        let mut scheduled: u32 = 1;
+        let mut in_flight = FuturesUnordered::new();
+        let (client, queue, options, deadline) = (self.client, self.queue, self.options, self.deadline);
+        loop {
+            while in_flight.len() < options.concurrency.max(1) && next < max_total && next < end {
+                if scheduled >= options.max_pages {
+                    return Err(self.too_many_pages());
+                }
+                scheduled += 1;
+                let from = next;
+                in_flight.push(async move { (from, fetch_with_retries(client, queue, options, deadline, from).await) });
+                next += step;
+            }
+            let Some((from, result)) = in_flight.next().await else {
+                break;
+            };
+            let (page, requests) = result?;
+            self.stats.requests += requests;
+            self.stats.pages += 1;
+            if let Some(t) = page.total
+                && t > 0
+            {
+                max_total = max_total.max(t as u64);
+            }
+            if page.sessions.is_empty() {
+                end = end.min(from);
+            }
+            self.feed(page.sessions, sink);
+        }
+        Ok(())
+    }
+
+    /// `total` told nothing: walk one page after another, advancing by each page's length,
+    /// until an empty page or one shorter than the first.
+    async fn unknown_count(&mut self, step: usize, sink: &mut impl FnMut(BatchJob)) -> Result<(), WalkError> {
+        let mut from = step as u64;
+        loop {
+            if self.stats.pages >= self.options.max_pages {
+                return Err(self.too_many_pages());
+            }
+            let page = self.fetch(from).await?;
+            self.stats.pages += 1;
+            let n = page.sessions.len();
+            self.feed(page.sessions, sink);
+            if n == 0 || n < step {
+                return Ok(());
+            }
+            from += n as u64;
+        }
+    }
+
+    async fn fetch(&mut self, from: u64) -> Result<BatchPage, WalkError> {
+        let (page, requests) = fetch_with_retries(self.client, self.queue, self.options, self.deadline, from).await?;
+        self.stats.requests += requests;
+        Ok(page)
+    }
+}
+
+/// One page, retried per the policy; returns the page and the number of requests it took.
+async fn fetch_with_retries(
+    client: &DliClient,
+    queue: &str,
+    options: &WalkOptions,
+    deadline: Instant,
+    from: u64,
+) -> Result<(BatchPage, u32), WalkError> {
+    let query = ListBatchesQuery {
+        queue_name: Some(queue.to_string()),
+        from: Some(from),
+        size: Some(options.page_size),
+        ..Default::default()
+    };
+    let mut attempt = 0;
+    loop {
+        let error = match client.list_batches(&query).await {
+            Ok(page) => return Ok((page, attempt + 1)),
+            Err(e) => e,
+        };
+        let wait = match error.retry_after() {
+            Some(asked) => asked.max(options.retry.backoff(attempt)),
+            None => options.retry.backoff(attempt),
+        };
+        let retry = error.is_retryable() && attempt < options.retry.retries && Instant::now() + wait < deadline;
+        if !retry {
+            return Err(WalkError::Page {
+                project_id: client.project_id().to_string(),
+                queue: queue.to_string(),
+                from,
+                source: error,
+            });
+        }
+        tracing::debug!(queue, from, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying page");
+        tokio::time::sleep(wait).await;
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_ids_keep_their_bits_and_others_hash() {
+        assert_eq!(id_key("03923a72-5ace-466a-a573-e8c7b08b8cf3"), 0x03923a725ace466aa573e8c7b08b8cf3);
+        assert_ne!(id_key("job-1"), id_key("job-2"));
+        assert_eq!(id_key("job-1"), id_key("job-1"));
+        let mut set = JobIdSet::default();
+        assert!(set.insert("a"));
+        assert!(!set.insert("a"));
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let p = RetryPolicy {
+            retries: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_millis(500),
+        };
+        for _ in 0..50 {
+            let b0 = p.backoff(0);
+            assert!(b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100), "{b0:?}");
+            let b2 = p.backoff(2);
+            assert!(b2 >= Duration::from_millis(200) && b2 <= Duration::from_millis(400), "{b2:?}");
+            assert!(p.backoff(30) <= Duration::from_millis(500));
+        }
+    }
+}

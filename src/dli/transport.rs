@@ -1,0 +1,221 @@
+//! One HTTP exchange with DLI or IAM: the shared concurrency limit, the size-limited body read,
+//! the mapping of transport failures to [`DliError`], and the per-request observation that feeds
+//! the API metrics.
+//!
+//! It must not know about signing, tokens, paging or retries; callers build the request and
+//! decide what to do with the answer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use tokio::sync::Semaphore;
+
+use super::error::{DliError, FailureReason, Operation, parse_error_body};
+
+/// Told about every HTTP request sent to DLI or IAM, once it has ended.
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, operation: Operation, elapsed: Duration, failure: Option<FailureReason>);
+}
+
+/// An observer that ignores everything (tools, tests).
+pub struct NoopObserver;
+
+impl RequestObserver for NoopObserver {
+    fn observe(&self, _: Operation, _: Duration, _: Option<FailureReason>) {}
+}
+
+/// Default refusal size for a response body: far above any real page (100 jobs with logs and
+/// request bodies are a few hundred KB), far below what could hurt the process.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// A response that arrived whole (any status).
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    pub fn request_id(&self) -> Option<String> {
+        self.headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    }
+
+    /// The error this response stands for when its status is not a success.
+    pub fn error(&self, operation: Operation, url: &str) -> DliError {
+        let retry_after = self
+            .headers
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        DliError::Api {
+            operation,
+            url: url.to_string(),
+            body: parse_error_body(self.status, &self.body, self.request_id()),
+            retry_after,
+        }
+    }
+}
+
+/// The HTTP machinery shared by the list client and the token source of one project.
+#[derive(Clone)]
+pub struct Transport {
+    http: reqwest::Client,
+    observer: Arc<dyn RequestObserver>,
+    limit: Arc<Semaphore>,
+    max_body_bytes: usize,
+    request_timeout: Duration,
+}
+
+impl Transport {
+    pub fn new(
+        http: reqwest::Client,
+        observer: Arc<dyn RequestObserver>,
+        limit: Arc<Semaphore>,
+        max_body_bytes: usize,
+        request_timeout: Duration,
+    ) -> Self {
+        Transport {
+            http,
+            observer,
+            limit,
+            max_body_bytes,
+            request_timeout,
+        }
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Sends one request under the shared concurrency limit, reads the body (refusing one above
+    /// the limit), hands the response to `parse`, and reports the outcome to the observer.
+    pub async fn call<T>(
+        &self,
+        operation: Operation,
+        url: &str,
+        request: reqwest::RequestBuilder,
+        parse: impl FnOnce(RawResponse) -> Result<T, DliError>,
+    ) -> Result<T, DliError> {
+        let _permit = self.limit.acquire().await.map_err(|_| DliError::Request {
+            operation,
+            url: url.to_string(),
+            message: "the client is shutting down".into(),
+        })?;
+        let started = Instant::now();
+        let outcome = match self.exchange(operation, url, request).await {
+            Ok(raw) => parse(raw),
+            Err(e) => Err(e),
+        };
+        self.observer.observe(
+            operation,
+            started.elapsed(),
+            outcome.as_ref().err().map(DliError::reason),
+        );
+        outcome
+    }
+
+    async fn exchange(
+        &self,
+        operation: Operation,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<RawResponse, DliError> {
+        let fail = |e: reqwest::Error| self.map_error(operation, url, e);
+        // reqwest's own timeout covers connect, headers and body; this outer bound is a backstop
+        // so that no request can outlive its budget whatever the transport does.
+        let work = async {
+            let mut response = request.timeout(self.request_timeout).send().await.map_err(fail)?;
+            let status = response.status().as_u16();
+            if let Some(len) = response.content_length()
+                && len > self.max_body_bytes as u64
+            {
+                return Err(self.too_large(operation, url));
+            }
+            let mut body = Vec::with_capacity(
+                response
+                    .content_length()
+                    .map_or(16 * 1024, |l| l as usize)
+                    .min(self.max_body_bytes),
+            );
+            while let Some(chunk) = response.chunk().await.map_err(fail)? {
+                if body.len() + chunk.len() > self.max_body_bytes {
+                    return Err(self.too_large(operation, url));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(RawResponse {
+                status,
+                headers: std::mem::take(response.headers_mut()),
+                body,
+            })
+        };
+        match tokio::time::timeout(self.request_timeout + Duration::from_millis(250), work).await {
+            Ok(r) => r,
+            Err(_) => Err(DliError::Timeout {
+                operation,
+                url: url.to_string(),
+                after: self.request_timeout,
+            }),
+        }
+    }
+
+    fn too_large(&self, operation: Operation, url: &str) -> DliError {
+        DliError::TooLarge {
+            operation,
+            url: url.to_string(),
+            limit: self.max_body_bytes,
+        }
+    }
+
+    fn map_error(&self, operation: Operation, url: &str, e: reqwest::Error) -> DliError {
+        let url = url.to_string();
+        if e.is_timeout() {
+            DliError::Timeout {
+                operation,
+                url,
+                after: self.request_timeout,
+            }
+        } else if e.is_builder() {
+            DliError::Request {
+                operation,
+                url,
+                message: error_chain(&e),
+            }
+        } else if e.is_decode() {
+            DliError::Decode {
+                operation,
+                url,
+                status: e.status().map_or(0, |s| s.as_u16()),
+                message: error_chain(&e),
+                request_id: None,
+            }
+        } else {
+            // Refused, reset or closed connections, TLS failures, bodies cut off mid-way.
+            DliError::Connect {
+                operation,
+                url,
+                message: error_chain(&e),
+            }
+        }
+    }
+}
+
+/// An error with its causes, `a: b: c`, so a TLS or DNS failure says what really went wrong.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
