@@ -1,0 +1,178 @@
+//! Aggregation of one walk into a [`QueueSnapshot`]: counts by state and by state x owner (with
+//! the owner cap and `__other__` overflow), and the oldest `create_time` per active state.
+//!
+//! Memory grows with distinct states and owners, never with the number of jobs: jobs are folded
+//! in one at a time and dropped. It does no I/O and knows nothing of Prometheus.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::dli::BatchJob;
+
+/// States DLI documents; each is exported for every queue, 0 when no job is in it.
+pub const KNOWN_STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
+/// States whose oldest job is exported: a job stuck in one of them is what users alert on.
+pub const ACTIVE_STATES: [&str; 3] = ["starting", "running", "recovering"];
+/// Owner label of jobs that have no owner (missing, null or empty).
+pub const UNKNOWN_OWNER: &str = "__unknown__";
+/// Owner label of the jobs of every owner beyond `max_owners_per_queue`.
+pub const OTHER_OWNER: &str = "__other__";
+/// State label of jobs that have no state at all.
+pub const UNKNOWN_STATE: &str = "unknown";
+
+/// What one successful walk of a queue found.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSnapshot {
+    /// Jobs per state (lowercased; unknown states as they came).
+    pub by_state: BTreeMap<String, u64>,
+    /// Jobs per (state, owner) after the owner cap.
+    pub by_state_owner: BTreeMap<(String, String), u64>,
+    /// Oldest `create_time` (unix seconds, millisecond precision) per active state.
+    pub oldest_active: BTreeMap<String, f64>,
+    /// Distinct jobs seen.
+    pub jobs: u64,
+}
+
+/// Folds jobs into counts as a walk streams them.
+#[derive(Debug, Default)]
+pub struct SnapshotBuilder {
+    by_state: HashMap<String, u64>,
+    /// owner -> state -> count
+    by_owner: HashMap<String, HashMap<String, u64>>,
+    oldest_ms: HashMap<&'static str, i64>,
+    jobs: u64,
+}
+
+impl SnapshotBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn add(&mut self, job: &BatchJob) {
+        self.jobs += 1;
+        let state = match job.state.as_deref() {
+            Some(s) if !s.is_empty() => s,
+            _ => UNKNOWN_STATE,
+        };
+        bump(&mut self.by_state, state);
+        let owner = match job.owner.as_deref() {
+            Some(o) if !o.is_empty() => o,
+            _ => UNKNOWN_OWNER,
+        };
+        match self.by_owner.get_mut(owner) {
+            Some(states) => bump(states, state),
+            None => {
+                let mut states = HashMap::with_capacity(2);
+                states.insert(state.to_string(), 1);
+                self.by_owner.insert(owner.to_string(), states);
+            }
+        }
+        if let (Some(active), Some(created)) = (ACTIVE_STATES.iter().find(|s| **s == state), job.create_time) {
+            let oldest = self.oldest_ms.entry(active).or_insert(created);
+            if created < *oldest {
+                *oldest = created;
+            }
+        }
+    }
+
+    /// The snapshot, keeping the top `max_owners` owners by job count (ties by name) and summing
+    /// the rest into `__other__`.
+    pub fn finish(self, max_owners: usize) -> QueueSnapshot {
+        let mut owners: Vec<(String, HashMap<String, u64>, u64)> = self
+            .by_owner
+            .into_iter()
+            .map(|(owner, states)| {
+                let total = states.values().sum();
+                (owner, states, total)
+            })
+            .collect();
+        owners.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        let mut by_state_owner = BTreeMap::new();
+        for (rank, (owner, states, _)) in owners.into_iter().enumerate() {
+            let label = if rank < max_owners { owner } else { OTHER_OWNER.to_string() };
+            for (state, n) in states {
+                *by_state_owner.entry((state, label.clone())).or_insert(0) += n;
+            }
+        }
+        QueueSnapshot {
+            by_state: self.by_state.into_iter().collect(),
+            by_state_owner,
+            oldest_active: self
+                .oldest_ms
+                .into_iter()
+                .map(|(s, ms)| (s.to_string(), ms as f64 / 1000.0))
+                .collect(),
+            jobs: self.jobs,
+        }
+    }
+}
+
+fn bump(map: &mut HashMap<String, u64>, key: &str) {
+    match map.get_mut(key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key.to_string(), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: &str, owner: Option<&str>, created: Option<i64>) -> BatchJob {
+        BatchJob::new("id", state, owner, created)
+    }
+
+    #[test]
+    fn counts_by_state_and_owner_with_unknowns() {
+        let mut b = SnapshotBuilder::new();
+        b.add(&job("running", Some("alice"), Some(2_000)));
+        b.add(&job("running", Some("alice"), Some(1_500)));
+        b.add(&job("dead", None, None));
+        b.add(&job("success", Some(""), Some(1)));
+        b.add(&job("weird", Some("bob"), Some(5)));
+        let mut no_state = job("x", Some("bob"), None);
+        no_state.state = None;
+        b.add(&no_state);
+        let s = b.finish(10);
+        assert_eq!(s.jobs, 6);
+        assert_eq!(s.by_state.get("running"), Some(&2));
+        assert_eq!(s.by_state.get("weird"), Some(&1));
+        assert_eq!(s.by_state.get(UNKNOWN_STATE), Some(&1));
+        assert_eq!(s.by_state_owner.get(&("dead".into(), UNKNOWN_OWNER.into())), Some(&1));
+        assert_eq!(s.by_state_owner.get(&("success".into(), UNKNOWN_OWNER.into())), Some(&1));
+        assert_eq!(s.oldest_active.get("running"), Some(&1.5));
+        assert_eq!(s.oldest_active.get("dead"), None);
+    }
+
+    #[test]
+    fn owners_beyond_the_cap_go_to_other_ranked_by_count_then_name() {
+        let mut b = SnapshotBuilder::new();
+        for (owner, n) in [("a", 1), ("b", 3), ("c", 3), ("d", 2)] {
+            for _ in 0..n {
+                b.add(&job("running", Some(owner), None));
+            }
+        }
+        b.add(&job("dead", Some("a"), None));
+        let s = b.finish(2);
+        // b and c have 3 each (tie broken by name), d has 2, a has 2 -> a and d overflow.
+        assert_eq!(s.by_state_owner.get(&("running".into(), "b".into())), Some(&3));
+        assert_eq!(s.by_state_owner.get(&("running".into(), "c".into())), Some(&3));
+        assert_eq!(s.by_state_owner.get(&("running".into(), OTHER_OWNER.into())), Some(&3));
+        assert_eq!(s.by_state_owner.get(&("dead".into(), OTHER_OWNER.into())), Some(&1));
+        let owners: std::collections::BTreeSet<_> = s.by_state_owner.keys().map(|(_, o)| o.clone()).collect();
+        assert_eq!(owners.len(), 3);
+    }
+
+    #[test]
+    fn memory_is_bounded_by_owners_not_jobs() {
+        let mut b = SnapshotBuilder::new();
+        for i in 0..100_000 {
+            b.add(&job(if i % 2 == 0 { "running" } else { "success" }, Some(["x", "y"][i % 2]), Some(i as i64)));
+        }
+        let s = b.finish(200);
+        assert_eq!(s.jobs, 100_000);
+        assert_eq!(s.by_state_owner.len(), 2);
+        assert_eq!(s.oldest_active.get("running"), Some(&0.0));
+    }
+}
