@@ -506,8 +506,13 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
             problems,
         });
     }
+    let mut web = config.web;
+    if let Some(rest) = web.listen_address.strip_prefix(':') {
+        // ":10049" means every interface, as with other exporters.
+        web.listen_address = format!("0.0.0.0:{rest}");
+    }
     Ok(Settings {
-        web: config.web,
+        web,
         poll: config.poll,
         metrics: config.metrics,
         projects,
@@ -530,6 +535,36 @@ fn validate_listen_address(addr: &str, problem: &mut impl FnMut(&str, String)) {
             format!("{addr:?} must be HOST:PORT, [IPv6]:PORT or :PORT (e.g. \":10049\")"),
         );
     }
+}
+
+/// A human summary of validated settings for `--check-config`; it never prints a secret.
+pub fn summary(settings: &Settings) -> String {
+    let mut out = String::new();
+    if let Some(p) = &settings.source {
+        out.push_str(&format!("config file: {}\n", p.display()));
+    }
+    out.push_str(&format!(
+        "listen_address: {}\ntelemetry_path: {}\npoll: interval {} timeout {} request_timeout {} page_size {} concurrency {}\n",
+        settings.web.listen_address,
+        settings.web.telemetry_path,
+        humantime::format_duration(settings.poll.interval),
+        humantime::format_duration(settings.poll.timeout),
+        humantime::format_duration(settings.poll.request_timeout),
+        settings.poll.page_size,
+        settings.poll.concurrency,
+    ));
+    for p in &settings.projects {
+        out.push_str(&format!(
+            "project {} (region {}) endpoint {} auth {}: queues {}\n",
+            p.project_id,
+            p.region.as_deref().unwrap_or("-"),
+            p.endpoint,
+            p.credentials.kind().as_str(),
+            p.queues.join(", ")
+        ));
+    }
+    out.push_str("configuration OK\n");
+    out
 }
 
 /// Project ids: 1 to 64 ASCII letters and digits (dli-api.md §1).

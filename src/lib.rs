@@ -1,6 +1,28 @@
+//! dli_exporter: a Prometheus exporter for Huawei Cloud DLI Spark batch jobs.
+//!
+//! # Layout
+//!
+//! - [`config`]: the configuration file model, environment overrides, secrets, validation.
+//! - [`secret`]: the redacting, zeroing `Secret` type for credentials.
+//! - [`dli`]: the DLI client: signing, IAM tokens, ListBatches, errors, the page walker.
+//! - [`poll`]: the per-queue poll schedule and the aggregation of a walk into a snapshot.
+//! - [`store`]: the last good snapshot and poll status of every queue.
+//! - [`metrics`]: the `/metrics` registry: job metrics rendered from the store, API self-metrics.
+//! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`.
+//! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
+//! - [`cli`], [`logging`]: flags and log output.
+//! - [`sim`]: the embedded DLI simulator used by `--demo`, the tests and the benchmarks.
+//! - [`demo`]: `--demo` settings around the simulator.
+
+pub mod app;
+pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod dli;
+pub mod logging;
 pub mod metrics;
 pub mod poll;
 pub mod secret;
+pub mod server;
+pub mod sim;
 pub mod store;

@@ -1,1 +1,96 @@
-fn main() {}
+//! dli_exporter: flags -> config -> logging -> run until SIGINT/SIGTERM.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use dli_exporter::app::{self, App};
+use dli_exporter::cli::Flags;
+use dli_exporter::{config, demo, logging};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let flags = Flags::parse();
+    logging::init(flags.log_level, flags.log_format);
+    match run(flags).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "dli_exporter failed");
+            eprintln!("dli_exporter: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
+    let env: config::Env = std::env::vars().collect();
+    if flags.check_config {
+        return Ok(match config::load(&flags.config_file, &env) {
+            Ok(settings) => {
+                print!("{}", config::summary(&settings));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        });
+    }
+    // The demo keeps its simulator alive for as long as the exporter runs.
+    let (mut settings, _simulator) = if flags.demo {
+        let (sim, settings) = demo::start().await.context("starting the demo simulator")?;
+        (settings, Some(sim))
+    } else {
+        (config::load(&flags.config_file, &env)?, None)
+    };
+    flags.apply(&mut settings).map_err(anyhow::Error::msg)?;
+
+    if flags.once {
+        let (exposition, outcomes) = app::poll_once(&settings).await?;
+        use std::io::Write;
+        std::io::stdout().write_all(&exposition).context("writing to stdout")?;
+        let failed: Vec<_> = outcomes.iter().filter(|o| !o.success).collect();
+        for o in &failed {
+            eprintln!("dli_exporter: {}", o.error.as_deref().unwrap_or("poll failed"));
+        }
+        return Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+
+    let listener = tokio::net::TcpListener::bind(&settings.web.listen_address)
+        .await
+        .with_context(|| format!("cannot listen on {} (web.listen_address / --web.listen-address)", settings.web.listen_address))?;
+    let app = App::start(&settings, listener)?;
+    tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
+        queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    app.run_until_cancelled().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the exporter");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -77,6 +77,8 @@ pub enum WalkError {
         project_id: String,
         queue: String,
         from: u64,
+        /// Pages that got an answer before the failure.
+        pages: u32,
         #[source]
         source: DliError,
     },
@@ -87,6 +89,16 @@ pub enum WalkError {
         max_pages: u32,
         page_size: usize,
     },
+}
+
+impl WalkError {
+    /// Pages that got an answer before the walk failed.
+    pub fn pages(&self) -> u32 {
+        match self {
+            WalkError::Page { pages, .. } => *pages,
+            WalkError::TooManyPages { max_pages, .. } => *max_pages,
+        }
+    }
 }
 
 impl WalkError {
@@ -229,7 +241,10 @@ impl Walk<'_> {
             let Some((from, result)) = in_flight.next().await else {
                 break;
             };
-            let (page, requests) = result?;
+            let (page, requests) = result.map_err(|(e, requests)| {
+                self.stats.requests += requests;
+                self.page_error(from, e)
+            })?;
             self.stats.requests += requests;
             self.stats.pages += 1;
             if let Some(t) = page.total
@@ -265,9 +280,26 @@ impl Walk<'_> {
     }
 
     async fn fetch(&mut self, from: u64) -> Result<BatchPage, WalkError> {
-        let (page, requests) = fetch_with_retries(self.client, self.queue, self.options, self.deadline, from).await?;
-        self.stats.requests += requests;
-        Ok(page)
+        match fetch_with_retries(self.client, self.queue, self.options, self.deadline, from).await {
+            Ok((page, requests)) => {
+                self.stats.requests += requests;
+                Ok(page)
+            }
+            Err((e, requests)) => {
+                self.stats.requests += requests;
+                Err(self.page_error(from, e))
+            }
+        }
+    }
+
+    fn page_error(&self, from: u64, source: DliError) -> WalkError {
+        WalkError::Page {
+            project_id: self.client.project_id().to_string(),
+            queue: self.queue.to_string(),
+            from,
+            pages: self.stats.pages,
+            source,
+        }
     }
 }
 
@@ -278,7 +310,7 @@ async fn fetch_with_retries(
     options: &WalkOptions,
     deadline: Instant,
     from: u64,
-) -> Result<(BatchPage, u32), WalkError> {
+) -> Result<(BatchPage, u32), (DliError, u32)> {
     let query = ListBatchesQuery {
         queue_name: Some(queue.to_string()),
         from: Some(from),
@@ -297,12 +329,7 @@ async fn fetch_with_retries(
         };
         let retry = error.is_retryable() && attempt < options.retry.retries && Instant::now() + wait < deadline;
         if !retry {
-            return Err(WalkError::Page {
-                project_id: client.project_id().to_string(),
-                queue: queue.to_string(),
-                from,
-                source: error,
-            });
+            return Err((error, attempt + 1));
         }
         tracing::debug!(queue, from, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying page");
         tokio::time::sleep(wait).await;

@@ -1,0 +1,151 @@
+//! Command-line flags (design.md §3), named the Prometheus way (`--web.listen-address`).
+//!
+//! It only parses; applying flags over the configuration is [`Flags::apply`], and nothing here
+//! reads files or starts anything.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::Settings;
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// The long version: version, git revision and rustc version.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (revision ",
+    env!("DLI_EXPORTER_REVISION"),
+    ", rustc ",
+    env!("DLI_EXPORTER_RUSTC_VERSION"),
+    ")"
+);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dli_exporter",
+    version = LONG_VERSION,
+    about = "Prometheus exporter for Huawei Cloud DLI Spark batch jobs",
+    long_about = None
+)]
+pub struct Flags {
+    /// Configuration file (TOML, or YAML by its .yaml/.yml extension).
+    #[arg(long = "config.file", value_name = "PATH", default_value = "dli_exporter.toml")]
+    pub config_file: PathBuf,
+
+    /// Address to listen on for the web interface and telemetry [default: :10049, or web.listen_address].
+    #[arg(long = "web.listen-address", value_name = "ADDR")]
+    pub listen_address: Option<String>,
+
+    /// Path under which to expose metrics [default: /metrics, or web.telemetry_path].
+    #[arg(long = "web.telemetry-path", value_name = "PATH")]
+    pub telemetry_path: Option<String>,
+
+    /// Web configuration file (exporter-toolkit format: TLS, basic auth). Not supported yet.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Only log messages with the given severity or above.
+    #[arg(long = "log.level", value_enum, default_value = "info")]
+    pub log_level: LogLevel,
+
+    /// Output format of log messages.
+    #[arg(long = "log.format", value_enum, default_value = "logfmt")]
+    pub log_format: LogFormat,
+
+    /// Start an embedded DLI simulator with lively demo jobs and poll it; no config needed.
+    #[arg(long, conflicts_with_all = ["once", "check_config"])]
+    pub demo: bool,
+
+    /// Poll every queue once, print the exposition to stdout, exit 1 if any queue failed.
+    #[arg(long, conflicts_with = "check_config")]
+    pub once: bool,
+
+    /// Load and validate the configuration, print a summary without secrets, exit 0 or 1.
+    #[arg(long = "check-config")]
+    pub check_config: bool,
+}
+
+impl Flags {
+    /// Flags given on the command line win over the configuration file.
+    pub fn apply(&self, settings: &mut Settings) -> Result<(), String> {
+        if let Some(addr) = &self.listen_address {
+            settings.web.listen_address = normalize_listen_address(addr)
+                .ok_or_else(|| format!("--web.listen-address {addr:?}: expected HOST:PORT, [IPv6]:PORT or :PORT"))?;
+        }
+        if let Some(path) = &self.telemetry_path {
+            if !path.starts_with('/') || path.len() < 2 || path.starts_with("/-/") {
+                return Err(format!(
+                    "--web.telemetry-path {path:?}: must start with '/' and not be '/' or under '/-/'"
+                ));
+            }
+            settings.web.telemetry_path = path.clone();
+        }
+        Ok(())
+    }
+}
+
+/// `:10049` means every IPv4 interface, as in other exporters; `HOST:PORT` and `[v6]:PORT` pass.
+pub fn normalize_listen_address(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    if host.is_empty() {
+        return Some(format!("0.0.0.0:{port}"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return None;
+    }
+    Some(addr.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_style_flags_parse() {
+        let f = Flags::try_parse_from([
+            "dli_exporter",
+            "--config.file",
+            "x.toml",
+            "--web.listen-address",
+            ":9999",
+            "--log.level",
+            "debug",
+            "--log.format",
+            "json",
+            "--once",
+        ])
+        .expect("parses");
+        assert_eq!(f.config_file, PathBuf::from("x.toml"));
+        assert_eq!(f.log_level, LogLevel::Debug);
+        assert_eq!(f.log_format, LogFormat::Json);
+        assert!(f.once);
+        assert!(Flags::try_parse_from(["dli_exporter", "--demo", "--once"]).is_err());
+        assert!(Flags::try_parse_from(["dli_exporter", "--log.level", "trace"]).is_err());
+    }
+
+    #[test]
+    fn listen_addresses() {
+        assert_eq!(normalize_listen_address(":10049").as_deref(), Some("0.0.0.0:10049"));
+        assert_eq!(normalize_listen_address("127.0.0.1:1").as_deref(), Some("127.0.0.1:1"));
+        assert_eq!(normalize_listen_address("[::1]:1").as_deref(), Some("[::1]:1"));
+        assert_eq!(normalize_listen_address("::1:1"), None);
+        assert_eq!(normalize_listen_address("10049"), None);
+        assert_eq!(normalize_listen_address("h:99999"), None);
+    }
+}

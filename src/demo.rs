@@ -1,0 +1,56 @@
+//! `--demo`: an embedded simulator with two lively queues, and the settings that make the real
+//! client poll it over loopback with the simulator's demo credentials.
+//!
+//! Nothing here is a shortcut around the client: the demo exercises signing, paging and
+//! aggregation exactly as a real account would. It must never be used with real credentials.
+
+use std::time::Duration;
+
+use crate::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use crate::secret::Secret;
+use crate::sim::{DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_QUEUES, DEMO_REGION, DEMO_SECRET_KEY, Simulator};
+
+/// How often the demo world moves its jobs along.
+pub const DEMO_TICK: Duration = Duration::from_secs(2);
+
+/// The poll schedule of the demo: quick, so the dashboards move within a minute.
+pub fn demo_poll() -> PollConfig {
+    PollConfig {
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(4),
+        request_timeout: Duration::from_secs(2),
+        page_size: 20,
+        stale_after: Duration::from_secs(60),
+        ..PollConfig::default()
+    }
+}
+
+/// Settings that poll `sim` with the demo credentials.
+pub fn settings_for(sim: &Simulator) -> Settings {
+    Settings {
+        web: WebConfig::default(),
+        poll: demo_poll(),
+        metrics: MetricsConfig::default(),
+        projects: vec![Project {
+            project_id: DEMO_PROJECT_ID.to_string(),
+            region: Some(DEMO_REGION.to_string()),
+            endpoint: sim.base_url(),
+            queues: DEMO_QUEUES.iter().map(|q| q.to_string()).collect(),
+            credentials: Credentials::AkSk {
+                access_key: Secret::new(DEMO_ACCESS_KEY),
+                secret_key: Secret::new(DEMO_SECRET_KEY),
+                security_token: None,
+            },
+            ca_file: None,
+        }],
+        source: None,
+    }
+}
+
+/// Starts the demo simulator on a loopback port and returns it with the settings to poll it.
+pub async fn start() -> std::io::Result<(Simulator, Settings)> {
+    let sim = Simulator::start_demo(DEMO_TICK).await?;
+    let settings = settings_for(&sim);
+    tracing::info!(simulator = %sim.base_url(), queues = ?DEMO_QUEUES, "demo: polling the embedded DLI simulator");
+    Ok((sim, settings))
+}
