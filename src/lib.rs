@@ -1,2 +1,3 @@
 pub mod dli;
 pub mod secret;
+pub mod sim;
