@@ -21,6 +21,8 @@ mod demo;
 mod faults;
 mod jobs;
 mod server;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;

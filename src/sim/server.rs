@@ -324,8 +324,22 @@ fn select_page(inner: &Inner, project_id: &str, q: &PageQuery<'_>) -> (Vec<Arc<S
         return (page, total);
     }
     if !q.has_job_filters() {
-        let total = queues.iter().map(|q| q.len()).sum();
-        let page = all.skip(q.from).take(q.size).cloned().collect();
+        // Index straight into the queues: no walk over the jobs before `from`.
+        let total: usize = queues.iter().map(|q| q.len()).sum();
+        let mut page = Vec::with_capacity(q.size.min(total.saturating_sub(q.from)));
+        let mut skip = q.from;
+        for jobs in &queues {
+            if page.len() >= q.size {
+                break;
+            }
+            if skip >= jobs.len() {
+                skip -= jobs.len();
+                continue;
+            }
+            let end = jobs.len().min(skip.saturating_add(q.size - page.len()));
+            page.extend(jobs.range(skip..end).cloned());
+            skip = 0;
+        }
         return (page, total);
     }
     let mut total = 0usize;
