@@ -63,7 +63,11 @@ pub(crate) fn auth_kind(headers: &HeaderMap) -> &'static str {
 /// percent-decoded (`+` stays a `+`: the SDK encodes a space as `%20`). A key without `=` gets an
 /// empty value; empty pieces are skipped.
 pub(crate) fn decode_query(query: &str) -> Vec<(String, String)> {
-    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
     query
         .split('&')
         .filter(|piece| !piece.is_empty())
@@ -85,7 +89,9 @@ pub(crate) fn verify(
     project_id: &str,
 ) -> Result<(), Rejection> {
     if let Some(token) = headers.get("x-auth-token") {
-        let token = token.to_str().map_err(|_| reject(BAD_AUTH, "Incorrect token"))?;
+        let token = token
+            .to_str()
+            .map_err(|_| reject(BAD_AUTH, "Incorrect token"))?;
         return verify_token(inner, token, project_id);
     }
     let Some(authorization) = header(headers, "authorization") else {
@@ -100,10 +106,16 @@ pub(crate) fn verify(
 fn verify_token(inner: &Inner, token: &str, project_id: &str) -> Result<(), Rejection> {
     let tokens = lock(&inner.tokens);
     let Some(issued) = tokens.get(token) else {
-        return Err(reject(BAD_AUTH, "Incorrect IAM authentication information: token invalid"));
+        return Err(reject(
+            BAD_AUTH,
+            "Incorrect IAM authentication information: token invalid",
+        ));
     };
     if tokio::time::Instant::now() >= issued.expires {
-        return Err(reject(BAD_AUTH, "Incorrect IAM authentication information: token expired"));
+        return Err(reject(
+            BAD_AUTH,
+            "Incorrect IAM authentication information: token expired",
+        ));
     }
     if issued.project_id != project_id {
         return Err(reject(
@@ -174,8 +186,7 @@ fn verify_signature(
         hex::encode(Sha256::digest(body))
     };
     let canonical_query = aksk::canonical_query(query);
-    let canonical =
-        aksk::canonical_request(method, path, &canonical_query, &signed, &payload_hash);
+    let canonical = aksk::canonical_request(method, path, &canonical_query, &signed, &payload_hash);
     let expected = aksk::signature(
         secret_key,
         &aksk::string_to_sign(date_str, &canonical.request),
@@ -192,9 +203,8 @@ fn verify_signature(
 
 /// RFC 3339 with microseconds and `Z`, as IAM writes `expires_at`.
 pub(crate) fn iam_time(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-    );
+    let fmt =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
     t.to_offset(time::UtcOffset::UTC)
         .format(&fmt)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000000Z"))
@@ -232,9 +242,14 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
     let user = str_at(identity, &["password", "user", "name"]);
     let password = str_at(identity, &["password", "user", "password"]);
     let domain = str_at(identity, &["password", "user", "domain", "name"]);
-    let (Some(user), Some(password), Some(domain), true) = (user, password, domain, password_method)
+    let (Some(user), Some(password), Some(domain), true) =
+        (user, password, domain, password_method)
     else {
-        return iam_error(400, "Bad Request", "The request you have made requires a password identity.");
+        return iam_error(
+            400,
+            "Bad Request",
+            "The request you have made requires a password identity.",
+        );
     };
     let scope = &req["auth"]["scope"]["project"];
     let project_id = if let Some(id) = scope["id"].as_str() {
@@ -245,7 +260,11 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
             None => return iam_error(400, "Bad Request", "The project does not exist."),
         }
     } else {
-        return iam_error(400, "Bad Request", "A project scope (id or name) is required.");
+        return iam_error(
+            400,
+            "Bad Request",
+            "A project scope (id or name) is required.",
+        );
     };
     let known = inner.config.iam_users.iter().any(|u| {
         // Evaluate every comparison: no early exit on the first mismatch.
@@ -276,7 +295,8 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
         .map(|(name, _)| name.clone())
         .unwrap_or_else(|| project_id.clone());
     let domain_id = hex::encode(Sha256::digest(domain.as_bytes()))[..32].to_string();
-    let user_id = hex::encode(Sha256::digest(format!("{domain}/{user}").as_bytes()))[..32].to_string();
+    let user_id =
+        hex::encode(Sha256::digest(format!("{domain}/{user}").as_bytes()))[..32].to_string();
     let body = json!({
         "token": {
             "expires_at": iam_time(expires_at),
@@ -297,13 +317,16 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
             "catalog": [],
         }
     });
-    IamAnswer { status: 201, body, token: Some(token) }
+    IamAnswer {
+        status: 201,
+        body,
+        token: Some(token),
+    }
 }
 
 /// A token shaped like IAM's: `MII` then about 1.5 KB of URL-safe base64 characters.
 fn new_token(inner: &Inner) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut rng = lock(&inner.misc_rng);
     let mut token = String::with_capacity(1600);
     token.push_str("MII");

@@ -76,7 +76,9 @@ const RECOVERING: usize = 2;
 
 impl DemoWorld {
     pub fn new(seed: u64) -> Self {
-        DemoWorld { rng: StdRng::seed_from_u64(seed ^ DEMO_SALT) }
+        DemoWorld {
+            rng: StdRng::seed_from_u64(seed ^ DEMO_SALT),
+        }
     }
 
     /// An owner skewed towards the first names, so that owners have visibly different counts.
@@ -97,8 +99,14 @@ impl DemoWorld {
             let n = self.rng.random_range(40..=DEMO_MAX_JOBS);
             let starting = self.rng.random_range(2..=5);
             let mut rest: Vec<&str> = Vec::with_capacity(n);
-            rest.extend(std::iter::repeat_n("running", self.rng.random_range(5..=12)));
-            rest.extend(std::iter::repeat_n("recovering", self.rng.random_range(1..=3)));
+            rest.extend(std::iter::repeat_n(
+                "running",
+                self.rng.random_range(5..=12),
+            ));
+            rest.extend(std::iter::repeat_n(
+                "recovering",
+                self.rng.random_range(1..=3),
+            ));
             rest.extend(std::iter::repeat_n("dead", self.rng.random_range(4..=10)));
             while rest.len() + starting < n {
                 rest.push("success");
@@ -107,7 +115,11 @@ impl DemoWorld {
             let mut created = now - self.rng.random_range(1_000..20_000);
             let mut out = Vec::with_capacity(n);
             for i in 0..n {
-                let state = if i < starting { "starting" } else { rest[i - starting] };
+                let state = if i < starting {
+                    "starting"
+                } else {
+                    rest[i - starting]
+                };
                 out.push(self.job(queue, state, created, now));
                 created -= self.rng.random_range(30_000..600_000);
             }
@@ -132,7 +144,9 @@ impl DemoWorld {
         let mut c = counts(q);
         // A job leaves a state only when another job stays in it.
         for job in q.iter_mut() {
-            let Some(from) = state_index(&job.state) else { continue };
+            let Some(from) = state_index(&job.state) else {
+                continue;
+            };
             let roll: f64 = self.rng.random();
             let to = match from {
                 STARTING if roll < 0.4 => Some("running"),
@@ -142,13 +156,13 @@ impl DemoWorld {
                 RECOVERING if roll < 0.4 => Some("running"),
                 _ => None,
             };
-            let j = Arc::make_mut(job);
             match to {
                 Some(to) if c[from] > 1 => {
                     c[from] -= 1;
                     if let Some(i) = state_index(to) {
                         c[i] += 1;
                     }
+                    let j = Arc::make_mut(job);
                     j.state = to.to_string();
                     j.update_time = now;
                     j.duration = (now - j.create_time).max(0);
@@ -156,7 +170,11 @@ impl DemoWorld {
                         j.app_id = Some(format!("batch-session-{}:0", j.id));
                     }
                 }
-                _ if matches!(from, RUNNING | RECOVERING) => j.duration = (now - j.create_time).max(0),
+                // Active jobs keep running: their duration grows (finished ones are frozen).
+                _ if matches!(from, RUNNING | RECOVERING) => {
+                    let j = Arc::make_mut(job);
+                    j.duration = (now - j.create_time).max(0);
+                }
                 _ => {}
             }
         }
@@ -182,9 +200,12 @@ impl DemoWorld {
         while q.len() > DEMO_MAX_JOBS && idx > 0 {
             idx -= 1;
             let Some(j) = q.get(idx) else { break };
-            let Some(s) = state_index(&j.state) else { continue };
+            let Some(s) = state_index(&j.state) else {
+                continue;
+            };
             let finished = s > RECOVERING;
-            let last_ownerless = j.owner.is_none() && q.iter().filter(|x| x.owner.is_none()).count() == 1;
+            let last_ownerless =
+                j.owner.is_none() && q.iter().filter(|x| x.owner.is_none()).count() == 1;
             if finished && c[s] > 1 && !last_ownerless {
                 c[s] -= 1;
                 q.remove(idx);
@@ -207,11 +228,25 @@ mod tests {
         for queue in DEMO_QUEUES {
             let jobs = sim.jobs(DEMO_PROJECT_ID, queue);
             for state in JOB_STATES {
-                assert!(jobs.iter().any(|j| j.state == state), "{queue} lacks {state}");
+                assert!(
+                    jobs.iter().any(|j| j.state == state),
+                    "{queue} lacks {state}"
+                );
             }
-            assert!(jobs.iter().any(|j| j.owner.is_none()), "{queue} has no ownerless job");
-            assert!(jobs.len() <= DEMO_MAX_JOBS + 3, "{queue} has {} jobs", jobs.len());
-            assert!(jobs.windows(2).all(|w| w[0].create_time >= w[1].create_time), "{queue} order");
+            assert!(
+                jobs.iter().any(|j| j.owner.is_none()),
+                "{queue} has no ownerless job"
+            );
+            assert!(
+                jobs.len() <= DEMO_MAX_JOBS + 3,
+                "{queue} has {} jobs",
+                jobs.len()
+            );
+            assert!(
+                jobs.windows(2)
+                    .all(|w| w[0].create_time >= w[1].create_time),
+                "{queue} order"
+            );
             for j in &jobs {
                 assert!(j.duration >= 0 && j.update_time >= j.create_time, "{j:?}");
             }
@@ -220,8 +255,12 @@ mod tests {
 
     #[tokio::test]
     async fn stepping_keeps_every_state_and_is_deterministic() {
-        let a = Simulator::start(SimConfig::default()).await.expect("starts");
-        let b = Simulator::start(SimConfig::default()).await.expect("starts");
+        let a = Simulator::start(SimConfig::default())
+            .await
+            .expect("starts");
+        let b = Simulator::start(SimConfig::default())
+            .await
+            .expect("starts");
         let (mut wa, mut wb) = (DemoWorld::new(42), DemoWorld::new(42));
         let t0 = 1_800_000_000_000;
         wa.populate(&a, t0);
@@ -239,11 +278,18 @@ mod tests {
             check_invariants(&a);
         }
         for queue in DEMO_QUEUES {
-            assert_eq!(a.jobs(DEMO_PROJECT_ID, queue), b.jobs(DEMO_PROJECT_ID, queue));
+            assert_eq!(
+                a.jobs(DEMO_PROJECT_ID, queue),
+                b.jobs(DEMO_PROJECT_ID, queue)
+            );
         }
         let later = a.jobs(DEMO_PROJECT_ID, "etl");
-        assert!(later.iter().all(|j| !initial.iter().any(|i| i.id == j.id && i.state == "starting" && j.state == "starting")),
-            "every starting job moved on within 300 ticks");
+        assert!(
+            later.iter().all(|j| !initial
+                .iter()
+                .any(|i| i.id == j.id && i.state == "starting" && j.state == "starting")),
+            "every starting job moved on within 300 ticks"
+        );
         a.shutdown();
         b.shutdown();
     }
@@ -256,7 +302,11 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(15)).await;
             check_invariants(&sim);
         }
-        assert_ne!(before, sim.jobs(DEMO_PROJECT_ID, "adhoc"), "the world changed");
+        assert_ne!(
+            before,
+            sim.jobs(DEMO_PROJECT_ID, "adhoc"),
+            "the world changed"
+        );
         sim.shutdown();
     }
 }

@@ -16,7 +16,11 @@ pub enum Fault {
     InsertFront(usize),
     /// An error answer with a DLI/APIG-shaped body `{"error_code","error_msg"}` (plus `request_id`
     /// for `APIGW.*`/`APIG.*` codes) and the `X-Request-Id` header.
-    Status { status: u16, error_code: String, error_msg: String },
+    Status {
+        status: u16,
+        error_code: String,
+        error_msg: String,
+    },
     /// 429 with an `APIGW.0308` body, and `Retry-After: <seconds>` when `Some`.
     Throttle { retry_after: Option<u64> },
     /// 200 with a body that is not JSON (an HTML error page).
@@ -37,7 +41,10 @@ pub enum Fault {
 impl Fault {
     /// Terminal faults decide the answer; non-terminal ones only add to the normal answer.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_))
+        !matches!(
+            self,
+            Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_)
+        )
     }
 
     /// Shorthand for a [`Fault::Status`].
@@ -71,7 +78,14 @@ pub struct FaultRule {
 impl FaultRule {
     /// Every matching ListBatches request, forever.
     pub fn always(action: Fault) -> Self {
-        FaultRule { queue: None, from: None, iam: false, skip: 0, times: None, action }
+        FaultRule {
+            queue: None,
+            from: None,
+            iam: false,
+            skip: 0,
+            times: None,
+            action,
+        }
     }
 
     /// The next matching ListBatches request only.
@@ -81,7 +95,10 @@ impl FaultRule {
 
     /// The next `n` matching ListBatches requests.
     pub fn times(n: usize, action: Fault) -> Self {
-        FaultRule { times: Some(n), ..Self::always(action) }
+        FaultRule {
+            times: Some(n),
+            ..Self::always(action)
+        }
     }
 
     /// Only requests for this queue.
@@ -126,7 +143,11 @@ pub(crate) struct FaultSlot {
 
 impl FaultSlot {
     pub(crate) fn new(rule: FaultRule) -> Self {
-        FaultSlot { rule, seen: 0, applied: 0 }
+        FaultSlot {
+            rule,
+            seen: 0,
+            applied: 0,
+        }
     }
 
     fn matches(&self, target: Target<'_>) -> bool {
@@ -170,7 +191,10 @@ mod tests {
     use super::*;
 
     fn batches(queue: &str, from: i64) -> Target<'_> {
-        Target::Batches { queue: Some(queue), from }
+        Target::Batches {
+            queue: Some(queue),
+            from,
+        }
     }
 
     #[test]
@@ -191,11 +215,26 @@ mod tests {
         );
         assert_eq!(
             select(&mut slots, batches("a", 100)),
-            vec![Fault::Latency(Duration::from_millis(1)), Fault::MalformedJson]
+            vec![
+                Fault::Latency(Duration::from_millis(1)),
+                Fault::MalformedJson
+            ]
         );
-        assert_eq!(select(&mut slots, batches("b", 100)), vec![Fault::MalformedJson]);
+        assert_eq!(
+            select(&mut slots, batches("b", 100)),
+            vec![Fault::MalformedJson]
+        );
         assert_eq!(select(&mut slots, batches("b", 100)), vec![]);
         assert_eq!(select(&mut slots, Target::Iam), vec![Fault::Hang]);
-        assert_eq!(select(&mut slots, Target::Batches { queue: None, from: 5 }), vec![]);
+        assert_eq!(
+            select(
+                &mut slots,
+                Target::Batches {
+                    queue: None,
+                    from: 5
+                }
+            ),
+            vec![]
+        );
     }
 }

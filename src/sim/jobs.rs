@@ -118,7 +118,14 @@ pub(crate) fn uuid(rng: &mut StdRng) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// An owner: 80% one of [`OWNERS`], 17% one of fifty `dli_user_NN`, 3% none.
@@ -157,7 +164,9 @@ pub(crate) fn generate(
     for _ in 0..n {
         let state = random_state(rng);
         let owner = random_owner(rng);
-        out.push(make_job(rng, queue, state, owner, created, now_ms, realistic));
+        out.push(make_job(
+            rng, queue, state, owner, created, now_ms, realistic,
+        ));
         created -= rng.random_range(1_000..120_000i64);
     }
     out
@@ -200,7 +209,10 @@ pub(crate) fn make_job(
         None
     };
     let (log, image, req_body) = if realistic {
-        let image = format!("dli-images/spark-custom:3.3.1-{}", rng.random_range(1..20u32));
+        let image = format!(
+            "dli-images/spark-custom:3.3.1-{}",
+            rng.random_range(1..20u32)
+        );
         (
             log_lines(rng, &id, state, created_ms),
             Some(image),
@@ -293,16 +305,38 @@ mod tests {
 
     #[test]
     fn same_seed_same_jobs_and_realistic_fields() {
-        let a = generate(&mut StdRng::seed_from_u64(7), 50, "q", true, 1_800_000_000_000);
-        let b = generate(&mut StdRng::seed_from_u64(7), 50, "q", true, 1_800_000_000_000);
-        let c = generate(&mut StdRng::seed_from_u64(8), 50, "q", true, 1_800_000_000_000);
+        let a = generate(
+            &mut StdRng::seed_from_u64(7),
+            50,
+            "q",
+            true,
+            1_800_000_000_000,
+        );
+        let b = generate(
+            &mut StdRng::seed_from_u64(7),
+            50,
+            "q",
+            true,
+            1_800_000_000_000,
+        );
+        let c = generate(
+            &mut StdRng::seed_from_u64(8),
+            50,
+            "q",
+            true,
+            1_800_000_000_000,
+        );
         assert_eq!(a, b);
         assert_ne!(a, c);
         for j in &a {
             assert_eq!(j.id.len(), 36, "{}", j.id);
             assert_eq!(j.log.len(), 10);
             let body = j.req_body.as_deref().unwrap_or("");
-            assert!((1024..=2100).contains(&body.len()), "req_body {}", body.len());
+            assert!(
+                (1024..=2100).contains(&body.len()),
+                "req_body {}",
+                body.len()
+            );
             let v: serde_json::Value = serde_json::from_str(body).expect("req_body is JSON");
             assert_eq!(v["queue"], "q");
             let json = serde_json::to_value(j).expect("serialises");
@@ -310,7 +344,10 @@ mod tests {
             assert_eq!(keys, 16, "{json}");
             assert!(j.update_time >= j.create_time && j.duration >= 0);
         }
-        assert!(a.windows(2).all(|w| w[0].create_time > w[1].create_time), "newest first");
+        assert!(
+            a.windows(2).all(|w| w[0].create_time > w[1].create_time),
+            "newest first"
+        );
     }
 
     #[test]

@@ -251,7 +251,9 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("addr", &self.inner.addr).finish()
+        f.debug_struct("Simulator")
+            .field("addr", &self.inner.addr)
+            .finish()
     }
 }
 

@@ -87,7 +87,12 @@ async fn serve_connection(stream: TcpStream, inner: Arc<Inner>) {
 }
 
 /// A response with the given status, content type, body and `X-Request-Id`.
-fn respond(status: u16, content_type: &str, body: impl Into<Bytes>, request_id: &str) -> Response<Body> {
+fn respond(
+    status: u16,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    request_id: &str,
+) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
@@ -123,16 +128,28 @@ fn route(path: &str) -> Route {
     }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut segments = trimmed.split('/');
-    match (segments.next(), segments.next(), segments.next(), segments.next(), segments.next()) {
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
         (Some(""), Some("v2.0"), Some(pid), Some("batches"), None) if !pid.is_empty() => {
-            let pid = percent_encoding::percent_decode_str(pid).decode_utf8_lossy().into_owned();
+            let pid = percent_encoding::percent_decode_str(pid)
+                .decode_utf8_lossy()
+                .into_owned();
             Route::Batches(pid)
         }
         _ => Route::NotFound,
     }
 }
 
-async fn handle(inner: Arc<Inner>, req: Request<Incoming>, reset: CancellationToken) -> Response<Body> {
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    reset: CancellationToken,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
     let allowed = match route {
@@ -143,21 +160,41 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>, reset: CancellationTo
     if !allowed {
         let request_id = inner.request_id();
         let mut resp = error_response(405, "APIGW.0105", "Method not allowed", &request_id);
-        let allow = if matches!(route, Route::Tokens) { "POST" } else { "GET" };
-        resp.headers_mut().insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static(allow));
+        let allow = if matches!(route, Route::Tokens) {
+            "POST"
+        } else {
+            "GET"
+        };
+        resp.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static(allow),
+        );
         return resp;
     }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {
             let request_id = inner.request_id();
-            return error_response(413, "DLI.0001", "Request body too large or unreadable", &request_id);
+            return error_response(
+                413,
+                "DLI.0001",
+                "Request body too large or unreadable",
+                &request_id,
+            );
         }
     };
     match route {
         Route::Batches(project_id) => {
-            batches(&inner, &parts.method, &parts.uri, &parts.headers, &body, &project_id, &reset)
-                .await
+            batches(
+                &inner,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                &project_id,
+                &reset,
+            )
+            .await
         }
         Route::Tokens => tokens(&inner, &body, &reset).await,
         Route::NotFound => {
@@ -178,14 +215,13 @@ struct Applied {
     terminal: Option<Fault>,
 }
 
-async fn apply_faults(
-    inner: &Inner,
-    target: Target<'_>,
-    insert: impl Fn(usize),
-) -> Applied {
+async fn apply_faults(inner: &Inner, target: Target<'_>, insert: impl Fn(usize)) -> Applied {
     let actions = faults::select(&mut lock(&inner.faults), target);
     bump(&inner.counters.faults_injected, actions.len() as u64);
-    let mut applied = Applied { total_override: None, terminal: None };
+    let mut applied = Applied {
+        total_override: None,
+        terminal: None,
+    };
     for action in actions {
         match action {
             Fault::Latency(d) => tokio::time::sleep(d).await,
@@ -206,9 +242,11 @@ async fn answer_fault(
     page: impl FnOnce() -> Vec<u8>,
 ) -> Response<Body> {
     match fault {
-        Fault::Status { status, error_code, error_msg } => {
-            error_response(status, &error_code, &error_msg, request_id)
-        }
+        Fault::Status {
+            status,
+            error_code,
+            error_msg,
+        } => error_response(status, &error_code, &error_msg, request_id),
         Fault::Throttle { retry_after } => {
             let mut resp = error_response(
                 429,
@@ -217,7 +255,8 @@ async fn answer_fault(
                 request_id,
             );
             if let Some(secs) = retry_after {
-                resp.headers_mut().insert(hyper::header::RETRY_AFTER, secs.into());
+                resp.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, secs.into());
             }
             resp
         }
@@ -285,13 +324,18 @@ impl PageQuery<'_> {
 
     fn keeps(&self, j: &SimJob) -> bool {
         self.state.is_none_or(|s| j.state.eq_ignore_ascii_case(s))
-            && self.job_name.is_none_or(|n| j.name.as_deref().is_some_and(|name| name.contains(n)))
+            && self
+                .job_name
+                .is_none_or(|n| j.name.as_deref().is_some_and(|name| name.contains(n)))
             && self.job_id.is_none_or(|id| j.id == id)
             && self.owner.is_none_or(|o| j.owner.as_deref() == Some(o))
             && self.start.is_none_or(|s| j.create_time >= s)
             && self.end.is_none_or(|e| j.create_time <= e)
     }
 }
+
+/// What `order` sorts by.
+type SortKey = fn(&SimJob) -> i64;
 
 /// The page window and the number of jobs matching the filters, taken under the lock; the jobs
 /// themselves are shared, not copied.
@@ -305,7 +349,7 @@ fn select_page(inner: &Inner, project_id: &str, q: &PageQuery<'_>) -> (Vec<Arc<S
         None => project.values().collect(),
     };
     let order = q.order.map(str::to_ascii_uppercase);
-    let sort_key: Option<(fn(&SimJob) -> i64, bool)> = match order.as_deref() {
+    let sort_key: Option<(SortKey, bool)> = match order.as_deref() {
         Some("CREATE_TIME_DESC") => Some((|j| j.create_time, true)),
         Some("CREATE_TIME_ASC") => Some((|j| j.create_time, false)),
         Some("DURATION_DESC") => Some((|j| j.duration, true)),
@@ -362,7 +406,12 @@ struct PageBody<'a> {
 }
 
 fn page_json(from: i64, total: i64, page: &[Arc<SimJob>]) -> Vec<u8> {
-    let body = PageBody { from, total, sessions: page.iter().map(|j| &**j).collect(), create_time: now_ms() };
+    let body = PageBody {
+        from,
+        total,
+        sessions: page.iter().map(|j| &**j).collect(),
+        create_time: now_ms(),
+    };
     serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
 }
 
@@ -381,7 +430,15 @@ fn insert_generated(inner: &Inner, project_id: &str, queue: Option<&str>, n: usi
     let new: Vec<SimJob> = (0..n)
         .map(|i| {
             let owner = jobs::random_owner(&mut rng);
-            jobs::make_job(&mut rng, &name, "starting", owner, now - i as i64, now, realistic)
+            jobs::make_job(
+                &mut rng,
+                &name,
+                "starting",
+                owner,
+                now - i as i64,
+                now,
+                realistic,
+            )
         })
         .collect();
     for job in new.into_iter().rev() {
@@ -402,7 +459,12 @@ async fn batches(
     bump(&inner.counters.list_batches_requests, 1);
     let raw_query = uri.query().unwrap_or("");
     let pairs = auth::decode_query(raw_query);
-    let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
     let queue = get("queue_name")
         .filter(|q| !q.is_empty())
         .or_else(|| get("cluster_name").filter(|q| !q.is_empty()));
@@ -421,21 +483,30 @@ async fn batches(
 
     let applied = apply_faults(
         inner,
-        Target::Batches { queue, from: entry.from },
+        Target::Batches {
+            queue,
+            from: entry.from,
+        },
         |n| insert_generated(inner, project_id, queue, n),
     )
     .await;
     let request_id = inner.request_id();
 
-    let start = int_param(get("start"), 0).ok().filter(|_| get("start").is_some());
-    let end = int_param(get("end"), 0).ok().filter(|_| get("end").is_some());
+    let start = int_param(get("start"), 0)
+        .ok()
+        .filter(|_| get("start").is_some());
+    let end = int_param(get("end"), 0)
+        .ok()
+        .filter(|_| get("end").is_some());
     let window = |from: i64, size: i64| {
         let size = usize::try_from(size.max(0)).unwrap_or(usize::MAX);
         PageQuery {
             queue,
             state: get("state").filter(|s| !s.is_empty()),
             job_name: get("job_name").filter(|s| !s.is_empty()),
-            job_id: get("job-id").or_else(|| get("job_id")).filter(|s| !s.is_empty()),
+            job_id: get("job-id")
+                .or_else(|| get("job_id"))
+                .filter(|s| !s.is_empty()),
             owner: get("owner").filter(|s| !s.is_empty()),
             start,
             end,
@@ -445,11 +516,13 @@ async fn batches(
         }
     };
     let total_of = |matching: usize, page_len: usize| {
-        applied.total_override.unwrap_or(match inner.config.total_mode {
-            TotalMode::Full => matching as i64,
-            TotalMode::PageLength => page_len as i64,
-            TotalMode::Fixed(n) => n,
-        })
+        applied
+            .total_override
+            .unwrap_or(match inner.config.total_mode {
+                TotalMode::Full => matching as i64,
+                TotalMode::PageLength => page_len as i64,
+                TotalMode::Fixed(n) => n,
+            })
     };
 
     if let Some(fault) = applied.terminal {
@@ -469,7 +542,15 @@ async fn batches(
         .await;
     }
 
-    if let Err(rejection) = auth::verify(inner, method.as_str(), uri.path(), &pairs, headers, body, project_id) {
+    if let Err(rejection) = auth::verify(
+        inner,
+        method.as_str(),
+        uri.path(),
+        &pairs,
+        headers,
+        body,
+        project_id,
+    ) {
         bump(&inner.counters.auth_rejections, 1);
         entry.status = 401;
         inner.log_request(entry);
@@ -494,7 +575,12 @@ async fn batches(
     respond(200, "application/json", body, &request_id)
 }
 
-fn reject_params(inner: &Inner, mut entry: LoggedRequest, msg: &str, request_id: &str) -> Response<Body> {
+fn reject_params(
+    inner: &Inner,
+    mut entry: LoggedRequest,
+    msg: &str,
+    request_id: &str,
+) -> Response<Body> {
     entry.status = 400;
     inner.log_request(entry);
     error_response(400, "DLI.0001", msg, request_id)
@@ -521,7 +607,12 @@ async fn tokens(inner: &Inner, body: &[u8], reset: &CancellationToken) -> Respon
         return with_trace(resp);
     }
     let answer = auth::issue_token(inner, body);
-    let mut resp = respond(answer.status, "application/json", answer.body.to_string(), &request_id);
+    let mut resp = respond(
+        answer.status,
+        "application/json",
+        answer.body.to_string(),
+        &request_id,
+    );
     if let Some(token) = answer.token
         && let Ok(v) = token.parse()
     {
