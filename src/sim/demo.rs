@@ -1,0 +1,312 @@
+//! The lively demo world behind `--demo`: [`DEMO_PROJECT_ID`]'s queues [`DEMO_QUEUES`] filled
+//! with jobs that move through states over time.
+//!
+//! Owns the world's evolution: every tick jobs start, finish, fail or recover, new jobs are
+//! submitted at the front, and old finished ones are pruned. Invariants after every step, for
+//! each queue: all five states are present, at least one job has no owner, the list is at most
+//! [`DEMO_MAX_JOBS`] long and newest-first by `create_time`. It must not use randomness other than
+//! its own generator seeded from [`SimConfig::seed`], nor outlive [`Simulator::shutdown`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::jobs::{self, JOB_STATES, SimJob};
+use super::{DEMO_PROJECT_ID, DEMO_QUEUES, QueueJobs, SimConfig, Simulator, lock, now_ms};
+
+/// The owners the demo world's jobs belong to (one job at least has no owner at all).
+pub const DEMO_OWNERS: [&str; 8] = jobs::OWNERS;
+
+/// The demo world never keeps more jobs than this per queue.
+pub const DEMO_MAX_JOBS: usize = 80;
+
+const DEMO_SALT: u64 = 0x5eed_de70_0000_0001;
+
+/// Starts a simulator with [`SimConfig::default`] and the demo world, which moves every `tick`.
+pub async fn start_demo(tick: Duration) -> std::io::Result<Simulator> {
+    start_demo_with(SimConfig::default(), tick).await
+}
+
+/// [`start_demo`] with a given configuration (the world is seeded from `config.seed`).
+pub async fn start_demo_with(config: SimConfig, tick: Duration) -> std::io::Result<Simulator> {
+    let sim = Simulator::start(config).await?;
+    let mut world = DemoWorld::new(sim.config().seed);
+    world.populate(&sim, now_ms());
+    let handle = sim.clone();
+    let tick = tick.max(Duration::from_millis(1));
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + tick, tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = handle.stopped() => break,
+                _ = interval.tick() => world.step(&handle, now_ms()),
+            }
+        }
+    });
+    Ok(sim)
+}
+
+/// The demo world's generator and rules. [`start_demo`] drives one; tests can step one by hand.
+#[derive(Debug)]
+pub struct DemoWorld {
+    rng: StdRng,
+}
+
+fn state_index(state: &str) -> Option<usize> {
+    JOB_STATES.iter().position(|s| *s == state)
+}
+
+fn counts(q: &QueueJobs) -> [usize; 5] {
+    let mut c = [0; 5];
+    for j in q {
+        if let Some(i) = state_index(&j.state) {
+            c[i] += 1;
+        }
+    }
+    c
+}
+
+const STARTING: usize = 0;
+const RUNNING: usize = 1;
+const RECOVERING: usize = 2;
+
+impl DemoWorld {
+    pub fn new(seed: u64) -> Self {
+        DemoWorld {
+            rng: StdRng::seed_from_u64(seed ^ DEMO_SALT),
+        }
+    }
+
+    /// An owner skewed towards the first names, so that owners have visibly different counts.
+    fn owner(&mut self) -> Option<String> {
+        let a = self.rng.random_range(0..DEMO_OWNERS.len());
+        let b = self.rng.random_range(0..DEMO_OWNERS.len());
+        Some(DEMO_OWNERS[a.min(b)].to_string())
+    }
+
+    fn job(&mut self, queue: &str, state: &str, created: i64, now: i64) -> SimJob {
+        let owner = self.owner();
+        jobs::make_job(&mut self.rng, queue, state, owner, created, now, false)
+    }
+
+    /// Fills every demo queue with 40–80 jobs in all five states, newest first.
+    pub fn populate(&mut self, sim: &Simulator, now: i64) {
+        for queue in DEMO_QUEUES {
+            let n = self.rng.random_range(40..=DEMO_MAX_JOBS);
+            let starting = self.rng.random_range(2..=5);
+            let mut rest: Vec<&str> = Vec::with_capacity(n);
+            rest.extend(std::iter::repeat_n(
+                "running",
+                self.rng.random_range(5..=12),
+            ));
+            rest.extend(std::iter::repeat_n(
+                "recovering",
+                self.rng.random_range(1..=3),
+            ));
+            rest.extend(std::iter::repeat_n("dead", self.rng.random_range(4..=10)));
+            while rest.len() + starting < n {
+                rest.push("success");
+            }
+            rest.shuffle(&mut self.rng);
+            let mut created = now - self.rng.random_range(1_000..20_000);
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let state = if i < starting {
+                    "starting"
+                } else {
+                    rest[i - starting]
+                };
+                out.push(self.job(queue, state, created, now));
+                created -= self.rng.random_range(30_000..600_000);
+            }
+            if let Some(last) = out.last_mut() {
+                last.owner = None;
+            }
+            sim.set_jobs(DEMO_PROJECT_ID, queue, out);
+        }
+    }
+
+    /// One tick of life at wall-clock `now` (unix ms).
+    pub fn step(&mut self, sim: &Simulator, now: i64) {
+        let mut projects = lock(&sim.inner.projects);
+        let project = projects.entry(DEMO_PROJECT_ID.to_string()).or_default();
+        for queue in DEMO_QUEUES {
+            let q = project.entry(queue.to_string()).or_default();
+            self.step_queue(queue, q, now);
+        }
+    }
+
+    fn step_queue(&mut self, queue: &str, q: &mut QueueJobs, now: i64) {
+        let mut c = counts(q);
+        // A job leaves a state only when another job stays in it.
+        for job in q.iter_mut() {
+            let Some(from) = state_index(&job.state) else {
+                continue;
+            };
+            let roll: f64 = self.rng.random();
+            let to = match from {
+                STARTING if roll < 0.4 => Some("running"),
+                RUNNING if roll < 0.08 => Some("success"),
+                RUNNING if roll < 0.11 => Some("dead"),
+                RUNNING if roll < 0.13 => Some("recovering"),
+                RECOVERING if roll < 0.4 => Some("running"),
+                _ => None,
+            };
+            match to {
+                Some(to) if c[from] > 1 => {
+                    c[from] -= 1;
+                    if let Some(i) = state_index(to) {
+                        c[i] += 1;
+                    }
+                    let j = Arc::make_mut(job);
+                    j.state = to.to_string();
+                    j.update_time = now;
+                    j.duration = (now - j.create_time).max(0);
+                    if j.app_id.is_none() {
+                        j.app_id = Some(format!("batch-session-{}:0", j.id));
+                    }
+                }
+                // Active jobs keep running: their duration grows (finished ones are frozen).
+                _ if matches!(from, RUNNING | RECOVERING) => {
+                    let j = Arc::make_mut(job);
+                    j.duration = (now - j.create_time).max(0);
+                }
+                _ => {}
+            }
+        }
+
+        // New submissions, newest at the front; more when few jobs are starting.
+        let mut submit = self.rng.random_range(0..=2);
+        if c[STARTING] < 2 {
+            submit += 1;
+        }
+        let newest = q.front().map_or(i64::MIN, |j| j.create_time);
+        for i in 0..submit {
+            let created = (now - (submit - i) as i64).max(newest.saturating_add(1));
+            let mut job = self.job(queue, "starting", created, now.max(created));
+            if self.rng.random_range(0..25) == 0 {
+                job.owner = None;
+            }
+            q.push_front(Arc::new(job));
+            c[STARTING] += 1;
+        }
+
+        // Prune the oldest finished jobs, keeping every state and one ownerless job.
+        let mut idx = q.len();
+        while q.len() > DEMO_MAX_JOBS && idx > 0 {
+            idx -= 1;
+            let Some(j) = q.get(idx) else { break };
+            let Some(s) = state_index(&j.state) else {
+                continue;
+            };
+            let finished = s > RECOVERING;
+            let last_ownerless =
+                j.owner.is_none() && q.iter().filter(|x| x.owner.is_none()).count() == 1;
+            if finished && c[s] > 1 && !last_ownerless {
+                c[s] -= 1;
+                q.remove(idx);
+            }
+        }
+
+        if !q.iter().any(|j| j.owner.is_none())
+            && let Some(front) = q.front_mut()
+        {
+            Arc::make_mut(front).owner = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_invariants(sim: &Simulator) {
+        for queue in DEMO_QUEUES {
+            let jobs = sim.jobs(DEMO_PROJECT_ID, queue);
+            for state in JOB_STATES {
+                assert!(
+                    jobs.iter().any(|j| j.state == state),
+                    "{queue} lacks {state}"
+                );
+            }
+            assert!(
+                jobs.iter().any(|j| j.owner.is_none()),
+                "{queue} has no ownerless job"
+            );
+            assert!(
+                jobs.len() <= DEMO_MAX_JOBS + 3,
+                "{queue} has {} jobs",
+                jobs.len()
+            );
+            assert!(
+                jobs.windows(2)
+                    .all(|w| w[0].create_time >= w[1].create_time),
+                "{queue} order"
+            );
+            for j in &jobs {
+                assert!(j.duration >= 0 && j.update_time >= j.create_time, "{j:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn stepping_keeps_every_state_and_is_deterministic() {
+        let a = Simulator::start(SimConfig::default())
+            .await
+            .expect("starts");
+        let b = Simulator::start(SimConfig::default())
+            .await
+            .expect("starts");
+        let (mut wa, mut wb) = (DemoWorld::new(42), DemoWorld::new(42));
+        let t0 = 1_800_000_000_000;
+        wa.populate(&a, t0);
+        wb.populate(&b, t0);
+        let initial = a.jobs(DEMO_PROJECT_ID, "etl");
+        assert!((40..=DEMO_MAX_JOBS).contains(&initial.len()));
+        let owners: std::collections::BTreeSet<_> =
+            initial.iter().filter_map(|j| j.owner.clone()).collect();
+        assert!(owners.len() >= 5, "{owners:?}");
+        check_invariants(&a);
+        for i in 1..=300 {
+            let now = t0 + i * 5_000;
+            wa.step(&a, now);
+            wb.step(&b, now);
+            check_invariants(&a);
+        }
+        for queue in DEMO_QUEUES {
+            assert_eq!(
+                a.jobs(DEMO_PROJECT_ID, queue),
+                b.jobs(DEMO_PROJECT_ID, queue)
+            );
+        }
+        let later = a.jobs(DEMO_PROJECT_ID, "etl");
+        assert!(
+            later.iter().all(|j| !initial
+                .iter()
+                .any(|i| i.id == j.id && i.state == "starting" && j.state == "starting")),
+            "every starting job moved on within 300 ticks"
+        );
+        a.shutdown();
+        b.shutdown();
+    }
+
+    #[tokio::test]
+    async fn demo_moves_over_ticks_and_serves() {
+        let sim = start_demo(Duration::from_millis(10)).await.expect("starts");
+        let before = sim.jobs(DEMO_PROJECT_ID, "adhoc");
+        for _ in 0..5 {
+            tokio::time::sleep(Duration::from_millis(15)).await;
+            check_invariants(&sim);
+        }
+        assert_ne!(
+            before,
+            sim.jobs(DEMO_PROJECT_ID, "adhoc"),
+            "the world changed"
+        );
+        sim.shutdown();
+    }
+}

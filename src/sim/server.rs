@@ -1,0 +1,622 @@
+//! Hyper plumbing and routing: the accept loop, one HTTP/1 connection task per client, and the
+//! handlers for `GET /v2.0/{project_id}/batches` and `POST /v3/auth/tokens`.
+//!
+//! Owns turning requests into responses, including faults. It must not panic on input: anything
+//! malformed gets a 4xx, and nothing from the network is `unwrap`ped.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use super::faults::{self, Fault, Target};
+use super::jobs::{self, SimJob};
+use super::{Inner, LoggedRequest, TotalMode, auth, bump, lock, now_ms};
+
+/// Request bodies larger than this are refused (413).
+const MAX_BODY: usize = 1 << 20;
+
+type Body = Full<Bytes>;
+
+pub(crate) fn spawn(listener: TcpListener, inner: Arc<Inner>) {
+    tokio::spawn(accept_loop(listener, inner));
+}
+
+async fn accept_loop(listener: TcpListener, inner: Arc<Inner>) {
+    let cancel = inner.cancel.clone();
+    loop {
+        let accepted = tokio::select! {
+            _ = cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, inner.clone()));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                tracing::debug!(error = %e, "simulator accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    // The listener is dropped here: new connections are refused from now on.
+}
+
+async fn serve_connection(stream: TcpStream, inner: Arc<Inner>) {
+    // Cancelled by a handler that wants this connection reset without a response.
+    let reset = CancellationToken::new();
+    let svc_inner = inner.clone();
+    let svc_reset = reset.clone();
+    let service = service_fn(move |req| {
+        let inner = svc_inner.clone();
+        let reset = svc_reset.clone();
+        async move { Ok::<_, Infallible>(handle(inner, req, reset).await) }
+    });
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
+    let reset_now = tokio::select! {
+        r = &mut conn => {
+            if let Err(e) = r {
+                tracing::trace!(error = %e, "simulator connection ended with an error");
+            }
+            false
+        }
+        _ = inner.cancel.cancelled() => false,
+        _ = reset.cancelled() => true,
+    };
+    if reset_now {
+        // SO_LINGER 0 turns the close into a TCP RST: the client sees "connection reset".
+        let stream = conn.into_parts().io.into_inner();
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    }
+}
+
+/// A response with the given status, content type, body and `X-Request-Id`.
+fn respond(
+    status: u16,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    request_id: &str,
+) -> Response<Body> {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(hyper::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = request_id.parse() {
+        h.insert("x-request-id", v);
+    }
+    resp
+}
+
+/// A DLI/APIG error: `{"error_code","error_msg"}`, plus `request_id` for gateway (`APIG*`) codes.
+fn error_response(status: u16, code: &str, msg: &str, request_id: &str) -> Response<Body> {
+    let body = if code.starts_with("APIG") {
+        json!({"error_code": code, "error_msg": msg, "request_id": request_id})
+    } else {
+        json!({"error_code": code, "error_msg": msg})
+    };
+    respond(status, "application/json", body.to_string(), request_id)
+}
+
+enum Route {
+    Batches(String),
+    Tokens,
+    NotFound,
+}
+
+fn route(path: &str) -> Route {
+    if path == "/v3/auth/tokens" {
+        return Route::Tokens;
+    }
+    let trimmed = path.strip_suffix('/').unwrap_or(path);
+    let mut segments = trimmed.split('/');
+    match (
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+        segments.next(),
+    ) {
+        (Some(""), Some("v2.0"), Some(pid), Some("batches"), None) if !pid.is_empty() => {
+            let pid = percent_encoding::percent_decode_str(pid)
+                .decode_utf8_lossy()
+                .into_owned();
+            Route::Batches(pid)
+        }
+        _ => Route::NotFound,
+    }
+}
+
+async fn handle(
+    inner: Arc<Inner>,
+    req: Request<Incoming>,
+    reset: CancellationToken,
+) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let route = route(parts.uri.path());
+    let allowed = match route {
+        Route::Batches(_) => parts.method == Method::GET,
+        Route::Tokens => parts.method == Method::POST,
+        Route::NotFound => true,
+    };
+    if !allowed {
+        let request_id = inner.request_id();
+        let mut resp = error_response(405, "APIGW.0105", "Method not allowed", &request_id);
+        let allow = if matches!(route, Route::Tokens) {
+            "POST"
+        } else {
+            "GET"
+        };
+        resp.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static(allow),
+        );
+        return resp;
+    }
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            let request_id = inner.request_id();
+            return error_response(
+                413,
+                "DLI.0001",
+                "Request body too large or unreadable",
+                &request_id,
+            );
+        }
+    };
+    match route {
+        Route::Batches(project_id) => {
+            batches(
+                &inner,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                &project_id,
+                &reset,
+            )
+            .await
+        }
+        Route::Tokens => tokens(&inner, &body, &reset).await,
+        Route::NotFound => {
+            let request_id = inner.request_id();
+            error_response(
+                404,
+                "APIGW.0101",
+                "The API does not exist or has not been published in the environment",
+                &request_id,
+            )
+        }
+    }
+}
+
+/// Non-terminal faults done, and the terminal one (if any) left to answer with.
+struct Applied {
+    total_override: Option<i64>,
+    terminal: Option<Fault>,
+}
+
+async fn apply_faults(inner: &Inner, target: Target<'_>, insert: impl Fn(usize)) -> Applied {
+    let actions = faults::select(&mut lock(&inner.faults), target);
+    bump(&inner.counters.faults_injected, actions.len() as u64);
+    let mut applied = Applied {
+        total_override: None,
+        terminal: None,
+    };
+    for action in actions {
+        match action {
+            Fault::Latency(d) => tokio::time::sleep(d).await,
+            Fault::InsertFront(n) => insert(n),
+            Fault::WrongTotal(t) => applied.total_override = Some(t),
+            terminal => applied.terminal = Some(terminal),
+        }
+    }
+    applied
+}
+
+/// Answers with a terminal fault; `page` builds the normal body when the fault needs it.
+async fn answer_fault(
+    fault: Fault,
+    request_id: &str,
+    ok_status: u16,
+    reset: &CancellationToken,
+    page: impl FnOnce() -> Vec<u8>,
+) -> Response<Body> {
+    match fault {
+        Fault::Status {
+            status,
+            error_code,
+            error_msg,
+        } => error_response(status, &error_code, &error_msg, request_id),
+        Fault::Throttle { retry_after } => {
+            let mut resp = error_response(
+                429,
+                "APIGW.0308",
+                "The throttling threshold has been reached: policy user over ratelimit,limit:200,time:1 second",
+                request_id,
+            );
+            if let Some(secs) = retry_after {
+                resp.headers_mut()
+                    .insert(hyper::header::RETRY_AFTER, secs.into());
+            }
+            resp
+        }
+        Fault::MalformedJson => respond(
+            ok_status,
+            "application/json",
+            "<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
+            request_id,
+        ),
+        Fault::TruncatedJson => {
+            let mut body = page();
+            body.truncate(body.len() / 2);
+            respond(ok_status, "application/json", body, request_id)
+        }
+        Fault::Oversized(n) => {
+            let mut body = br#"{"from":0,"total":1,"sessions":[{"id":""#.to_vec();
+            body.truncate(n);
+            body.resize(n, b'x');
+            respond(ok_status, "application/json", body, request_id)
+        }
+        Fault::ResetConnection => {
+            reset.cancel();
+            std::future::pending().await
+        }
+        // Hang, and the non-terminal faults that never get here: no answer until shutdown drops
+        // the connection.
+        Fault::Hang | Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_) => {
+            std::future::pending().await
+        }
+    }
+}
+
+/// Parses an optional integer query value: absent => default, not an integer => Err.
+fn int_param(value: Option<&str>, default: i64) -> Result<i64, ()> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.trim().parse::<i64>().map_err(|_| ()),
+    }
+}
+
+/// The filters and window of one ListBatches request.
+#[derive(Debug, Default)]
+struct PageQuery<'a> {
+    queue: Option<&'a str>,
+    state: Option<&'a str>,
+    job_name: Option<&'a str>,
+    job_id: Option<&'a str>,
+    owner: Option<&'a str>,
+    start: Option<i64>,
+    end: Option<i64>,
+    order: Option<&'a str>,
+    from: usize,
+    size: usize,
+}
+
+impl PageQuery<'_> {
+    fn has_job_filters(&self) -> bool {
+        self.state.is_some()
+            || self.job_name.is_some()
+            || self.job_id.is_some()
+            || self.owner.is_some()
+            || self.start.is_some()
+            || self.end.is_some()
+    }
+
+    fn keeps(&self, j: &SimJob) -> bool {
+        self.state.is_none_or(|s| j.state.eq_ignore_ascii_case(s))
+            && self
+                .job_name
+                .is_none_or(|n| j.name.as_deref().is_some_and(|name| name.contains(n)))
+            && self.job_id.is_none_or(|id| j.id == id)
+            && self.owner.is_none_or(|o| j.owner.as_deref() == Some(o))
+            && self.start.is_none_or(|s| j.create_time >= s)
+            && self.end.is_none_or(|e| j.create_time <= e)
+    }
+}
+
+/// What `order` sorts by.
+type SortKey = fn(&SimJob) -> i64;
+
+/// The page window and the number of jobs matching the filters, taken under the lock; the jobs
+/// themselves are shared, not copied.
+fn select_page(inner: &Inner, project_id: &str, q: &PageQuery<'_>) -> (Vec<Arc<SimJob>>, usize) {
+    let projects = lock(&inner.projects);
+    let Some(project) = projects.get(project_id) else {
+        return (Vec::new(), 0);
+    };
+    let queues: Vec<&super::QueueJobs> = match q.queue {
+        Some(name) => project.get(name).into_iter().collect(),
+        None => project.values().collect(),
+    };
+    let order = q.order.map(str::to_ascii_uppercase);
+    let sort_key: Option<(SortKey, bool)> = match order.as_deref() {
+        Some("CREATE_TIME_DESC") => Some((|j| j.create_time, true)),
+        Some("CREATE_TIME_ASC") => Some((|j| j.create_time, false)),
+        Some("DURATION_DESC") => Some((|j| j.duration, true)),
+        Some("DURATION_ASC") => Some((|j| j.duration, false)),
+        _ => None,
+    };
+    let all = queues.iter().flat_map(|q| q.iter());
+    if let Some((key, desc)) = sort_key {
+        let mut matching: Vec<Arc<SimJob>> = all.filter(|j| q.keeps(j)).cloned().collect();
+        matching.sort_by(|a, b| {
+            let o = key(a).cmp(&key(b));
+            if desc { o.reverse() } else { o }
+        });
+        let total = matching.len();
+        let page = matching.into_iter().skip(q.from).take(q.size).collect();
+        return (page, total);
+    }
+    if !q.has_job_filters() {
+        // Index straight into the queues: no walk over the jobs before `from`.
+        let total: usize = queues.iter().map(|q| q.len()).sum();
+        let mut page = Vec::with_capacity(q.size.min(total.saturating_sub(q.from)));
+        let mut skip = q.from;
+        for jobs in &queues {
+            if page.len() >= q.size {
+                break;
+            }
+            if skip >= jobs.len() {
+                skip -= jobs.len();
+                continue;
+            }
+            let end = jobs.len().min(skip.saturating_add(q.size - page.len()));
+            page.extend(jobs.range(skip..end).cloned());
+            skip = 0;
+        }
+        return (page, total);
+    }
+    let mut total = 0usize;
+    let mut page = Vec::new();
+    for j in all.filter(|j| q.keeps(j)) {
+        if total >= q.from && page.len() < q.size {
+            page.push(j.clone());
+        }
+        total += 1;
+    }
+    (page, total)
+}
+
+#[derive(Serialize)]
+struct PageBody<'a> {
+    from: i64,
+    total: i64,
+    sessions: Vec<&'a SimJob>,
+    create_time: i64,
+}
+
+fn page_json(from: i64, total: i64, page: &[Arc<SimJob>]) -> Vec<u8> {
+    let body = PageBody {
+        from,
+        total,
+        sessions: page.iter().map(|j| &**j).collect(),
+        create_time: now_ms(),
+    };
+    serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+}
+
+/// Puts `n` generated `starting` jobs at the front of a queue (InsertFront).
+fn insert_generated(inner: &Inner, project_id: &str, queue: Option<&str>, n: usize) {
+    let now = now_ms();
+    let mut projects = lock(&inner.projects);
+    let project = projects.entry(project_id.to_string()).or_default();
+    let name = queue
+        .map(str::to_string)
+        .or_else(|| project.keys().next().cloned())
+        .unwrap_or_else(|| "default".to_string());
+    let q = project.entry(name.clone()).or_default();
+    let realistic = q.front().is_some_and(|j| j.req_body.is_some());
+    let mut rng = lock(&inner.job_rng);
+    let new: Vec<SimJob> = (0..n)
+        .map(|i| {
+            let owner = jobs::random_owner(&mut rng);
+            jobs::make_job(
+                &mut rng,
+                &name,
+                "starting",
+                owner,
+                now - i as i64,
+                now,
+                realistic,
+            )
+        })
+        .collect();
+    for job in new.into_iter().rev() {
+        q.push_front(Arc::new(job));
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn batches(
+    inner: &Inner,
+    method: &Method,
+    uri: &hyper::Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    project_id: &str,
+    reset: &CancellationToken,
+) -> Response<Body> {
+    bump(&inner.counters.list_batches_requests, 1);
+    let raw_query = uri.query().unwrap_or("");
+    let pairs = auth::decode_query(raw_query);
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let queue = get("queue_name")
+        .filter(|q| !q.is_empty())
+        .or_else(|| get("cluster_name").filter(|q| !q.is_empty()));
+    let from = int_param(get("from"), 0);
+    let size = int_param(get("size"), 100);
+    let mut entry = LoggedRequest {
+        project_id: project_id.to_string(),
+        queue: queue.map(str::to_string),
+        from: from.unwrap_or(-1),
+        size: size.unwrap_or(-1),
+        status: 0,
+        auth: auth::auth_kind(headers),
+        sessions: 0,
+        query: raw_query.to_string(),
+    };
+
+    let applied = apply_faults(
+        inner,
+        Target::Batches {
+            queue,
+            from: entry.from,
+        },
+        |n| insert_generated(inner, project_id, queue, n),
+    )
+    .await;
+    let request_id = inner.request_id();
+
+    let start = int_param(get("start"), 0)
+        .ok()
+        .filter(|_| get("start").is_some());
+    let end = int_param(get("end"), 0)
+        .ok()
+        .filter(|_| get("end").is_some());
+    let window = |from: i64, size: i64| {
+        let size = usize::try_from(size.max(0)).unwrap_or(usize::MAX);
+        PageQuery {
+            queue,
+            state: get("state").filter(|s| !s.is_empty()),
+            job_name: get("job_name").filter(|s| !s.is_empty()),
+            job_id: get("job-id")
+                .or_else(|| get("job_id"))
+                .filter(|s| !s.is_empty()),
+            owner: get("owner").filter(|s| !s.is_empty()),
+            start,
+            end,
+            order: get("order"),
+            from: usize::try_from(from.max(0)).unwrap_or(usize::MAX),
+            size: inner.config.max_page_size.map_or(size, |cap| size.min(cap)),
+        }
+    };
+    let total_of = |matching: usize, page_len: usize| {
+        applied
+            .total_override
+            .unwrap_or(match inner.config.total_mode {
+                TotalMode::Full => matching as i64,
+                TotalMode::PageLength => page_len as i64,
+                TotalMode::Fixed(n) => n,
+            })
+    };
+
+    if let Some(fault) = applied.terminal {
+        entry.status = match &fault {
+            Fault::Status { status, .. } => *status,
+            Fault::Throttle { .. } => 429,
+            Fault::Hang | Fault::ResetConnection => 0,
+            _ => 200,
+        };
+        inner.log_request(entry);
+        let f = from.unwrap_or(0).max(0);
+        let s = size.unwrap_or(100).max(0);
+        return answer_fault(fault, &request_id, 200, reset, || {
+            let (page, matching) = select_page(inner, project_id, &window(f, s));
+            page_json(f, total_of(matching, page.len()), &page)
+        })
+        .await;
+    }
+
+    if let Err(rejection) = auth::verify(
+        inner,
+        method.as_str(),
+        uri.path(),
+        &pairs,
+        headers,
+        body,
+        project_id,
+    ) {
+        bump(&inner.counters.auth_rejections, 1);
+        entry.status = 401;
+        inner.log_request(entry);
+        return error_response(401, rejection.code, rejection.msg, &request_id);
+    }
+
+    let bad = |what: &str| format!("Parameter check failed: {what} must be a non-negative integer");
+    let (from, size) = match (from, size) {
+        (Ok(f), Ok(s)) if f >= 0 && s >= 0 => (f, s),
+        (Ok(f), _) if f >= 0 => return reject_params(inner, entry, &bad("size"), &request_id),
+        _ => return reject_params(inner, entry, &bad("from"), &request_id),
+    };
+    if get("start").is_some() && start.is_none() || get("end").is_some() && end.is_none() {
+        return reject_params(inner, entry, &bad("start/end"), &request_id);
+    }
+
+    let (page, matching) = select_page(inner, project_id, &window(from, size));
+    let body = page_json(from, total_of(matching, page.len()), &page);
+    entry.status = 200;
+    entry.sessions = page.len();
+    inner.log_request(entry);
+    respond(200, "application/json", body, &request_id)
+}
+
+fn reject_params(
+    inner: &Inner,
+    mut entry: LoggedRequest,
+    msg: &str,
+    request_id: &str,
+) -> Response<Body> {
+    entry.status = 400;
+    inner.log_request(entry);
+    error_response(400, "DLI.0001", msg, request_id)
+}
+
+async fn tokens(inner: &Inner, body: &[u8], reset: &CancellationToken) -> Response<Body> {
+    bump(&inner.counters.iam_token_requests, 1);
+    let applied = apply_faults(inner, Target::Iam, |_| {}).await;
+    let request_id = inner.request_id();
+    let with_trace = |mut resp: Response<Body>| {
+        if let Ok(v) = request_id.parse() {
+            resp.headers_mut().insert("x-iam-trace-id", v);
+        }
+        resp
+    };
+    if let Some(fault) = applied.terminal {
+        // No token is issued when a fault answers instead.
+        let resp = answer_fault(fault, &request_id, 201, reset, || {
+            json!({"token": {"expires_at": auth::iam_time(time::OffsetDateTime::now_utc()), "methods": ["password"]}})
+                .to_string()
+                .into_bytes()
+        })
+        .await;
+        return with_trace(resp);
+    }
+    let answer = auth::issue_token(inner, body);
+    let mut resp = respond(
+        answer.status,
+        "application/json",
+        answer.body.to_string(),
+        &request_id,
+    );
+    if let Some(token) = answer.token
+        && let Ok(v) = token.parse()
+    {
+        resp.headers_mut().insert("x-subject-token", v);
+    }
+    with_trace(resp)
+}
