@@ -26,6 +26,9 @@ pub const DEMO_MAX_JOBS: usize = 80;
 const DEMO_SALT: u64 = 0x5eed_de70_0000_0001;
 
 /// Starts a simulator with [`SimConfig::default`] and the demo world, which moves every `tick`.
+/// Poll it at [`Simulator::base_url`] for project [`DEMO_PROJECT_ID`] with
+/// `DEMO_ACCESS_KEY`/`DEMO_SECRET_KEY` (or an IAM token for `DEMO_DOMAIN`/`DEMO_USER`/`DEMO_PASSWORD`).
+/// The world stops moving on [`Simulator::shutdown`].
 pub async fn start_demo(tick: Duration) -> std::io::Result<Simulator> {
     start_demo_with(SimConfig::default(), tick).await
 }

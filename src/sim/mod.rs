@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
 
-pub use demo::{DEMO_OWNERS, DemoWorld, start_demo, start_demo_with};
+pub use demo::{DEMO_MAX_JOBS, DEMO_OWNERS, DemoWorld, start_demo, start_demo_with};
 pub use faults::{Fault, FaultRule};
 pub use jobs::{JOB_STATES, SimJob};
 
