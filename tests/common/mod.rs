@@ -1,0 +1,130 @@
+//! Shared helpers of the integration tests: a simulator with known jobs, settings and clients
+//! that point the real code at it over loopback HTTP.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dli_exporter::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use dli_exporter::dli::{BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue};
+use dli_exporter::secret::Secret;
+use dli_exporter::sim::{
+    DEMO_ACCESS_KEY, DEMO_DOMAIN, DEMO_PASSWORD, DEMO_PROJECT_ID, DEMO_SECRET_KEY, DEMO_USER, SimConfig, SimJob, Simulator,
+};
+use tokio::sync::Semaphore;
+
+pub const PID: &str = DEMO_PROJECT_ID;
+
+/// A fixed base time so that exposition values are exact: 2025-01-15T08:30:00Z in ms.
+pub const T0_MS: i64 = 1_736_929_800_000;
+
+pub async fn sim(config: SimConfig) -> Simulator {
+    Simulator::start(config).await.expect("simulator starts")
+}
+
+/// `n` jobs with ids `{prefix}-00000`…, newest first, cycling through the five states.
+pub fn numbered_jobs(prefix: &str, n: usize) -> Vec<SimJob> {
+    const STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
+    (0..n)
+        .map(|i| SimJob::new(format!("{prefix}-{i:05}"), STATES[i % 5], Some("alice"), T0_MS - i as i64 * 1000))
+        .collect()
+}
+
+pub fn aksk() -> Credentials {
+    Credentials::AkSk {
+        access_key: Secret::new(DEMO_ACCESS_KEY),
+        secret_key: Secret::new(DEMO_SECRET_KEY),
+        security_token: None,
+    }
+}
+
+pub fn token_auth(sim: &Simulator) -> Credentials {
+    Credentials::Token {
+        iam_endpoint: sim.base_url(),
+        domain_name: DEMO_DOMAIN.into(),
+        user_name: DEMO_USER.into(),
+        password: Secret::new(DEMO_PASSWORD),
+    }
+}
+
+pub fn project(sim: &Simulator, queues: &[&str], credentials: Credentials) -> Project {
+    Project {
+        project_id: PID.into(),
+        region: Some("cn-north-4".into()),
+        endpoint: sim.base_url(),
+        queues: queues.iter().map(|q| q.to_string()).collect(),
+        credentials,
+        ca_file: None,
+    }
+}
+
+/// Sub-second polling so no test waits for a real interval.
+pub fn fast_poll() -> PollConfig {
+    PollConfig {
+        interval: Duration::from_millis(300),
+        timeout: Duration::from_millis(250),
+        request_timeout: Duration::from_millis(200),
+        page_size: 100,
+        max_pages: 2000,
+        concurrency: 4,
+        retries: 1,
+        stale_after: Duration::from_secs(60),
+    }
+}
+
+pub fn settings(projects: Vec<Project>, poll: PollConfig) -> Settings {
+    Settings {
+        web: WebConfig {
+            listen_address: "127.0.0.1:0".into(),
+            telemetry_path: "/metrics".into(),
+        },
+        poll,
+        metrics: MetricsConfig::default(),
+        projects,
+        source: None,
+    }
+}
+
+pub fn client(project: &Project, request_timeout: Duration, concurrency: usize) -> DliClient {
+    DliClient::new(
+        project,
+        &ClientOptions::new(request_timeout),
+        Arc::new(Semaphore::new(concurrency)),
+        Arc::new(NoopObserver),
+    )
+    .expect("client builds")
+}
+
+pub fn walk_options(page_size: u32, concurrency: usize, retries: u32) -> WalkOptions {
+    WalkOptions {
+        page_size,
+        max_pages: 2000,
+        concurrency,
+        retry: RetryPolicy {
+            retries,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(100),
+        },
+    }
+}
+
+/// Walks `queue` and returns the stats and every job handed to the sink.
+pub async fn walk(client: &DliClient, queue: &str, options: &WalkOptions) -> Result<(WalkStats, Vec<BatchJob>), WalkError> {
+    let mut jobs = Vec::new();
+    let stats = walk_queue(client, queue, options, Instant::now() + Duration::from_secs(20), &mut |j| jobs.push(j)).await?;
+    Ok((stats, jobs))
+}
+
+/// Asserts that `jobs` holds every id of `expected` exactly once (and nothing twice).
+pub fn assert_exactly_once(jobs: &[BatchJob], expected: &[SimJob]) {
+    let mut seen = std::collections::HashMap::new();
+    for j in jobs {
+        *seen.entry(j.id.clone().expect("job id")).or_insert(0) += 1;
+    }
+    for (id, n) in &seen {
+        assert_eq!(*n, 1, "job {id} handed over {n} times");
+    }
+    for e in expected {
+        assert!(seen.contains_key(&e.id), "job {} lost", e.id);
+    }
+}
