@@ -14,6 +14,8 @@
 # Environment:
 #   DEPLOY_CHECKS_TIMEOUT   seconds to wait for readiness / end-to-end conditions (default 90)
 #   DEPLOY_CHECKS_KEEP=1    keep the temporary directory (logs, scraped metrics, Prometheus config)
+#   DEPLOY_CHECKS_VERBOSE=1 print the output of passing checks too
+#   DEPLOY_CHECKS_SKIP_SIGHUP=1  skip "the exporter survives SIGHUP" (the systemd unit's reload signal)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -973,6 +975,20 @@ EOF
     if ! kill -0 "$EXPORTER_PID" 2>/dev/null; then
       FAILED=$((FAILED + 1)); FAILED_NAMES+=("demo exporter stayed up")
       echo "FAIL  the demo exporter died during the checks; its log:"; tail -n 30 "$WORK/exporter.log" | sed "s/^/      | /"
+    fi
+    # deploy/systemd/dli_exporter.service reloads with SIGHUP (ExecReload=/bin/kill -HUP $MAINPID): the
+    # exporter must survive it (SIGHUP's default action ends the process, and systemd would not restart
+    # it: Restart=on-failure counts SIGHUP as a clean exit).
+    sighup_survives() {
+      kill -HUP "$EXPORTER_PID" && sleep 1 &&
+        kill -0 "$EXPORTER_PID" 2>/dev/null &&
+        curl -fsS --noproxy '*' --max-time 5 -o /dev/null "$EXPORTER/-/healthy" &&
+        curl -fsS --noproxy '*' --max-time 5 -o /dev/null "$EXPORTER/metrics"
+    }
+    if [[ ${DEPLOY_CHECKS_SKIP_SIGHUP:-0} == 1 ]]; then
+      skip "SIGHUP (DEPLOY_CHECKS_SKIP_SIGHUP=1)"
+    else
+      check "demo exporter survives SIGHUP (systemctl reload) and still serves" sighup_survives
     fi
   else
     echo "      no /metrics output: exporter log follows"

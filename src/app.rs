@@ -42,10 +42,11 @@ pub struct Core {
 
 /// Builds store, metrics and one client per project; all clients share one request limit.
 pub fn build_core(settings: &Settings) -> Result<Core, StartError> {
-    let keys = settings
-        .projects
-        .iter()
-        .flat_map(|p| p.queues.iter().map(move |q| QueueKey::new(&p.project_id, q)));
+    let keys = settings.projects.iter().flat_map(|p| {
+        p.queues
+            .iter()
+            .map(move |q| QueueKey::new(&p.project_id, q))
+    });
     let store = Arc::new(SnapshotStore::new(keys));
     let metrics = Arc::new(Metrics::new(
         store.clone(),
@@ -64,7 +65,11 @@ pub fn build_core(settings: &Settings) -> Result<Core, StartError> {
         let client = DliClient::new(project, &options, limit.clone(), metrics.observer())?;
         clients.insert(project.project_id.clone(), Arc::new(client));
     }
-    let context = PollContext::new(store.clone(), &settings.poll, settings.metrics.max_owners_per_queue);
+    let context = PollContext::new(
+        store.clone(),
+        &settings.poll,
+        settings.metrics.max_owners_per_queue,
+    );
     Ok(Core {
         store,
         metrics,
@@ -97,7 +102,13 @@ impl App {
         });
         tracker.spawn(server::serve(listener, state, shutdown.clone()));
         let targets = scheduler::queue_targets(settings, &core.clients);
-        scheduler::spawn_pollers(targets, core.context, settings.poll.interval, shutdown.child_token(), &tracker);
+        scheduler::spawn_pollers(
+            targets,
+            core.context,
+            settings.poll.interval,
+            shutdown.child_token(),
+            &tracker,
+        );
         tracker.close();
         Ok(App {
             addr,

@@ -44,7 +44,11 @@ pub const LONG_VERSION: &str = concat!(
 )]
 pub struct Flags {
     /// Configuration file (TOML, or YAML by its .yaml/.yml extension).
-    #[arg(long = "config.file", value_name = "PATH", default_value = "dli_exporter.toml")]
+    #[arg(
+        long = "config.file",
+        value_name = "PATH",
+        default_value = "dli_exporter.toml"
+    )]
     pub config_file: PathBuf,
 
     /// Address to listen on for the web interface and telemetry [default: :10049, or web.listen_address].
@@ -84,8 +88,9 @@ impl Flags {
     /// Flags given on the command line win over the configuration file.
     pub fn apply(&self, settings: &mut Settings) -> Result<(), String> {
         if let Some(addr) = &self.listen_address {
-            settings.web.listen_address = normalize_listen_address(addr)
-                .ok_or_else(|| format!("--web.listen-address {addr:?}: expected HOST:PORT, [IPv6]:PORT or :PORT"))?;
+            settings.web.listen_address = normalize_listen_address(addr).ok_or_else(|| {
+                format!("--web.listen-address {addr:?}: expected HOST:PORT, [IPv6]:PORT or :PORT")
+            })?;
         }
         if let Some(path) = &self.telemetry_path {
             if !path.starts_with('/') || path.len() < 2 || path.starts_with("/-/") {
@@ -141,9 +146,18 @@ mod tests {
 
     #[test]
     fn listen_addresses() {
-        assert_eq!(normalize_listen_address(":10049").as_deref(), Some("0.0.0.0:10049"));
-        assert_eq!(normalize_listen_address("127.0.0.1:1").as_deref(), Some("127.0.0.1:1"));
-        assert_eq!(normalize_listen_address("[::1]:1").as_deref(), Some("[::1]:1"));
+        assert_eq!(
+            normalize_listen_address(":10049").as_deref(),
+            Some("0.0.0.0:10049")
+        );
+        assert_eq!(
+            normalize_listen_address("127.0.0.1:1").as_deref(),
+            Some("127.0.0.1:1")
+        );
+        assert_eq!(
+            normalize_listen_address("[::1]:1").as_deref(),
+            Some("[::1]:1")
+        );
         assert_eq!(normalize_listen_address("::1:1"), None);
         assert_eq!(normalize_listen_address("10049"), None);
         assert_eq!(normalize_listen_address("h:99999"), None);

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
 use crate::secret::Secret;
-use crate::sim::{DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_QUEUES, DEMO_REGION, DEMO_SECRET_KEY, Simulator};
+use crate::sim::{
+    DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_QUEUES, DEMO_REGION, DEMO_SECRET_KEY, Simulator,
+};
 
 /// How often the demo world moves its jobs along.
 pub const DEMO_TICK: Duration = Duration::from_secs(2);

@@ -49,7 +49,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
         let now = time::OffsetDateTime::now_utc();
         let ts = now
             .format(&time::format_description::well_known::Rfc3339)
@@ -83,7 +88,8 @@ impl Visit for LogfmtVisitor {
         if field.name() == "message" {
             self.message = Some(value.to_string());
         } else {
-            self.fields.push_str(&format!(" {}={}", field.name(), quote(value)));
+            self.fields
+                .push_str(&format!(" {}={}", field.name(), quote(value)));
         }
     }
 
@@ -95,7 +101,11 @@ impl Visit for LogfmtVisitor {
 
 /// Quotes a logfmt value when it needs it.
 pub fn quote(v: &str) -> String {
-    if !v.is_empty() && !v.chars().any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control()) {
+    if !v.is_empty()
+        && !v
+            .chars()
+            .any(|c| c == ' ' || c == '"' || c == '=' || c == '\\' || c.is_control())
+    {
         return v.to_string();
     }
     let mut out = String::with_capacity(v.len() + 2);

@@ -48,17 +48,31 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
     if flags.once {
         let (exposition, outcomes) = app::poll_once(&settings).await?;
         use std::io::Write;
-        std::io::stdout().write_all(&exposition).context("writing to stdout")?;
+        std::io::stdout()
+            .write_all(&exposition)
+            .context("writing to stdout")?;
         let failed: Vec<_> = outcomes.iter().filter(|o| !o.success).collect();
         for o in &failed {
-            eprintln!("dli_exporter: {}", o.error.as_deref().unwrap_or("poll failed"));
+            eprintln!(
+                "dli_exporter: {}",
+                o.error.as_deref().unwrap_or("poll failed")
+            );
         }
-        return Ok(if failed.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+        return Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
     }
 
     let listener = tokio::net::TcpListener::bind(&settings.web.listen_address)
         .await
-        .with_context(|| format!("cannot listen on {} (web.listen_address / --web.listen-address)", settings.web.listen_address))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (web.listen_address / --web.listen-address)",
+                settings.web.listen_address
+            )
+        })?;
     let app = App::start(&settings, listener)?;
     tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
         queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::dli::{FailureReason, Operation, RequestObserver};
 use crate::poll::aggregate::{ACTIVE_STATES, KNOWN_STATES};
@@ -22,7 +24,9 @@ pub const REVISION: &str = env!("DLI_EXPORTER_REVISION");
 pub const RUSTC_VERSION: &str = env!("DLI_EXPORTER_RUSTC_VERSION");
 
 /// Upper bounds of the API latency histogram, in seconds.
-const API_LATENCY_BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const API_LATENCY_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// What the job collector needs to know from the configuration (may change on reload).
 #[derive(Debug, Clone)]
@@ -42,9 +46,13 @@ impl RequestObserver for ApiMetrics {
     fn observe(&self, operation: Operation, elapsed: Duration, failure: Option<FailureReason>) {
         let op = operation.as_str();
         self.requests.with_label_values(&[op]).inc();
-        self.duration.with_label_values(&[op]).observe(elapsed.as_secs_f64());
+        self.duration
+            .with_label_values(&[op])
+            .observe(elapsed.as_secs_f64());
         if let Some(reason) = failure {
-            self.failures.with_label_values(&[op, reason.as_str()]).inc();
+            self.failures
+                .with_label_values(&[op, reason.as_str()])
+                .inc();
         }
     }
 }
@@ -57,10 +65,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn new(store: Arc<SnapshotStore>, options: CollectorOptions) -> Result<Self, prometheus::Error> {
+    pub fn new(
+        store: Arc<SnapshotStore>,
+        options: CollectorOptions,
+    ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("dli_api_requests_total", "HTTP requests sent to DLI or IAM, retries included."),
+            Opts::new(
+                "dli_api_requests_total",
+                "HTTP requests sent to DLI or IAM, retries included.",
+            ),
             &["operation"],
         )?;
         let failures = IntCounterVec::new(
@@ -71,8 +85,11 @@ impl Metrics {
             &["operation", "reason"],
         )?;
         let duration = HistogramVec::new(
-            HistogramOpts::new("dli_api_request_duration_seconds", "Latency of each HTTP request to DLI or IAM.")
-                .buckets(API_LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "dli_api_request_duration_seconds",
+                "Latency of each HTTP request to DLI or IAM.",
+            )
+            .buckets(API_LATENCY_BUCKETS.to_vec()),
             &["operation"],
         )?;
         // Every series exists from the start, so rate() and absent() work before the first error.
@@ -90,15 +107,22 @@ impl Metrics {
             ),
             &["version", "revision", "rustversion"],
         )?;
-        build_info.with_label_values(&[VERSION, REVISION, RUSTC_VERSION]).set(1);
+        build_info
+            .with_label_values(&[VERSION, REVISION, RUSTC_VERSION])
+            .set(1);
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
-        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
         let collector_options = Arc::new(RwLock::new(options));
-        registry.register(Box::new(JobsCollector::new(store, collector_options.clone())?))?;
+        registry.register(Box::new(JobsCollector::new(
+            store,
+            collector_options.clone(),
+        )?))?;
         Ok(Metrics {
             registry,
             api: Arc::new(ApiMetrics {
@@ -175,7 +199,11 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
         "1 if the last poll of the queue walked every page, else 0.",
         &["project_id", "queue"],
     ),
-    (POLL_DURATION, "Wall time of the last poll of the queue, in seconds.", &["project_id", "queue"]),
+    (
+        POLL_DURATION,
+        "Wall time of the last poll of the queue, in seconds.",
+        &["project_id", "queue"],
+    ),
     (
         POLL_PAGES,
         "Pages fetched by the last poll of the queue (the final empty page included).",
@@ -186,11 +214,18 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
         "Unix time of the last successful poll of the queue.",
         &["project_id", "queue"],
     ),
-    (UP, "1 if the last poll of at least one queue succeeded, else 0.", &[]),
+    (
+        UP,
+        "1 if the last poll of at least one queue succeeded, else 0.",
+        &[],
+    ),
 ];
 
 impl JobsCollector {
-    fn new(store: Arc<SnapshotStore>, options: Arc<RwLock<CollectorOptions>>) -> Result<Self, prometheus::Error> {
+    fn new(
+        store: Arc<SnapshotStore>,
+        options: Arc<RwLock<CollectorOptions>>,
+    ) -> Result<Self, prometheus::Error> {
         let descs = FAMILIES
             .iter()
             .map(|(name, help, labels)| {
@@ -202,7 +237,11 @@ impl JobsCollector {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(JobsCollector { store, options, descs })
+        Ok(JobsCollector {
+            store,
+            options,
+            descs,
+        })
     }
 }
 
@@ -244,9 +283,18 @@ impl Collector for JobsCollector {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
             if status.attempted {
                 up |= status.last_success;
-                out[3].push(gauge(&[("project_id", p), ("queue", q)], f64::from(u8::from(status.last_success))));
-                out[4].push(gauge(&[("project_id", p), ("queue", q)], status.last_duration.as_secs_f64()));
-                out[5].push(gauge(&[("project_id", p), ("queue", q)], f64::from(status.last_pages)));
+                out[3].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    f64::from(u8::from(status.last_success)),
+                ));
+                out[4].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    status.last_duration.as_secs_f64(),
+                ));
+                out[5].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    f64::from(status.last_pages),
+                ));
             }
             if let Some(t) = status.last_success_unix {
                 out[6].push(gauge(&[("project_id", p), ("queue", q)], t));
@@ -256,24 +304,38 @@ impl Collector for JobsCollector {
             };
             for state in KNOWN_STATES {
                 let n = snapshot.by_state.get(state).copied().unwrap_or(0);
-                out[0].push(gauge(&[("project_id", p), ("queue", q), ("state", state)], n as f64));
+                out[0].push(gauge(
+                    &[("project_id", p), ("queue", q), ("state", state)],
+                    n as f64,
+                ));
             }
             for (state, n) in &snapshot.by_state {
                 if !KNOWN_STATES.contains(&state.as_str()) {
-                    out[0].push(gauge(&[("project_id", p), ("queue", q), ("state", state)], *n as f64));
+                    out[0].push(gauge(
+                        &[("project_id", p), ("queue", q), ("state", state)],
+                        *n as f64,
+                    ));
                 }
             }
             if options.owner_breakdown {
                 for ((state, owner), n) in &snapshot.by_state_owner {
                     out[1].push(gauge(
-                        &[("owner", owner), ("project_id", p), ("queue", q), ("state", state)],
+                        &[
+                            ("owner", owner),
+                            ("project_id", p),
+                            ("queue", q),
+                            ("state", state),
+                        ],
                         *n as f64,
                     ));
                 }
             }
             for state in ACTIVE_STATES {
                 if let Some(t) = snapshot.oldest_active.get(state) {
-                    out[2].push(gauge(&[("project_id", p), ("queue", q), ("state", state)], *t));
+                    out[2].push(gauge(
+                        &[("project_id", p), ("queue", q), ("state", state)],
+                        *t,
+                    ));
                 }
             }
         }
@@ -317,16 +379,32 @@ mod tests {
         .expect("metrics");
         let t = text(&metrics);
         assert!(t.contains("dli_up 0"), "{t}");
-        assert!(!t.contains("dli_batch_jobs{"), "no job series before a successful poll");
-        assert!(!t.contains("dli_poll_success{"), "no poll metrics before the first attempt");
+        assert!(
+            !t.contains("dli_batch_jobs{"),
+            "no job series before a successful poll"
+        );
+        assert!(
+            !t.contains("dli_poll_success{"),
+            "no poll metrics before the first attempt"
+        );
 
         let mut b = SnapshotBuilder::new();
-        b.add(&crate::dli::BatchJob::new("a", "running", Some("a\"b\\c\nd 张三"), Some(1_700_000_000_500)));
+        b.add(&crate::dli::BatchJob::new(
+            "a",
+            "running",
+            Some("a\"b\\c\nd 张三"),
+            Some(1_700_000_000_500),
+        ));
         store.record_success(&k, b.finish(10), Duration::from_millis(1500), 2);
         let t = text(&metrics);
         for state in KNOWN_STATES {
             let v = if state == "running" { 1 } else { 0 };
-            assert!(t.contains(&format!("dli_batch_jobs{{project_id=\"p1\",queue=\"q1\",state=\"{state}\"}} {v}\n")), "{t}");
+            assert!(
+                t.contains(&format!(
+                    "dli_batch_jobs{{project_id=\"p1\",queue=\"q1\",state=\"{state}\"}} {v}\n"
+                )),
+                "{t}"
+            );
         }
         assert!(t.contains(r#"dli_batch_jobs_by_owner{owner="a\"b\\c\nd 张三",project_id="p1",queue="q1",state="running"} 1"#), "{t}");
         assert!(t.contains("dli_batch_oldest_job_created_timestamp_seconds{project_id=\"p1\",queue=\"q1\",state=\"running\"} 1700000000.5"), "{t}");
@@ -334,7 +412,9 @@ mod tests {
         assert!(t.contains("dli_poll_pages{project_id=\"p1\",queue=\"q1\"} 2"));
         assert!(t.contains("dli_poll_duration_seconds{project_id=\"p1\",queue=\"q1\"} 1.5"));
         assert!(t.contains("dli_up 1"));
-        assert!(t.contains("dli_api_request_failures_total{operation=\"list_batches\",reason=\"throttled\"} 0"));
+        assert!(t.contains(
+            "dli_api_request_failures_total{operation=\"list_batches\",reason=\"throttled\"} 0"
+        ));
         assert!(t.contains("dli_exporter_build_info{"));
 
         metrics.set_options(CollectorOptions {

@@ -101,7 +101,10 @@ fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Res
     let head = method == Method::HEAD;
     let response = if path == state.telemetry_path {
         if is_get {
-            metrics_response(state, accepts_gzip(req.headers().get(header::ACCEPT_ENCODING)))
+            metrics_response(
+                state,
+                accepts_gzip(req.headers().get(header::ACCEPT_ENCODING)),
+            )
         } else {
             method_not_allowed("GET, HEAD")
         }
@@ -116,12 +119,17 @@ fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Res
                 } else {
                     text(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        format!("Not ready: {attempted} of {total} queues have completed a first poll\n"),
+                        format!(
+                            "Not ready: {attempted} of {total} queues have completed a first poll\n"
+                        ),
                     )
                 }
             }
             "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
-            _ => text(StatusCode::NOT_FOUND, format!("404 page not found: {path}\n")),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("404 page not found: {path}\n"),
+            ),
         }
     };
     if head {
@@ -134,14 +142,20 @@ fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Res
 fn text(status: StatusCode, body: String) -> Response<Body> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n".into());
-    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    let mut r = text(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "405 method not allowed\n".into(),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
 
@@ -163,15 +177,20 @@ fn metrics_response(state: &ServerState, gzip: bool) -> Response<Body> {
     } else {
         Response::new(Full::new(Bytes::from(body)))
     };
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(prometheus::TEXT_FORMAT));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(prometheus::TEXT_FORMAT),
+    );
     r.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     r
 }
 
 fn gzip_bytes(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 4),
+        flate2::Compression::fast(),
+    );
     enc.write_all(body)?;
     enc.finish()
 }
@@ -188,7 +207,11 @@ pub fn accepts_gzip(value: Option<&HeaderValue>) -> bool {
             return false;
         }
         let q = parts
-            .filter_map(|p| p.trim().strip_prefix("q=").map(|q| q.trim().parse::<f32>().unwrap_or(0.0)))
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+            })
             .next()
             .unwrap_or(1.0);
         q > 0.0
@@ -222,8 +245,10 @@ fn landing_page(state: &ServerState) -> Response<Body> {
          <h2>Queues</h2>\n<ul>{queues}</ul>\n</body></html>\n"
     );
     let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     r
 }
 

@@ -51,7 +51,11 @@ pub struct QueueStatus {
 
 impl QueueStatus {
     /// The snapshot, unless it is older than `stale_after`.
-    pub fn fresh_snapshot(&self, stale_after: Duration, now: Instant) -> Option<&Arc<QueueSnapshot>> {
+    pub fn fresh_snapshot(
+        &self,
+        stale_after: Duration,
+        now: Instant,
+    ) -> Option<&Arc<QueueSnapshot>> {
         let at = self.last_success_at?;
         if now.saturating_duration_since(at) > stale_after {
             return None;
@@ -93,7 +97,13 @@ impl SnapshotStore {
     }
 
     /// A successful walk: the snapshot replaces the previous one in a single swap.
-    pub fn record_success(&self, key: &QueueKey, snapshot: QueueSnapshot, duration: Duration, pages: u32) {
+    pub fn record_success(
+        &self,
+        key: &QueueKey,
+        snapshot: QueueSnapshot,
+        duration: Duration,
+        pages: u32,
+    ) {
         let snapshot = Arc::new(snapshot);
         if let Ok(mut q) = self.queues.write()
             && let Some(status) = q.get_mut(key)
@@ -164,8 +174,15 @@ mod tests {
         assert!(!st.last_success && st.attempted);
         assert_eq!(st.last_pages, 1);
         let now = Instant::now();
-        assert_eq!(st.fresh_snapshot(Duration::from_secs(60), now).map(|s| s.jobs), Some(3));
-        assert!(st.fresh_snapshot(Duration::from_secs(60), now + Duration::from_secs(61)).is_none());
+        assert_eq!(
+            st.fresh_snapshot(Duration::from_secs(60), now)
+                .map(|s| s.jobs),
+            Some(3)
+        );
+        assert!(
+            st.fresh_snapshot(Duration::from_secs(60), now + Duration::from_secs(61))
+                .is_none()
+        );
         assert!(!store.up());
     }
 

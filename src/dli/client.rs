@@ -57,7 +57,10 @@ pub enum ClientBuildError {
         message: String,
     },
     #[error("project {project_id}: endpoint {endpoint:?} is not a usable URL")]
-    Endpoint { project_id: String, endpoint: String },
+    Endpoint {
+        project_id: String,
+        endpoint: String,
+    },
     #[error("project {project_id}: cannot build the HTTP client: {message}")]
     Http { project_id: String, message: String },
 }
@@ -105,10 +108,12 @@ impl DliClient {
                 path: path.clone(),
                 source,
             })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ClientBuildError::CaPem {
-                project_id: project_id.clone(),
-                path: path.clone(),
-                message: e.to_string(),
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                ClientBuildError::CaPem {
+                    project_id: project_id.clone(),
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
             })?;
             if certs.is_empty() {
                 return Err(ClientBuildError::CaPem {
@@ -125,11 +130,18 @@ impl DliClient {
             project_id: project_id.clone(),
             message: e.to_string(),
         })?;
-        let transport = Transport::new(http, observer, limit, options.max_body_bytes, options.request_timeout);
-        let url = reqwest::Url::parse(&project.endpoint).map_err(|_| ClientBuildError::Endpoint {
-            project_id: project_id.clone(),
-            endpoint: project.endpoint.clone(),
-        })?;
+        let transport = Transport::new(
+            http,
+            observer,
+            limit,
+            options.max_body_bytes,
+            options.request_timeout,
+        );
+        let url =
+            reqwest::Url::parse(&project.endpoint).map_err(|_| ClientBuildError::Endpoint {
+                project_id: project_id.clone(),
+                endpoint: project.endpoint.clone(),
+            })?;
         let host = match (url.host_str(), url.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
             (Some(h), None) => h.to_string(),
@@ -145,7 +157,11 @@ impl DliClient {
                 access_key,
                 secret_key,
                 security_token,
-            } => Auth::AkSk(AkSkSigner::new(access_key.clone(), secret_key.clone(), security_token.clone())),
+            } => Auth::AkSk(AkSkSigner::new(
+                access_key.clone(),
+                secret_key.clone(),
+                security_token.clone(),
+            )),
             Credentials::Token {
                 iam_endpoint,
                 domain_name,
@@ -208,7 +224,9 @@ impl DliClient {
                     request = request.header(name, value);
                 }
                 self.transport
-                    .call(Operation::ListBatches, &url, request, |raw| parse_page(raw, &url))
+                    .call(Operation::ListBatches, &url, request, |raw| {
+                        parse_page(raw, &url)
+                    })
                     .await
             }
             Auth::Token(source) => {
@@ -224,7 +242,9 @@ impl DliClient {
                         .header("X-Auth-Token", token.expose());
                     let result = self
                         .transport
-                        .call(Operation::ListBatches, &url, request, |raw| parse_page(raw, &url))
+                        .call(Operation::ListBatches, &url, request, |raw| {
+                            parse_page(raw, &url)
+                        })
                         .await;
                     match result {
                         Err(e) if e.status() == Some(401) && !retried => {

@@ -68,7 +68,10 @@ impl FailureReason {
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
-            FailureReason::Timeout | FailureReason::Connect | FailureReason::Http5xx | FailureReason::Throttled
+            FailureReason::Timeout
+                | FailureReason::Connect
+                | FailureReason::Http5xx
+                | FailureReason::Throttled
         )
     }
 }
@@ -138,7 +141,9 @@ impl DliError {
             DliError::Timeout { .. } => FailureReason::Timeout,
             DliError::Connect { .. } => FailureReason::Connect,
             DliError::Api { body, .. } => classify(body.status, body.error_code.as_deref()),
-            DliError::Decode { .. } | DliError::TooLarge { .. } | DliError::Request { .. } => FailureReason::Decode,
+            DliError::Decode { .. } | DliError::TooLarge { .. } | DliError::Request { .. } => {
+                FailureReason::Decode
+            }
         }
     }
 
@@ -190,7 +195,10 @@ pub fn classify(status: u16, error_code: Option<&str>) -> FailureReason {
         FailureReason::Throttled
     } else if status == 401
         || status == 403
-        || matches!(code, "APIGW.0301" | "APIGW.0303" | "APIG.0301" | "APIG.0303" | "DLI.0013" | "DLI.0014")
+        || matches!(
+            code,
+            "APIGW.0301" | "APIGW.0303" | "APIG.0301" | "APIG.0303" | "DLI.0013" | "DLI.0014"
+        )
     {
         FailureReason::Auth
     } else if status >= 500 {
@@ -207,19 +215,30 @@ const MAX_ERROR_MSG: usize = 512;
 /// pairs `error_code`+`error_msg`, `errorCode`+`errorMsg`, `code`+`message`, looking into nested
 /// objects; the raw body (shortened) is the message when none matches. `request_id` comes from the
 /// `X-Request-Id` header, else from the body.
-pub fn parse_error_body(status: u16, body: &[u8], header_request_id: Option<String>) -> ApiErrorBody {
+pub fn parse_error_body(
+    status: u16,
+    body: &[u8],
+    header_request_id: Option<String>,
+) -> ApiErrorBody {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let (mut code, mut msg) = (None, None);
     let mut body_request_id = None;
     if let Some(v) = &json {
-        for (ck, mk) in [("error_code", "error_msg"), ("errorCode", "errorMsg"), ("code", "message")] {
+        for (ck, mk) in [
+            ("error_code", "error_msg"),
+            ("errorCode", "errorMsg"),
+            ("code", "message"),
+        ] {
             if let Some((c, m)) = find_pair(v, ck, mk, 0) {
                 code = Some(c);
                 msg = Some(m);
                 break;
             }
         }
-        body_request_id = v.get("request_id").and_then(|r| r.as_str()).map(str::to_string);
+        body_request_id = v
+            .get("request_id")
+            .and_then(|r| r.as_str())
+            .map(str::to_string);
     }
     if msg.is_none() && !body.is_empty() {
         msg = Some(String::from_utf8_lossy(body).trim().to_string());
@@ -244,7 +263,8 @@ fn find_pair(v: &serde_json::Value, ck: &str, mk: &str, depth: usize) -> Option<
     if depth >= 4 {
         return None;
     }
-    obj.values().find_map(|child| find_pair(child, ck, mk, depth + 1))
+    obj.values()
+        .find_map(|child| find_pair(child, ck, mk, depth + 1))
 }
 
 fn shorten(s: &str) -> String {
@@ -264,7 +284,11 @@ mod tests {
 
     #[test]
     fn dli_error_bodies() {
-        let b = parse_error_body(400, br#"{"error_code":"DLI.0001","error_msg":"param check failed"}"#, Some("rid".into()));
+        let b = parse_error_body(
+            400,
+            br#"{"error_code":"DLI.0001","error_msg":"param check failed"}"#,
+            Some("rid".into()),
+        );
         assert_eq!(b.error_code.as_deref(), Some("DLI.0001"));
         assert_eq!(b.error_msg.as_deref(), Some("param check failed"));
         assert_eq!(b.request_id.as_deref(), Some("rid"));
@@ -297,10 +321,16 @@ mod tests {
     #[test]
     fn other_body_shapes_and_fallbacks() {
         let b = parse_error_body(400, br#"{"errorCode":"X.1","errorMsg":"camel"}"#, None);
-        assert_eq!((b.error_code.as_deref(), b.error_msg.as_deref()), (Some("X.1"), Some("camel")));
+        assert_eq!(
+            (b.error_code.as_deref(), b.error_msg.as_deref()),
+            (Some("X.1"), Some("camel"))
+        );
         let b = parse_error_body(401, br#"{"error":{"code":401,"title":"Unauthorized","message":"The username or password is wrong."}}"#, None);
         assert_eq!(b.error_code.as_deref(), Some("401"));
-        assert_eq!(b.error_msg.as_deref(), Some("The username or password is wrong."));
+        assert_eq!(
+            b.error_msg.as_deref(),
+            Some("The username or password is wrong.")
+        );
         let b = parse_error_body(502, b"<html>Bad gateway</html>", None);
         assert_eq!(b.error_code, None);
         assert_eq!(b.error_msg.as_deref(), Some("<html>Bad gateway</html>"));
@@ -312,7 +342,13 @@ mod tests {
     #[test]
     fn retryable_reasons() {
         for r in FailureReason::ALL {
-            let expected = matches!(r, FailureReason::Timeout | FailureReason::Connect | FailureReason::Http5xx | FailureReason::Throttled);
+            let expected = matches!(
+                r,
+                FailureReason::Timeout
+                    | FailureReason::Connect
+                    | FailureReason::Http5xx
+                    | FailureReason::Throttled
+            );
             assert_eq!(r.is_retryable(), expected, "{r:?}");
         }
     }
@@ -322,11 +358,21 @@ mod tests {
         let e = DliError::Api {
             operation: Operation::ListBatches,
             url: "http://h/v2.0/p/batches?from=0".into(),
-            body: parse_error_body(400, br#"{"error_code":"DLI.0001","error_msg":"bad"}"#, Some("r1".into())),
+            body: parse_error_body(
+                400,
+                br#"{"error_code":"DLI.0001","error_msg":"bad"}"#,
+                Some("r1".into()),
+            ),
             retry_after: None,
         };
         let s = e.to_string();
-        assert!(s.contains("HTTP 400") && s.contains("DLI.0001") && s.contains("bad") && s.contains("r1"), "{s}");
+        assert!(
+            s.contains("HTTP 400")
+                && s.contains("DLI.0001")
+                && s.contains("bad")
+                && s.contains("r1"),
+            "{s}"
+        );
         assert_eq!(e.reason(), FailureReason::Http4xx);
     }
 }

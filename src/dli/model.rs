@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 
 /// One page of `GET /v2.0/{project_id}/batches`.
 #[derive(Debug, Default, Deserialize)]
@@ -308,7 +308,8 @@ impl<'de> Deserialize<'de> for MaybeJob {
                 f.write_str("a batch job object")
             }
             fn visit_map<A: de::MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-                BatchJob::deserialize(de::value::MapAccessDeserializer::new(a)).map(|j| MaybeJob(Some(j)))
+                BatchJob::deserialize(de::value::MapAccessDeserializer::new(a))
+                    .map(|j| MaybeJob(Some(j)))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 while a.next_element::<IgnoredAny>()?.is_some() {}
@@ -380,7 +381,12 @@ mod tests {
     #[test]
     fn missing_sessions_is_an_empty_page_and_garbage_is_an_error() {
         assert!(decode_page(b"{}").expect("decodes").sessions.is_empty());
-        assert!(decode_page(b"{\"sessions\":{}}").expect("decodes").sessions.is_empty());
+        assert!(
+            decode_page(b"{\"sessions\":{}}")
+                .expect("decodes")
+                .sessions
+                .is_empty()
+        );
         assert!(decode_page(b"not json").is_err());
         assert!(decode_page(b"{\"sessions\":[{\"id\":\"a\"").is_err());
         assert!(decode_page(b"[]").is_err());

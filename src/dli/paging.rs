@@ -40,7 +40,10 @@ impl RetryPolicy {
 
     /// The wait before retry number `attempt` (0-based): equal jitter over `base * 2^attempt`.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let full = self.base.saturating_mul(1u32 << attempt.min(16)).min(self.cap);
+        let full = self
+            .base
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.cap);
         let half = full / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
     }
@@ -82,7 +85,9 @@ pub enum WalkError {
         #[source]
         source: DliError,
     },
-    #[error("project {project_id} queue {queue:?}: needs more than poll.max_pages = {max_pages} pages (page size {page_size}); raise poll.max_pages or poll.page_size")]
+    #[error(
+        "project {project_id} queue {queue:?}: needs more than poll.max_pages = {max_pages} pages (page size {page_size}); raise poll.max_pages or poll.page_size"
+    )]
     TooManyPages {
         project_id: String,
         queue: String,
@@ -220,14 +225,28 @@ impl Walk<'_> {
 
     /// `total` is the job count: fetch the offsets `step, 2*step, …` below the largest `total`
     /// seen, concurrently. An empty page ends the walk at its offset.
-    async fn full_count(&mut self, step: usize, total: u64, sink: &mut impl FnMut(BatchJob)) -> Result<(), WalkError> {
-        let step = step as u64;
+    ///
+    /// Pages answered out of order while jobs are being submitted can leave holes: with
+    /// newest-first order an insert shifts every later job down, so a high page answered before
+    /// the insert and a lower page answered after it miss the jobs in between. Each page's `total`
+    /// tells how far the list had shifted when it was answered; the walk maps every page back to
+    /// the positions the jobs had at the start, and fetches again wherever a hole remains.
+    async fn full_count(
+        &mut self,
+        step: usize,
+        total: u64,
+        sink: &mut impl FnMut(BatchJob),
+    ) -> Result<(), WalkError> {
+        let step_u = step as u64;
+        let first_total = total as i64;
         let mut max_total = total;
-        let mut next = step;
+        let mut next = step_u;
         let mut end = u64::MAX;
         let mut scheduled: u32 = 1;
+        let mut layout = Layout::new(first_total, step);
         let mut in_flight = FuturesUnordered::new();
-        let (client, queue, options, deadline) = (self.client, self.queue, self.options, self.deadline);
+        let (client, queue, options, deadline) =
+            (self.client, self.queue, self.options, self.deadline);
         loop {
             while in_flight.len() < options.concurrency.max(1) && next < max_total && next < end {
                 if scheduled >= options.max_pages {
@@ -235,8 +254,13 @@ impl Walk<'_> {
                 }
                 scheduled += 1;
                 let from = next;
-                in_flight.push(async move { (from, fetch_with_retries(client, queue, options, deadline, from).await) });
-                next += step;
+                in_flight.push(async move {
+                    (
+                        from,
+                        fetch_with_retries(client, queue, options, deadline, from).await,
+                    )
+                });
+                next += step_u;
             }
             let Some((from, result)) = in_flight.next().await else {
                 break;
@@ -255,14 +279,69 @@ impl Walk<'_> {
             if page.sessions.is_empty() {
                 end = end.min(from);
             }
+            layout.record(from, page.total, page.sessions.len());
             self.feed(page.sessions, sink);
         }
+
+        // A `total` that undercounts must not cut the walk short: if the last page was full,
+        // go on page by page until a short or empty one.
+        let mut from = next.min(end);
+        while end == u64::MAX && layout.last_page_full(from.saturating_sub(step_u)) {
+            let page = self.fetch_counted(from).await?;
+            let n = page.sessions.len();
+            layout.record(from, page.total, n);
+            self.feed(page.sessions, sink);
+            if n < step {
+                break;
+            }
+            from += n as u64;
+        }
+
+        // Fill the holes left by pages that shifted under concurrent inserts.
+        for _round in 0..MAX_REPAIR_ROUNDS {
+            let holes = layout.holes();
+            if holes.is_empty() {
+                return Ok(());
+            }
+            for (start, stop) in holes {
+                let mut at = (start + layout.shift()).max(0) as u64;
+                loop {
+                    let page = self.fetch_counted(at).await?;
+                    let n = page.sessions.len();
+                    let covered_to = layout.record(at, page.total, n);
+                    self.feed(page.sessions, sink);
+                    if n == 0 || covered_to >= stop {
+                        break;
+                    }
+                    at += n as u64;
+                }
+                // Whatever is still missing there is gone from the list (deleted meanwhile).
+                layout.resolve(start, stop);
+            }
+        }
+        tracing::debug!(
+            queue = self.queue,
+            "queue kept changing while it was walked; holes left after repair rounds"
+        );
         Ok(())
+    }
+
+    async fn fetch_counted(&mut self, from: u64) -> Result<BatchPage, WalkError> {
+        if self.stats.pages >= self.options.max_pages {
+            return Err(self.too_many_pages());
+        }
+        let page = self.fetch(from).await?;
+        self.stats.pages += 1;
+        Ok(page)
     }
 
     /// `total` told nothing: walk one page after another, advancing by each page's length,
     /// until an empty page or one shorter than the first.
-    async fn unknown_count(&mut self, step: usize, sink: &mut impl FnMut(BatchJob)) -> Result<(), WalkError> {
+    async fn unknown_count(
+        &mut self,
+        step: usize,
+        sink: &mut impl FnMut(BatchJob),
+    ) -> Result<(), WalkError> {
         let mut from = step as u64;
         loop {
             if self.stats.pages >= self.options.max_pages {
@@ -303,6 +382,99 @@ impl Walk<'_> {
     }
 }
 
+/// Rounds of hole repair before a walk of a queue that keeps changing gives up looking.
+const MAX_REPAIR_ROUNDS: usize = 4;
+
+/// Where the pages of a full-count walk landed, in the positions the jobs had when the walk
+/// started: a page answered at offset `from` when the list had grown by `shift` jobs (its
+/// `total` minus the first page's) holds the jobs that were at `from - shift ..`.
+struct Layout {
+    first_total: i64,
+    step: usize,
+    /// Covered ranges of starting positions, merged and sorted.
+    covered: Vec<(i64, i64)>,
+    /// The shift seen on the latest answer.
+    latest_shift: i64,
+    /// Starting positions at and beyond this are known to be past the end of the list.
+    known_end: i64,
+    /// Offset and length of the highest page.
+    highest: (u64, usize),
+}
+
+impl Layout {
+    fn new(first_total: i64, step: usize) -> Self {
+        Layout {
+            first_total,
+            step,
+            covered: vec![(0, step as i64)],
+            latest_shift: 0,
+            known_end: i64::MAX,
+            highest: (0, step),
+        }
+    }
+
+    /// Records a page; returns the starting position just past what it covered.
+    fn record(&mut self, from: u64, total: Option<i64>, len: usize) -> i64 {
+        let shift = match total {
+            Some(t) if t > 0 => t - self.first_total,
+            _ => self.latest_shift,
+        };
+        self.latest_shift = shift;
+        let start = from as i64 - shift;
+        let stop = start + len as i64;
+        if len < self.step {
+            self.known_end = self.known_end.min(stop);
+        }
+        if from >= self.highest.0 {
+            self.highest = (from, len);
+        }
+        self.resolve(start, stop);
+        stop
+    }
+
+    fn shift(&self) -> i64 {
+        self.latest_shift
+    }
+
+    fn last_page_full(&self, from: u64) -> bool {
+        self.highest.0 == from && self.highest.1 >= self.step
+    }
+
+    /// Marks a range of starting positions as accounted for.
+    fn resolve(&mut self, start: i64, stop: i64) {
+        if stop <= start {
+            return;
+        }
+        self.covered.push((start, stop));
+        self.covered.sort_unstable();
+        let mut merged: Vec<(i64, i64)> = Vec::with_capacity(self.covered.len());
+        for (s, e) in self.covered.drain(..) {
+            match merged.last_mut() {
+                Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+        self.covered = merged;
+    }
+
+    /// Ranges of starting positions below the first `total` that no page covered.
+    fn holes(&self) -> Vec<(i64, i64)> {
+        let limit = self.first_total.min(self.known_end);
+        let mut holes = Vec::new();
+        let mut at = 0;
+        for &(s, e) in &self.covered {
+            if s > at && at < limit {
+                holes.push((at, s.min(limit)));
+            }
+            at = at.max(e);
+        }
+        if at < limit {
+            holes.push((at, limit));
+        }
+        holes
+    }
+}
+
 /// One page, retried per the policy; returns the page and the number of requests it took.
 async fn fetch_with_retries(
     client: &DliClient,
@@ -327,7 +499,9 @@ async fn fetch_with_retries(
             Some(asked) => asked.max(options.retry.backoff(attempt)),
             None => options.retry.backoff(attempt),
         };
-        let retry = error.is_retryable() && attempt < options.retry.retries && Instant::now() + wait < deadline;
+        let retry = error.is_retryable()
+            && attempt < options.retry.retries
+            && Instant::now() + wait < deadline;
         if !retry {
             return Err((error, attempt + 1));
         }
@@ -343,13 +517,43 @@ mod tests {
 
     #[test]
     fn uuid_ids_keep_their_bits_and_others_hash() {
-        assert_eq!(id_key("03923a72-5ace-466a-a573-e8c7b08b8cf3"), 0x03923a725ace466aa573e8c7b08b8cf3);
+        assert_eq!(
+            id_key("03923a72-5ace-466a-a573-e8c7b08b8cf3"),
+            0x03923a725ace466aa573e8c7b08b8cf3
+        );
         assert_ne!(id_key("job-1"), id_key("job-2"));
         assert_eq!(id_key("job-1"), id_key("job-1"));
         let mut set = JobIdSet::default();
         assert!(set.insert("a"));
         assert!(!set.insert("a"));
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn layout_finds_holes_left_by_out_of_order_pages() {
+        // 250 jobs, pages of 100. Page 200 answered before 7 inserts, page 100 after them.
+        let mut l = Layout::new(250, 100);
+        l.record(200, Some(250), 50);
+        l.record(100, Some(257), 100);
+        assert_eq!(l.holes(), vec![(193, 200)]);
+        assert_eq!(l.shift(), 7);
+        // Fetching at 193 + 7 = 200 with total 257 covers 193..293.
+        l.record(200, Some(257), 57);
+        assert!(l.holes().is_empty());
+    }
+
+    #[test]
+    fn layout_without_changes_has_no_holes() {
+        let mut l = Layout::new(250, 100);
+        l.record(100, Some(250), 100);
+        l.record(200, Some(250), 50);
+        assert!(l.holes().is_empty());
+        // An overstated total ends at the short page.
+        let mut l = Layout::new(1000, 100);
+        l.record(100, Some(1000), 100);
+        l.record(200, Some(1000), 50);
+        l.record(300, Some(1000), 0);
+        assert!(l.holes().is_empty());
     }
 
     #[test]
@@ -361,9 +565,15 @@ mod tests {
         };
         for _ in 0..50 {
             let b0 = p.backoff(0);
-            assert!(b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100), "{b0:?}");
+            assert!(
+                b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100),
+                "{b0:?}"
+            );
             let b2 = p.backoff(2);
-            assert!(b2 >= Duration::from_millis(200) && b2 <= Duration::from_millis(400), "{b2:?}");
+            assert!(
+                b2 >= Duration::from_millis(200) && b2 <= Duration::from_millis(400),
+                "{b2:?}"
+            );
             assert!(p.backoff(30) <= Duration::from_millis(500));
         }
     }

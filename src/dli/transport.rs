@@ -129,7 +129,11 @@ impl Transport {
         // reqwest's own timeout covers connect, headers and body; this outer bound is a backstop
         // so that no request can outlive its budget whatever the transport does.
         let work = async {
-            let mut response = request.timeout(self.request_timeout).send().await.map_err(fail)?;
+            let mut response = request
+                .timeout(self.request_timeout)
+                .send()
+                .await
+                .map_err(fail)?;
             let status = response.status().as_u16();
             if let Some(len) = response.content_length()
                 && len > self.max_body_bytes as u64

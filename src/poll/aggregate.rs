@@ -66,7 +66,9 @@ impl SnapshotBuilder {
                 self.by_owner.insert(owner.to_string(), states);
             }
         }
-        if let (Some(active), Some(created)) = (ACTIVE_STATES.iter().find(|s| **s == state), job.create_time) {
+        if let (Some(active), Some(created)) =
+            (ACTIVE_STATES.iter().find(|s| **s == state), job.create_time)
+        {
             let oldest = self.oldest_ms.entry(active).or_insert(created);
             if created < *oldest {
                 *oldest = created;
@@ -88,7 +90,11 @@ impl SnapshotBuilder {
         owners.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
         let mut by_state_owner = BTreeMap::new();
         for (rank, (owner, states, _)) in owners.into_iter().enumerate() {
-            let label = if rank < max_owners { owner } else { OTHER_OWNER.to_string() };
+            let label = if rank < max_owners {
+                owner
+            } else {
+                OTHER_OWNER.to_string()
+            };
             for (state, n) in states {
                 *by_state_owner.entry((state, label.clone())).or_insert(0) += n;
             }
@@ -139,8 +145,15 @@ mod tests {
         assert_eq!(s.by_state.get("running"), Some(&2));
         assert_eq!(s.by_state.get("weird"), Some(&1));
         assert_eq!(s.by_state.get(UNKNOWN_STATE), Some(&1));
-        assert_eq!(s.by_state_owner.get(&("dead".into(), UNKNOWN_OWNER.into())), Some(&1));
-        assert_eq!(s.by_state_owner.get(&("success".into(), UNKNOWN_OWNER.into())), Some(&1));
+        assert_eq!(
+            s.by_state_owner.get(&("dead".into(), UNKNOWN_OWNER.into())),
+            Some(&1)
+        );
+        assert_eq!(
+            s.by_state_owner
+                .get(&("success".into(), UNKNOWN_OWNER.into())),
+            Some(&1)
+        );
         assert_eq!(s.oldest_active.get("running"), Some(&1.5));
         assert_eq!(s.oldest_active.get("dead"), None);
     }
@@ -156,11 +169,25 @@ mod tests {
         b.add(&job("dead", Some("a"), None));
         let s = b.finish(2);
         // b and c have 3 each (tie broken by name), d has 2, a has 2 -> a and d overflow.
-        assert_eq!(s.by_state_owner.get(&("running".into(), "b".into())), Some(&3));
-        assert_eq!(s.by_state_owner.get(&("running".into(), "c".into())), Some(&3));
-        assert_eq!(s.by_state_owner.get(&("running".into(), OTHER_OWNER.into())), Some(&3));
-        assert_eq!(s.by_state_owner.get(&("dead".into(), OTHER_OWNER.into())), Some(&1));
-        let owners: std::collections::BTreeSet<_> = s.by_state_owner.keys().map(|(_, o)| o.clone()).collect();
+        assert_eq!(
+            s.by_state_owner.get(&("running".into(), "b".into())),
+            Some(&3)
+        );
+        assert_eq!(
+            s.by_state_owner.get(&("running".into(), "c".into())),
+            Some(&3)
+        );
+        assert_eq!(
+            s.by_state_owner
+                .get(&("running".into(), OTHER_OWNER.into())),
+            Some(&3)
+        );
+        assert_eq!(
+            s.by_state_owner.get(&("dead".into(), OTHER_OWNER.into())),
+            Some(&1)
+        );
+        let owners: std::collections::BTreeSet<_> =
+            s.by_state_owner.keys().map(|(_, o)| o.clone()).collect();
         assert_eq!(owners.len(), 3);
     }
 
@@ -168,7 +195,11 @@ mod tests {
     fn memory_is_bounded_by_owners_not_jobs() {
         let mut b = SnapshotBuilder::new();
         for i in 0..100_000 {
-            b.add(&job(if i % 2 == 0 { "running" } else { "success" }, Some(["x", "y"][i % 2]), Some(i as i64)));
+            b.add(&job(
+                if i % 2 == 0 { "running" } else { "success" },
+                Some(["x", "y"][i % 2]),
+                Some(i as i64),
+            ));
         }
         let s = b.finish(200);
         assert_eq!(s.jobs, 100_000);

@@ -84,7 +84,10 @@ pub async fn poll_once(client: &DliClient, key: &QueueKey, ctx: &PollContext) ->
             }
         }
         Ok(Err(e)) => {
-            let reason = e.request_error().map(|r| r.reason().as_str()).unwrap_or("max_pages");
+            let reason = e
+                .request_error()
+                .map(|r| r.reason().as_str())
+                .unwrap_or("max_pages");
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
             ctx.store.record_failure(key, duration, e.pages());
             PollOutcome {
@@ -134,8 +137,13 @@ pub fn queue_targets(settings: &Settings, clients: &Clients) -> Vec<(QueueKey, A
 }
 
 /// Polls every queue once, concurrently (the clients' shared limit still applies).
-pub async fn poll_all_once(targets: &[(QueueKey, Arc<DliClient>)], ctx: &PollContext) -> Vec<PollOutcome> {
-    let polls = targets.iter().map(|(key, client)| poll_once(client, key, ctx));
+pub async fn poll_all_once(
+    targets: &[(QueueKey, Arc<DliClient>)],
+    ctx: &PollContext,
+) -> Vec<PollOutcome> {
+    let polls = targets
+        .iter()
+        .map(|(key, client)| poll_once(client, key, ctx));
     futures_util::future::join_all(polls).await
 }
 

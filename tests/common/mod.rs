@@ -6,10 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dli_exporter::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
-use dli_exporter::dli::{BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue};
+use dli_exporter::dli::{
+    BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions,
+    WalkStats, walk_queue,
+};
 use dli_exporter::secret::Secret;
 use dli_exporter::sim::{
-    DEMO_ACCESS_KEY, DEMO_DOMAIN, DEMO_PASSWORD, DEMO_PROJECT_ID, DEMO_SECRET_KEY, DEMO_USER, SimConfig, SimJob, Simulator,
+    DEMO_ACCESS_KEY, DEMO_DOMAIN, DEMO_PASSWORD, DEMO_PROJECT_ID, DEMO_SECRET_KEY, DEMO_USER,
+    SimConfig, SimJob, Simulator,
 };
 use tokio::sync::Semaphore;
 
@@ -26,7 +30,14 @@ pub async fn sim(config: SimConfig) -> Simulator {
 pub fn numbered_jobs(prefix: &str, n: usize) -> Vec<SimJob> {
     const STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
     (0..n)
-        .map(|i| SimJob::new(format!("{prefix}-{i:05}"), STATES[i % 5], Some("alice"), T0_MS - i as i64 * 1000))
+        .map(|i| {
+            SimJob::new(
+                format!("{prefix}-{i:05}"),
+                STATES[i % 5],
+                Some("alice"),
+                T0_MS - i as i64 * 1000,
+            )
+        })
         .collect()
 }
 
@@ -109,9 +120,20 @@ pub fn walk_options(page_size: u32, concurrency: usize, retries: u32) -> WalkOpt
 }
 
 /// Walks `queue` and returns the stats and every job handed to the sink.
-pub async fn walk(client: &DliClient, queue: &str, options: &WalkOptions) -> Result<(WalkStats, Vec<BatchJob>), WalkError> {
+pub async fn walk(
+    client: &DliClient,
+    queue: &str,
+    options: &WalkOptions,
+) -> Result<(WalkStats, Vec<BatchJob>), WalkError> {
     let mut jobs = Vec::new();
-    let stats = walk_queue(client, queue, options, Instant::now() + Duration::from_secs(20), &mut |j| jobs.push(j)).await?;
+    let stats = walk_queue(
+        client,
+        queue,
+        options,
+        Instant::now() + Duration::from_secs(20),
+        &mut |j| jobs.push(j),
+    )
+    .await?;
     Ok((stats, jobs))
 }
 

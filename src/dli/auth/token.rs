@@ -54,7 +54,10 @@ impl std::fmt::Debug for TokenSource {
 
 impl TokenSource {
     pub fn new(login: TokenLogin, transport: Transport) -> Self {
-        let url = format!("{}/v3/auth/tokens", login.iam_endpoint.trim_end_matches('/'));
+        let url = format!(
+            "{}/v3/auth/tokens",
+            login.iam_endpoint.trim_end_matches('/')
+        );
         TokenSource {
             login,
             url,
@@ -131,7 +134,9 @@ impl TokenSource {
         drop(body);
         let url = self.url.clone();
         self.transport
-            .call(Operation::IamToken, &self.url, request, |raw| parse_token_response(raw, &url))
+            .call(Operation::IamToken, &self.url, request, |raw| {
+                parse_token_response(raw, &url)
+            })
             .await
     }
 }
@@ -159,14 +164,17 @@ fn parse_token_response(raw: RawResponse, url: &str) -> Result<(Secret, Duration
         .map(Secret::new)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| decode("no X-Subject-Token header in the IAM answer".into()))?;
-    let body: serde_json::Value =
-        serde_json::from_slice(&raw.body).map_err(|e| decode(format!("token body is not JSON: {e}")))?;
+    let body: serde_json::Value = serde_json::from_slice(&raw.body)
+        .map_err(|e| decode(format!("token body is not JSON: {e}")))?;
     let expires_at = body
         .pointer("/token/expires_at")
         .and_then(|v| v.as_str())
         .ok_or_else(|| decode("token.expires_at missing".into()))?;
-    let expires = OffsetDateTime::parse(expires_at, &Rfc3339)
-        .map_err(|e| decode(format!("token.expires_at {expires_at:?} is not RFC 3339: {e}")))?;
+    let expires = OffsetDateTime::parse(expires_at, &Rfc3339).map_err(|e| {
+        decode(format!(
+            "token.expires_at {expires_at:?} is not RFC 3339: {e}"
+        ))
+    })?;
     let remaining = expires - OffsetDateTime::now_utc();
     let lifetime = Duration::try_from(remaining).unwrap_or(Duration::ZERO);
     if lifetime.is_zero() {
@@ -183,9 +191,18 @@ mod tests {
 
     #[test]
     fn margin_is_the_smaller_of_five_minutes_and_a_tenth() {
-        assert_eq!(refresh_margin(Duration::from_secs(24 * 3600)), Duration::from_secs(300));
-        assert_eq!(refresh_margin(Duration::from_secs(600)), Duration::from_secs(60));
-        assert_eq!(refresh_margin(Duration::from_secs(2)), Duration::from_millis(200));
+        assert_eq!(
+            refresh_margin(Duration::from_secs(24 * 3600)),
+            Duration::from_secs(300)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(600)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            refresh_margin(Duration::from_secs(2)),
+            Duration::from_millis(200)
+        );
     }
 
     fn raw(status: u16, token: Option<&str>, body: &str) -> RawResponse {
@@ -206,7 +223,11 @@ mod tests {
             .format(&Rfc3339)
             .expect("format");
         let (t, life) = parse_token_response(
-            raw(201, Some("TOKENVALUE"), &format!(r#"{{"token":{{"expires_at":"{exp}"}}}}"#)),
+            raw(
+                201,
+                Some("TOKENVALUE"),
+                &format!(r#"{{"token":{{"expires_at":"{exp}"}}}}"#),
+            ),
             "u",
         )
         .expect("parses");
@@ -216,12 +237,35 @@ mod tests {
 
     #[test]
     fn rejects_answers_without_token_or_expiry() {
-        assert!(parse_token_response(raw(201, None, r#"{"token":{"expires_at":"2099-01-01T00:00:00Z"}}"#), "u").is_err());
+        assert!(
+            parse_token_response(
+                raw(
+                    201,
+                    None,
+                    r#"{"token":{"expires_at":"2099-01-01T00:00:00Z"}}"#
+                ),
+                "u"
+            )
+            .is_err()
+        );
         assert!(parse_token_response(raw(201, Some("t"), r#"{"token":{}}"#), "u").is_err());
-        assert!(parse_token_response(raw(201, Some("t"), r#"{"token":{"expires_at":"2001-01-01T00:00:00Z"}}"#), "u").is_err());
-        let e = parse_token_response(raw(401, None, r#"{"error":{"code":401,"message":"wrong"}}"#), "u")
-            .err()
-            .expect("error");
+        assert!(
+            parse_token_response(
+                raw(
+                    201,
+                    Some("t"),
+                    r#"{"token":{"expires_at":"2001-01-01T00:00:00Z"}}"#
+                ),
+                "u"
+            )
+            .is_err()
+        );
+        let e = parse_token_response(
+            raw(401, None, r#"{"error":{"code":401,"message":"wrong"}}"#),
+            "u",
+        )
+        .err()
+        .expect("error");
         assert_eq!(e.reason(), crate::dli::error::FailureReason::Auth);
     }
 }
