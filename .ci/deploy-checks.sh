@@ -18,10 +18,8 @@
 #   DEPLOY_CHECKS_SKIP_SIGHUP=1  skip "the exporter survives SIGHUP" (the systemd unit's reload signal)
 set -euo pipefail
 
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
-ROOT=$(pwd)
-
-usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+SCRIPT=$(realpath "${BASH_SOURCE[0]}")
+usage() { sed -n '2,7p' "$SCRIPT" | sed 's/^# \{0,1\}//'; }
 
 BIN=""
 case "${1:-}" in
@@ -33,6 +31,9 @@ case "${1:-}" in
      if [[ ! -x $BIN ]]; then echo "deploy-checks: $BIN is not an executable file" >&2; exit 2; fi
      BIN=$(realpath "$BIN") ;;
 esac
+
+cd "$(dirname "$SCRIPT")/.."
+ROOT=$(pwd)
 
 TIMEOUT=${DEPLOY_CHECKS_TIMEOUT:-90}
 START_TIME=$(date +%s)
@@ -67,12 +68,12 @@ check() {
   local log="$WORK/check.log" t0=$SECONDS
   if "$@" >"$log" 2>&1; then
     PASSED=$((PASSED + 1))
-    printf 'ok    %-62s %3ss\n' "$name" "$((SECONDS - t0))"
+    printf 'ok    %-68s %3ss\n' "$name" "$((SECONDS - t0))"
     if [[ ${DEPLOY_CHECKS_VERBOSE:-0} == 1 ]]; then sed 's/^/      /' "$log"; fi
   else
     FAILED=$((FAILED + 1))
     FAILED_NAMES+=("$name")
-    printf 'FAIL  %-62s %3ss\n' "$name" "$((SECONDS - t0))"
+    printf 'FAIL  %-68s %3ss\n' "$name" "$((SECONDS - t0))"
     sed 's/^/      | /' "$log" | head -n 200
   fi
 }

@@ -23,6 +23,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
+    if let Some(path) = &flags.web_config_file {
+        // Serving without the TLS or auth the operator asked for would be worse than not starting.
+        anyhow::bail!(
+            "--web.config.file {}: TLS and basic auth are not implemented yet; remove the flag and \
+             put the exporter behind a TLS-terminating proxy, or bind it to a private address",
+            path.display()
+        );
+    }
     let env: config::Env = std::env::vars().collect();
     if flags.check_config {
         return Ok(match config::load(&flags.config_file, &env) {

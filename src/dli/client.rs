@@ -20,7 +20,7 @@ use crate::config::{Credentials, Project};
 /// How requests of one project are authenticated.
 enum Auth {
     AkSk(AkSkSigner),
-    Token(TokenSource),
+    Token(Box<TokenSource>),
 }
 
 /// Transport settings shared by every project's client.
@@ -167,7 +167,7 @@ impl DliClient {
                 domain_name,
                 user_name,
                 password,
-            } => Auth::Token(TokenSource::new(
+            } => Auth::Token(Box::new(TokenSource::new(
                 TokenLogin {
                     iam_endpoint: iam_endpoint.clone(),
                     domain_name: domain_name.clone(),
@@ -176,7 +176,7 @@ impl DliClient {
                     project_id: project_id.clone(),
                 },
                 transport.clone(),
-            )),
+            ))),
         };
         Ok(DliClient {
             path: format!("/v2.0/{}/batches", aksk::encode(&project_id)),

@@ -264,8 +264,7 @@ mod tests {
             raw(401, None, r#"{"error":{"code":401,"message":"wrong"}}"#),
             "u",
         )
-        .err()
-        .expect("error");
+        .expect_err("error");
         assert_eq!(e.reason(), crate::dli::error::FailureReason::Auth);
     }
 }
