@@ -34,6 +34,10 @@ const MAX_HEADER_BYTES: usize = 64 * 1024;
 /// How long shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Content type of the text exposition format 0.0.4. `prometheus::TEXT_FORMAT` leaves out the
+/// charset; the format is UTF-8 (label values such as owner names are not ASCII).
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// What the handlers read.
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
@@ -44,9 +48,13 @@ pub struct ServerState {
 type Body = Full<Bytes>;
 
 /// Serves until `shutdown` fires, then stops accepting and lets in-flight requests finish
-/// (for at most a few seconds).
+/// (for at most a few seconds). Connections still open when it returns are closed: nothing is
+/// served after it.
 pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: CancellationToken) {
     let graceful = GracefulShutdown::new();
+    // Ends every connection task when `serve` returns (or is dropped), after the grace period.
+    let close_all = CancellationToken::new();
+    let _close_all_on_return = close_all.clone().drop_guard();
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -80,9 +88,17 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(conn);
+        let close = close_all.clone();
         tokio::spawn(async move {
-            if let Err(e) = watched.await {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            tokio::select! {
+                result = watched => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                }
+                _ = close.cancelled() => {
+                    tracing::debug!(%peer, "connection closed at the end of the shutdown grace period");
+                }
             }
             drop(permit);
         });
@@ -179,7 +195,7 @@ fn metrics_response(state: &ServerState, gzip: bool) -> Response<Body> {
     };
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static(prometheus::TEXT_FORMAT),
+        HeaderValue::from_static(METRICS_CONTENT_TYPE),
     );
     r.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
