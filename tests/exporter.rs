@@ -264,38 +264,6 @@ async fn golden_exposition_of_job_metrics() {
         .expect("shutdown");
 }
 
-/// `promtool check metrics` over the exposition, when promtool is installed (CI installs it).
-fn promtool_check(text: &str) {
-    const PROMTOOL: &str = "/usr/bin/promtool";
-    if !std::path::Path::new(PROMTOOL).exists() {
-        eprintln!("note: {PROMTOOL} not found; skipping `promtool check metrics`");
-        return;
-    }
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let mut child = Command::new(PROMTOOL)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool output");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn two_queue_jobs(sim: &Simulator) {
     sim.set_jobs(
         PID,
