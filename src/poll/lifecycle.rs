@@ -139,7 +139,7 @@ impl JobTracker {
     /// Makes a successful walk the new baseline and returns what it adds to the counters.
     pub fn commit(&mut self, walk: WalkTracking) -> LifecycleEvents {
         let mut seen = walk.seen;
-        seen.sort_unstable_by(|a, b| (a.hi, a.lo).cmp(&(b.hi, b.lo)));
+        seen.sort_unstable_by_key(|e| (e.hi, e.lo));
         seen.dedup_by(|a, b| (a.hi, a.lo) == (b.hi, b.lo));
         seen.shrink_to_fit();
         self.jobs = seen;

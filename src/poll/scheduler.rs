@@ -67,7 +67,7 @@ pub async fn poll_once(
     client: &DliClient,
     key: &QueueKey,
     ctx: &PollContext,
-    mut tracker: Option<&mut JobTracker>,
+    tracker: Option<&mut JobTracker>,
 ) -> PollOutcome {
     let started = Instant::now();
     let deadline = started + ctx.timeout;
@@ -92,7 +92,7 @@ pub async fn poll_once(
             let jobs = stats.jobs;
             ctx.store
                 .record_success(key, builder.finish(ctx.max_owners), duration, stats.pages);
-            if let (Some(t), Some(s)) = (tracker.as_deref_mut(), staging) {
+            if let (Some(t), Some(s)) = (tracker, staging) {
                 let events = t.commit(s);
                 if let Some(metrics) = &ctx.lifecycle {
                     if !events.counted {
