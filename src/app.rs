@@ -1,11 +1,14 @@
 //! Wiring of the daemon: builds the store, metrics, clients and pollers from [`Settings`],
-//! serves HTTP on an already bound listener, and stops everything on shutdown. Also the
-//! one-shot poll behind `--once`.
+//! serves HTTP on an already bound listener, reloads the configuration on request, and stops
+//! everything on shutdown. Also the one-shot poll behind `--once`.
 //!
-//! It owns start-up order (listen first, then poll) and shutdown order (stop accepting, let
-//! scrapes finish, cancel polls). Flags, config files and logging belong to `main`/`cli`.
+//! It owns start-up order (listen first, then poll), reload (a broken file keeps the old
+//! configuration running) and shutdown order (stop accepting, let scrapes finish, cancel polls).
+//! Flags, signals and logging setup belong to `main`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -13,12 +16,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Settings;
+use crate::config::{self, ConfigError, Env, Settings};
 use crate::dli::client::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
-use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome};
-use crate::server::{self, ServerState};
+use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
+use crate::server::{self, ReloadFn, ServerState};
 use crate::store::{QueueKey, SnapshotStore};
 
 /// Why the daemon could not start.
@@ -32,29 +35,33 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
 }
 
-/// The parts of a running exporter that tests and `main` look at.
-pub struct Core {
-    pub store: Arc<SnapshotStore>,
-    pub metrics: Arc<Metrics>,
-    pub clients: Clients,
-    pub context: PollContext,
+/// Why a reload did not take effect (the previous configuration keeps running).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(
+        "nothing to reload: the exporter was not started from a config file (--demo or embedded use)"
+    )]
+    NoConfigFile,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
 }
 
-/// Builds store, metrics and one client per project; all clients share one request limit.
-pub fn build_core(settings: &Settings) -> Result<Core, StartError> {
-    let keys = settings.projects.iter().flat_map(|p| {
-        p.queues
-            .iter()
-            .map(move |q| QueueKey::new(&p.project_id, q))
-    });
-    let store = Arc::new(SnapshotStore::new(keys));
-    let metrics = Arc::new(Metrics::new(
-        store.clone(),
-        CollectorOptions {
-            owner_breakdown: settings.metrics.owner_breakdown,
-            stale_after: settings.poll.stale_after,
-        },
-    )?);
+fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
+    settings
+        .projects
+        .iter()
+        .flat_map(|p| {
+            p.queues
+                .iter()
+                .map(move |q| QueueKey::new(&p.project_id, q))
+        })
+        .collect()
+}
+
+/// One client per project; all share one request limit (`poll.concurrency`).
+pub fn build_clients(settings: &Settings, metrics: &Metrics) -> Result<Clients, ClientBuildError> {
     let limit = Arc::new(Semaphore::new(settings.poll.concurrency as usize));
     let options = ClientOptions::new(settings.poll.request_timeout);
     let mut clients = Clients::new();
@@ -65,17 +72,14 @@ pub fn build_core(settings: &Settings) -> Result<Core, StartError> {
         let client = DliClient::new(project, &options, limit.clone(), metrics.observer())?;
         clients.insert(project.project_id.clone(), Arc::new(client));
     }
-    let context = PollContext::new(
-        store.clone(),
-        &settings.poll,
-        settings.metrics.max_owners_per_queue,
-    );
-    Ok(Core {
-        store,
-        metrics,
-        clients,
-        context,
-    })
+    Ok(clients)
+}
+
+fn collector_options(settings: &Settings) -> CollectorOptions {
+    CollectorOptions {
+        owner_breakdown: settings.metrics.owner_breakdown,
+        stale_after: settings.poll.stale_after,
+    }
 }
 
 /// A running exporter: HTTP server plus pollers.
@@ -83,64 +87,194 @@ pub struct App {
     pub addr: SocketAddr,
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
+    control: Arc<Control>,
+    reload: ReloadFn,
+}
+
+/// The parts a reload replaces, behind one lock so reloads never interleave.
+struct Running {
+    settings: Settings,
+    pollers: CancellationToken,
+    trackers: Trackers,
+}
+
+struct Control {
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
     shutdown: CancellationToken,
-    tracker: TaskTracker,
+    source: Option<(PathBuf, Env)>,
+    running: tokio::sync::Mutex<Running>,
+}
+
+impl Control {
+    /// Replaces the pollers with ones for `settings`. Clients are built first, so a failure
+    /// leaves everything as it was.
+    fn apply(&self, settings: Settings, running: &mut Running) -> Result<(), ClientBuildError> {
+        let clients = build_clients(&settings, &self.metrics)?;
+        let keys = queue_keys(&settings);
+        for old in queue_keys(&running.settings) {
+            if !keys.contains(&old) {
+                self.metrics.lifecycle.remove_queue(&old);
+                running.trackers.remove(&old);
+            }
+        }
+        for key in &keys {
+            running.trackers.entry(key.clone()).or_default();
+        }
+        self.store.set_queues(keys);
+        self.metrics.set_options(collector_options(&settings));
+
+        running.pollers.cancel();
+        running.pollers = self.shutdown.child_token();
+        let mut context = PollContext::new(
+            self.store.clone(),
+            &settings.poll,
+            settings.metrics.max_owners_per_queue,
+        );
+        context.lifecycle = Some(self.metrics.lifecycle.clone());
+        let targets = scheduler::queue_targets(&settings, &clients);
+        scheduler::spawn_pollers(
+            targets,
+            context,
+            settings.poll.interval,
+            running.pollers.clone(),
+            &self.tasks,
+            &running.trackers,
+        );
+        running.settings = settings;
+        Ok(())
+    }
+
+    async fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload().await;
+        self.metrics.reload.record(result.is_ok());
+        match &result {
+            Ok(()) => tracing::info!("configuration reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "reload failed; the previous configuration keeps running")
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<(), ReloadError> {
+        let (path, env) = self.source.as_ref().ok_or(ReloadError::NoConfigFile)?;
+        let mut settings = config::load(path, env)?;
+        let mut running = self.running.lock().await;
+        if settings.web.listen_address != running.settings.web.listen_address
+            || settings.web.telemetry_path != running.settings.web.telemetry_path
+        {
+            tracing::warn!("[web] changes take effect only after a restart");
+        }
+        // The server keeps listening where it was started (flags included).
+        settings.web = running.settings.web.clone();
+        self.apply(settings, &mut running)?;
+        Ok(())
+    }
 }
 
 impl App {
     /// Starts serving on `listener` (already bound, so the port is open before the first poll)
-    /// and starts polling every queue.
+    /// and starts polling every queue. Reload is unavailable without a config file.
     pub fn start(settings: &Settings, listener: TcpListener) -> Result<App, StartError> {
-        let core = build_core(settings)?;
+        Self::start_reloadable(settings, listener, None)
+    }
+
+    /// Like [`App::start`]; `source` is the config file (and environment) a reload re-reads.
+    pub fn start_reloadable(
+        settings: &Settings,
+        listener: TcpListener,
+        source: Option<(PathBuf, Env)>,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
-        let state = Arc::new(ServerState {
-            metrics: core.metrics.clone(),
-            store: core.store.clone(),
-            telemetry_path: settings.web.telemetry_path.clone(),
+        let tasks = TaskTracker::new();
+        let control = Arc::new(Control {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            source,
+            running: tokio::sync::Mutex::new(Running {
+                settings: settings.clone(),
+                pollers: shutdown.child_token(),
+                trackers: HashMap::new(),
+            }),
         });
-        tracker.spawn(server::serve(listener, state, shutdown.clone()));
-        let targets = scheduler::queue_targets(settings, &core.clients);
-        scheduler::spawn_pollers(
-            targets,
-            core.context,
-            settings.poll.interval,
-            shutdown.child_token(),
-            &tracker,
-        );
-        tracker.close();
+        let reload: ReloadFn = {
+            let control = Arc::downgrade(&control);
+            Arc::new(move || {
+                let control = control.clone();
+                Box::pin(async move {
+                    match control.upgrade() {
+                        Some(c) => c.reload().await.map_err(|e| e.to_string()),
+                        None => Err("the exporter is shutting down".to_string()),
+                    }
+                })
+            })
+        };
+        let state = Arc::new(ServerState {
+            metrics: metrics.clone(),
+            store: store.clone(),
+            telemetry_path: settings.web.telemetry_path.clone(),
+            reload: Some(reload.clone()),
+        });
+        tasks.spawn(server::serve(listener, state, shutdown.clone()));
+        {
+            let mut running = control
+                .running
+                .try_lock()
+                .map_err(|_| std::io::Error::other("reload state busy at start"))?;
+            control.apply(settings.clone(), &mut running)?;
+        }
         Ok(App {
             addr,
-            store: core.store,
-            metrics: core.metrics,
-            shutdown,
-            tracker,
+            store,
+            metrics,
+            control,
+            reload,
         })
+    }
+
+    /// Re-reads the config file; on any error the running configuration stays as it was.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        self.control.reload().await
+    }
+
+    /// A handle that triggers a reload (for SIGHUP); it does nothing once the app is gone.
+    pub fn reload_handle(&self) -> ReloadFn {
+        self.reload.clone()
     }
 
     /// A token that stops the exporter when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.control.shutdown.clone()
     }
 
     /// Stops accepting, lets in-flight scrapes finish, cancels polls, and waits for all of it.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
-        self.tracker.wait().await;
+        self.control.shutdown.cancel();
+        self.control.tasks.close();
+        self.control.tasks.wait().await;
     }
 
     /// Waits until something cancels the shutdown token, then shuts down.
     pub async fn run_until_cancelled(self) {
-        self.shutdown.cancelled().await;
+        self.control.shutdown.cancelled().await;
         self.shutdown().await;
     }
 }
 
 /// `--once`: polls every queue one time and returns the exposition and each queue's outcome.
 pub async fn poll_once(settings: &Settings) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
-    let core = build_core(settings)?;
-    let targets = scheduler::queue_targets(settings, &core.clients);
-    let outcomes = scheduler::poll_all_once(&targets, &core.context).await;
-    Ok((core.metrics.render(), outcomes))
+    let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+    let metrics = Metrics::new(store.clone(), collector_options(settings))?;
+    let clients = build_clients(settings, &metrics)?;
+    let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
+    let targets = scheduler::queue_targets(settings, &clients);
+    let outcomes = scheduler::poll_all_once(&targets, &context).await;
+    Ok((metrics.render(), outcomes))
 }

@@ -45,11 +45,12 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
         });
     }
     // The demo keeps its simulator alive for as long as the exporter runs.
-    let (mut settings, _simulator) = if flags.demo {
+    let (mut settings, _simulator, source) = if flags.demo {
         let (sim, settings) = demo::start().await.context("starting the demo simulator")?;
-        (settings, Some(sim))
+        (settings, Some(sim), None)
     } else {
-        (config::load(&flags.config_file, &env)?, None)
+        let settings = config::load(&flags.config_file, &env)?;
+        (settings, None, Some((flags.config_file.clone(), env)))
     };
     flags.apply(&mut settings).map_err(anyhow::Error::msg)?;
 
@@ -81,7 +82,7 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
                 settings.web.listen_address
             )
         })?;
-    let app = App::start(&settings, listener)?;
+    let app = App::start_reloadable(&settings, listener, source)?;
     tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
         queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");
     let token = app.shutdown_token();
@@ -90,6 +91,22 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
         tracing::info!("shutting down");
         token.cancel();
     });
+    #[cfg(unix)]
+    {
+        let reload = app.reload_handle();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        tracing::info!("SIGHUP: reloading the configuration");
+                        // The outcome is logged and exported by the reload itself.
+                        let _ = reload().await;
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; use POST /-/reload"),
+        }
+    }
     app.run_until_cancelled().await;
     Ok(ExitCode::SUCCESS)
 }

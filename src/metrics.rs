@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge as GaugeMetric, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::dli::{FailureReason, Operation, RequestObserver};
 use crate::poll::aggregate::{ACTIVE_STATES, KNOWN_STATES};
-use crate::store::SnapshotStore;
+use crate::poll::lifecycle::LifecycleEvents;
+use crate::store::{QueueKey, SnapshotStore};
 
 /// Version, git revision and rustc version, set by build.rs.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -27,6 +29,76 @@ pub const RUSTC_VERSION: &str = env!("DLI_EXPORTER_RUSTC_VERSION");
 const API_LATENCY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+
+/// Upper bounds of the job duration histogram: 30 s to 24 h.
+pub const JOB_DURATION_BUCKETS: [f64; 13] = [
+    30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0, 43200.0,
+    86400.0,
+];
+
+/// Terminal states whose counters exist from a queue's first walk on (others appear when seen).
+const COUNTED_STATES: [&str; 2] = ["success", "dead"];
+
+/// Counters of jobs submitted and finished, and their run times, per queue.
+pub struct LifecycleMetrics {
+    finished: IntCounterVec,
+    submitted: IntCounterVec,
+    duration: HistogramVec,
+}
+
+impl LifecycleMetrics {
+    /// Creates the queue's series at 0 (so `increase()` sees the first event).
+    pub fn init_queue(&self, key: &QueueKey) {
+        let (p, q) = (key.project_id.as_str(), key.queue.as_str());
+        self.submitted.with_label_values(&[p, q]);
+        for state in COUNTED_STATES {
+            self.finished.with_label_values(&[p, q, state]);
+            self.duration.with_label_values(&[p, q, state]);
+        }
+    }
+
+    /// Adds what a committed walk saw.
+    pub fn record(&self, key: &QueueKey, events: &LifecycleEvents) {
+        if !events.counted {
+            return;
+        }
+        let (p, q) = (key.project_id.as_str(), key.queue.as_str());
+        self.submitted
+            .with_label_values(&[p, q])
+            .inc_by(events.submitted);
+        for f in &events.finished {
+            self.finished.with_label_values(&[p, q, f.state]).inc();
+            if let Some(d) = f.duration_seconds {
+                self.duration.with_label_values(&[p, q, f.state]).observe(d);
+            }
+        }
+    }
+
+    /// Drops every series of a queue that is no longer configured.
+    pub fn remove_queue(&self, key: &QueueKey) {
+        let (p, q) = (key.project_id.as_str(), key.queue.as_str());
+        let _ = self.submitted.remove_label_values(&[p, q]);
+        for state in crate::poll::lifecycle::TERMINAL_STATES {
+            let _ = self.finished.remove_label_values(&[p, q, state]);
+            let _ = self.duration.remove_label_values(&[p, q, state]);
+        }
+    }
+}
+
+/// Outcome of the last configuration (re)load.
+pub struct ReloadMetrics {
+    successful: IntGauge,
+    success_timestamp: GaugeMetric,
+}
+
+impl ReloadMetrics {
+    pub fn record(&self, ok: bool) {
+        self.successful.set(i64::from(ok));
+        if ok {
+            self.success_timestamp.set(crate::store::unix_now());
+        }
+    }
+}
 
 /// What the job collector needs to know from the configuration (may change on reload).
 #[derive(Debug, Clone)]
@@ -62,6 +134,8 @@ pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
     collector_options: Arc<RwLock<CollectorOptions>>,
+    pub lifecycle: Arc<LifecycleMetrics>,
+    pub reload: ReloadMetrics,
 }
 
 impl Metrics {
@@ -118,6 +192,43 @@ impl Metrics {
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
+        let finished = IntCounterVec::new(
+            Opts::new(
+                "dli_batch_jobs_finished_total",
+                "Jobs seen entering a terminal state (success, dead, ...) since the exporter started; jobs created and finished between two polls included, jobs already finished at the first poll not.",
+            ),
+            &["project_id", "queue", "state"],
+        )?;
+        let submitted = IntCounterVec::new(
+            Opts::new(
+                "dli_batch_jobs_submitted_total",
+                "New job ids seen since the exporter's first successful poll of the queue.",
+            ),
+            &["project_id", "queue"],
+        )?;
+        let job_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "dli_batch_job_duration_seconds",
+                "Run time (the API's duration) of the jobs counted in dli_batch_jobs_finished_total.",
+            )
+            .buckets(JOB_DURATION_BUCKETS.to_vec()),
+            &["project_id", "queue", "state"],
+        )?;
+        let reload_ok = IntGauge::new(
+            "dli_exporter_config_last_reload_successful",
+            "1 if the last configuration reload succeeded, else 0.",
+        )?;
+        let reload_ts = GaugeMetric::new(
+            "dli_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load.",
+        )?;
+        reload_ok.set(1);
+        reload_ts.set(crate::store::unix_now());
+        registry.register(Box::new(finished.clone()))?;
+        registry.register(Box::new(submitted.clone()))?;
+        registry.register(Box::new(job_duration.clone()))?;
+        registry.register(Box::new(reload_ok.clone()))?;
+        registry.register(Box::new(reload_ts.clone()))?;
         let collector_options = Arc::new(RwLock::new(options));
         registry.register(Box::new(JobsCollector::new(
             store,
@@ -131,6 +242,15 @@ impl Metrics {
                 duration,
             }),
             collector_options,
+            lifecycle: Arc::new(LifecycleMetrics {
+                finished,
+                submitted,
+                duration: job_duration,
+            }),
+            reload: ReloadMetrics {
+                successful: reload_ok,
+                success_timestamp: reload_ts,
+            },
         })
     }
 

@@ -1,12 +1,14 @@
 //! The HTTP server (hyper 1.x): `/metrics` (or the configured path), the landing page `/`,
-//! `/-/healthy` and `/-/ready`, with gzip when asked and graceful shutdown.
+//! `/-/healthy`, `/-/ready` and `POST /-/reload`, with gzip when asked and graceful shutdown.
 //!
 //! It owns routing, content negotiation and connection limits. It reads metrics and readiness
 //! from shared state and must never call DLI: a scrape costs the same whatever DLI does.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,11 +40,17 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// charset; the format is UTF-8 (label values such as owner names are not ASCII).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// Re-reads the configuration; the error says why the old one is still running.
+pub type ReloadFn =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
+
 /// What the handlers read.
 pub struct ServerState {
     pub metrics: Arc<Metrics>,
     pub store: Arc<SnapshotStore>,
     pub telemetry_path: String,
+    /// `POST /-/reload`; `None` answers 503.
+    pub reload: Option<ReloadFn>,
 }
 
 type Body = Full<Bytes>;
@@ -84,7 +92,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(req, &state, peer)) }
+            async move { Ok::<_, Infallible>(handle(req, &state, peer).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let watched = graceful.watch(conn);
@@ -110,7 +118,7 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
     }
 }
 
-fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Response<Body> {
+async fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Response<Body> {
     let path = req.uri().path();
     let method = req.method();
     let is_get = method == Method::GET || method == Method::HEAD;
@@ -141,6 +149,20 @@ fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Res
                     )
                 }
             }
+            "/-/reload" if method == Method::POST => match &state.reload {
+                Some(reload) => match reload().await {
+                    Ok(()) => text(StatusCode::OK, "Reloaded\n".into()),
+                    Err(e) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("reload failed: {e}\n"),
+                    ),
+                },
+                None => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "reload is not available\n".into(),
+                ),
+            },
+            "/-/reload" => method_not_allowed("POST"),
             "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
             _ => text(
                 StatusCode::NOT_FOUND,

@@ -104,23 +104,38 @@ fn jobs_series(queue: &str, state: &str) -> String {
     format!("dli_batch_jobs{{project_id=\"{PID}\",queue=\"{queue}\",state=\"{state}\"}}")
 }
 
+/// The job gauges: what a queue's last good snapshot shows, dropped when it goes stale. (The
+/// lifecycle counters `dli_batch_jobs_finished_total` etc. are not snapshots and stay.)
+const JOB_GAUGES: [&str; 3] = [
+    "dli_batch_jobs",
+    "dli_batch_jobs_by_owner",
+    "dli_batch_oldest_job_created_timestamp_seconds",
+];
+
+/// The metric family a sample, HELP or TYPE line belongs to.
+fn family(line: &str) -> &str {
+    let rest = line
+        .strip_prefix("# HELP ")
+        .or_else(|| line.strip_prefix("# TYPE "))
+        .unwrap_or(line);
+    let end = rest.find(['{', ' ']).unwrap_or(rest.len());
+    &rest[..end]
+}
+
+fn is_job_gauge_line(line: &str) -> bool {
+    JOB_GAUGES.contains(&family(line))
+}
+
 fn has_job_series(text: &str, queue: &str) -> bool {
     let needle = format!("queue=\"{queue}\"");
     text.lines()
-        .any(|l| l.starts_with("dli_batch_") && l.contains(&needle))
+        .any(|l| !l.starts_with('#') && is_job_gauge_line(l) && l.contains(&needle))
 }
 
-/// Lines of the job families (samples and their HELP/TYPE), in exposition order.
+/// Lines of the job gauge families (samples and their HELP/TYPE), in exposition order.
 fn job_family_lines(text: &str) -> String {
     text.lines()
-        .filter(|l| {
-            let name = l
-                .strip_prefix("# HELP ")
-                .or_else(|| l.strip_prefix("# TYPE "))
-                .unwrap_or(l);
-            name.starts_with("dli_batch_jobs")
-                || name.starts_with("dli_batch_oldest_job_created_timestamp_seconds")
-        })
+        .filter(|l| is_job_gauge_line(l))
         .map(|l| format!("{l}\n"))
         .collect()
 }
@@ -312,7 +327,7 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
     .await;
     let bad_before: Vec<String> = before
         .lines()
-        .filter(|l| l.starts_with("dli_batch_") && l.contains("queue=\"bad\""))
+        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
         .map(str::to_string)
         .collect();
     assert_eq!(
@@ -332,7 +347,7 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
     .await;
     let bad_after: Vec<String> = failed
         .lines()
-        .filter(|l| l.starts_with("dli_batch_") && l.contains("queue=\"bad\""))
+        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
         .map(str::to_string)
         .collect();
     assert_eq!(
@@ -369,7 +384,7 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
     assert!(bad_failed(&moved), "{moved}");
     let bad_still: Vec<String> = moved
         .lines()
-        .filter(|l| l.starts_with("dli_batch_") && l.contains("queue=\"bad\""))
+        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
         .map(str::to_string)
         .collect();
     assert_eq!(

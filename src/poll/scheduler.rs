@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::aggregate::SnapshotBuilder;
+use super::lifecycle::JobTracker;
 use crate::config::{PollConfig, Settings};
 use crate::dli::{DliClient, RetryPolicy, WalkOptions, walk_queue};
-use crate::store::{QueueKey, SnapshotStore};
+use crate::metrics::LifecycleMetrics;
+use crate::store::{QueueKey, SnapshotStore, unix_now};
 
 /// The outcome of one poll of one queue.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct PollContext {
     pub walk: WalkOptions,
     pub timeout: Duration,
     pub max_owners: usize,
+    /// Where submitted/finished counters go; `None` for one-shot polls.
+    pub lifecycle: Option<Arc<LifecycleMetrics>>,
 }
 
 impl PollContext {
@@ -52,17 +56,33 @@ impl PollContext {
             },
             timeout: poll.timeout,
             max_owners: max_owners as usize,
+            lifecycle: None,
         }
     }
 }
 
-/// Walks one queue once, and publishes the snapshot only if every page was fetched.
-pub async fn poll_once(client: &DliClient, key: &QueueKey, ctx: &PollContext) -> PollOutcome {
+/// Walks one queue once, and publishes the snapshot (and the lifecycle counters, when a tracker
+/// is given) only if every page was fetched.
+pub async fn poll_once(
+    client: &DliClient,
+    key: &QueueKey,
+    ctx: &PollContext,
+    tracker: Option<&mut JobTracker>,
+) -> PollOutcome {
     let started = Instant::now();
     let deadline = started + ctx.timeout;
     let mut builder = SnapshotBuilder::new();
+    let mut staging = tracker
+        .as_deref()
+        .map(|t| t.begin((unix_now() * 1000.0) as i64));
     let result = {
-        let mut sink = |job: crate::dli::BatchJob| builder.add(&job);
+        let tracking = tracker.as_deref();
+        let mut sink = |job: crate::dli::BatchJob| {
+            builder.add(&job);
+            if let (Some(t), Some(s)) = (tracking, staging.as_mut()) {
+                t.observe(s, &job);
+            }
+        };
         let walk = walk_queue(client, &key.queue, &ctx.walk, deadline, &mut sink);
         tokio::time::timeout(ctx.timeout, walk).await
     };
@@ -72,6 +92,15 @@ pub async fn poll_once(client: &DliClient, key: &QueueKey, ctx: &PollContext) ->
             let jobs = stats.jobs;
             ctx.store
                 .record_success(key, builder.finish(ctx.max_owners), duration, stats.pages);
+            if let (Some(t), Some(s)) = (tracker, staging) {
+                let events = t.commit(s);
+                if let Some(metrics) = &ctx.lifecycle {
+                    if !events.counted {
+                        metrics.init_queue(key);
+                    }
+                    metrics.record(key, &events);
+                }
+            }
             tracing::debug!(project_id = %key.project_id, queue = %key.queue, pages = stats.pages, jobs,
                 duplicates = stats.duplicates, duration_ms = duration.as_millis() as u64, "poll succeeded");
             PollOutcome {
@@ -143,22 +172,27 @@ pub async fn poll_all_once(
 ) -> Vec<PollOutcome> {
     let polls = targets
         .iter()
-        .map(|(key, client)| poll_once(client, key, ctx));
+        .map(|(key, client)| poll_once(client, key, ctx, None));
     futures_util::future::join_all(polls).await
 }
 
-/// Starts one polling task per queue on `tracker`; they stop when `cancel` fires.
+/// The lifecycle tracker of each queue, kept across reloads so counters go on where they were.
+pub type Trackers = HashMap<QueueKey, Arc<tokio::sync::Mutex<JobTracker>>>;
+
+/// Starts one polling task per queue on `tasks`; they stop when `cancel` fires.
 pub fn spawn_pollers(
     targets: Vec<(QueueKey, Arc<DliClient>)>,
     ctx: PollContext,
     interval: Duration,
     cancel: CancellationToken,
-    tracker: &TaskTracker,
+    tasks: &TaskTracker,
+    trackers: &Trackers,
 ) {
     for (key, client) in targets {
         let ctx = ctx.clone();
         let cancel = cancel.clone();
-        tracker.spawn(async move {
+        let job_tracker = trackers.get(&key).cloned().unwrap_or_default();
+        tasks.spawn(async move {
             // Spread the queues so they do not all hit DLI at the same instant.
             let max_offset = (interval / 10).min(Duration::from_secs(5));
             let offset = rand::rng().random_range(Duration::ZERO..=max_offset);
@@ -173,9 +207,10 @@ pub fn spawn_pollers(
                     _ = cancel.cancelled() => return,
                     _ = ticker.tick() => {}
                 }
+                let mut tracked = job_tracker.lock().await;
                 tokio::select! {
                     _ = cancel.cancelled() => return,
-                    _ = poll_once(&client, &key, &ctx) => {}
+                    _ = poll_once(&client, &key, &ctx, Some(&mut tracked)) => {}
                 }
             }
         });

@@ -1,0 +1,300 @@
+//! Job lifecycle tracking between walks of one queue: which job ids are new (submitted) and
+//! which entered a terminal state (finished), for the `dli_batch_jobs_finished_total`,
+//! `dli_batch_jobs_submitted_total` and `dli_batch_job_duration_seconds` metrics.
+//!
+//! It keeps 24 bytes per listed job (a 128-bit id and a one-byte state, in a sorted vector) and
+//! nothing else. A walk is staged in a [`WalkTracking`] and only a successful walk is committed,
+//! so a failed walk changes no counter and the next successful one catches up. It does no I/O.
+
+use crate::dli::BatchJob;
+use crate::dli::paging::id_key;
+
+/// States after which a job does not run again. DLI documents `success` and `dead`; the others
+/// are Livy's, which DLI may leak.
+pub const TERMINAL_STATES: [&str; 5] = ["success", "dead", "killed", "error", "failed"];
+
+/// One tracked job: its id key and a state code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    hi: u64,
+    lo: u64,
+    state: u8,
+}
+
+fn split(key: u128) -> (u64, u64) {
+    ((key >> 64) as u64, key as u64)
+}
+
+/// A state code of 0 means "not terminal"; codes 1.. index [`TERMINAL_STATES`]; 255 is any
+/// other terminal-looking state we do not know.
+fn state_code(state: Option<&str>) -> u8 {
+    match state {
+        Some(s) => TERMINAL_STATES
+            .iter()
+            .position(|t| *t == s)
+            .map_or(0, |i| i as u8 + 1),
+        None => 0,
+    }
+}
+
+/// A job counted as finished by a walk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    pub state: &'static str,
+    /// Run time in seconds, when the API told it.
+    pub duration_seconds: Option<f64>,
+}
+
+/// What a committed walk adds to the counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LifecycleEvents {
+    /// False for the first walk, which only sets the baseline.
+    pub counted: bool,
+    pub submitted: u64,
+    pub finished: Vec<Finished>,
+}
+
+/// The job states of one queue as of its last successful walk.
+#[derive(Debug, Default)]
+pub struct JobTracker {
+    /// Sorted by (hi, lo).
+    jobs: Vec<Entry>,
+    /// Unix ms at which the last successful walk started; `None` before the first one.
+    last_walk_started_ms: Option<i64>,
+}
+
+impl JobTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Jobs tracked.
+    pub fn len(&self) -> usize {
+        self.jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty()
+    }
+
+    /// Heap bytes held between walks.
+    pub fn heap_bytes(&self) -> usize {
+        self.jobs.capacity() * std::mem::size_of::<Entry>()
+    }
+
+    /// Starts staging a walk that began at `started_ms` (unix ms).
+    pub fn begin(&self, started_ms: i64) -> WalkTracking {
+        WalkTracking {
+            started_ms,
+            baseline: self.last_walk_started_ms.is_none(),
+            previous_walk_ms: self.last_walk_started_ms,
+            seen: Vec::new(),
+            events: LifecycleEvents {
+                counted: self.last_walk_started_ms.is_some(),
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Looks at one job of the walk being staged.
+    pub fn observe(&self, walk: &mut WalkTracking, job: &BatchJob) {
+        let Some(id) = job.id.as_deref() else {
+            return;
+        };
+        let (hi, lo) = split(id_key(id));
+        let code = state_code(job.state.as_deref());
+        walk.seen.push(Entry {
+            hi,
+            lo,
+            state: code,
+        });
+        if walk.baseline {
+            return;
+        }
+        let previous = self
+            .jobs
+            .binary_search_by(|e| (e.hi, e.lo).cmp(&(hi, lo)))
+            .ok()
+            .map(|i| self.jobs[i].state);
+        let finished_now = code != 0;
+        let counts = match previous {
+            // Known job: counted when it moves from an active state to a terminal one.
+            Some(prev) => prev == 0 && finished_now,
+            // New job: submitted; counted as finished if it already ended but was created after
+            // the previous walk (so it ran and finished between two polls).
+            None => {
+                walk.events.submitted += 1;
+                finished_now
+                    && matches!((job.create_time, walk.previous_walk_ms), (Some(c), Some(w)) if c > w)
+            }
+        };
+        if counts {
+            walk.events.finished.push(Finished {
+                state: TERMINAL_STATES[(code - 1) as usize],
+                duration_seconds: duration_seconds(job),
+            });
+        }
+    }
+
+    /// Makes a successful walk the new baseline and returns what it adds to the counters.
+    pub fn commit(&mut self, walk: WalkTracking) -> LifecycleEvents {
+        let mut seen = walk.seen;
+        seen.sort_unstable_by_key(|e| (e.hi, e.lo));
+        seen.dedup_by(|a, b| (a.hi, a.lo) == (b.hi, b.lo));
+        seen.shrink_to_fit();
+        self.jobs = seen;
+        self.last_walk_started_ms = Some(walk.started_ms);
+        walk.events
+    }
+}
+
+/// A walk being staged: dropped unused when the walk fails.
+#[derive(Debug)]
+pub struct WalkTracking {
+    started_ms: i64,
+    baseline: bool,
+    previous_walk_ms: Option<i64>,
+    seen: Vec<Entry>,
+    events: LifecycleEvents,
+}
+
+fn duration_seconds(job: &BatchJob) -> Option<f64> {
+    match job.duration {
+        Some(ms) if ms >= 0 => Some(ms as f64 / 1000.0),
+        _ => match (job.create_time, job.update_time) {
+            (Some(c), Some(u)) if u >= c => Some((u - c) as f64 / 1000.0),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(id: &str, state: &str, created: i64, duration_ms: i64) -> BatchJob {
+        let mut j = BatchJob::new(id, state, Some("o"), Some(created));
+        j.duration = Some(duration_ms);
+        j
+    }
+
+    fn walk(t: &mut JobTracker, at: i64, jobs: &[BatchJob]) -> LifecycleEvents {
+        let mut w = t.begin(at);
+        for j in jobs {
+            t.observe(&mut w, j);
+        }
+        t.commit(w)
+    }
+
+    #[test]
+    fn first_walk_is_a_baseline() {
+        let mut t = JobTracker::new();
+        let e = walk(
+            &mut t,
+            1_000,
+            &[job("a", "success", 10, 5), job("b", "running", 10, 0)],
+        );
+        assert!(!e.counted);
+        assert_eq!(e.submitted, 0);
+        assert!(e.finished.is_empty());
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn transitions_new_jobs_and_jobs_created_and_finished_between_polls() {
+        let mut t = JobTracker::new();
+        walk(
+            &mut t,
+            1_000,
+            &[
+                job("a", "running", 10, 0),
+                job("b", "starting", 20, 0),
+                job("old", "dead", 5, 1),
+            ],
+        );
+        let e = walk(
+            &mut t,
+            2_000,
+            &[
+                job("a", "success", 10, 90_000), // finished between polls
+                job("b", "running", 20, 0),      // still active
+                job("old", "dead", 5, 1),        // already finished before: not again
+                job("c", "starting", 1_500, 0),  // new, active
+                job("d", "dead", 1_200, 30_000), // new, created and finished between polls
+                job("e", "success", 900, 1_000), // new to us, but created before the last walk
+            ],
+        );
+        assert!(e.counted);
+        assert_eq!(e.submitted, 3);
+        assert_eq!(
+            e.finished,
+            vec![
+                Finished {
+                    state: "success",
+                    duration_seconds: Some(90.0)
+                },
+                Finished {
+                    state: "dead",
+                    duration_seconds: Some(30.0)
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_walk_changes_nothing_and_the_next_catches_up() {
+        let mut t = JobTracker::new();
+        walk(&mut t, 1_000, &[job("a", "running", 10, 0)]);
+        // A failed walk: staged, then dropped.
+        let mut w = t.begin(2_000);
+        t.observe(&mut w, &job("a", "success", 10, 5_000));
+        drop(w);
+        let e = walk(
+            &mut t,
+            3_000,
+            &[job("a", "success", 10, 5_000), job("n", "dead", 2_500, 1)],
+        );
+        assert_eq!(
+            e.finished.len(),
+            2,
+            "both finished jobs counted once recovered"
+        );
+        assert_eq!(e.submitted, 1);
+    }
+
+    #[test]
+    fn terminal_to_terminal_is_not_counted_twice() {
+        let mut t = JobTracker::new();
+        walk(&mut t, 1_000, &[job("a", "running", 10, 0)]);
+        assert_eq!(
+            walk(&mut t, 2_000, &[job("a", "success", 10, 1)])
+                .finished
+                .len(),
+            1
+        );
+        assert_eq!(
+            walk(&mut t, 3_000, &[job("a", "dead", 10, 1)])
+                .finished
+                .len(),
+            0
+        );
+    }
+
+    #[test]
+    fn hundred_thousand_jobs_fit_in_four_mebibytes() {
+        let mut t = JobTracker::new();
+        let jobs: Vec<BatchJob> = (0..100_000)
+            .map(|i| {
+                job(
+                    &format!("{:08x}-0000-4000-8000-{:012x}", i, i),
+                    "running",
+                    1,
+                    0,
+                )
+            })
+            .collect();
+        walk(&mut t, 1, &jobs);
+        assert_eq!(t.len(), 100_000);
+        assert!(t.heap_bytes() < 4 * 1024 * 1024, "{} bytes", t.heap_bytes());
+    }
+}
