@@ -8,6 +8,7 @@
 //! - [`poll`]: the per-queue poll schedule and the aggregation of a walk into a snapshot.
 //! - [`store`]: the last good snapshot and poll status of every queue.
 //! - [`metrics`]: the `/metrics` registry: job metrics rendered from the store, API self-metrics.
+//! - [`render_cache`]: the last `/metrics` rendering (plain and gzip), reused until something changes.
 //! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`.
 //! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
 //! - [`cli`], [`logging`]: flags and log output.
@@ -22,6 +23,7 @@ pub mod dli;
 pub mod logging;
 pub mod metrics;
 pub mod poll;
+pub mod render_cache;
 pub mod secret;
 pub mod server;
 pub mod sim;

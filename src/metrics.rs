@@ -18,6 +18,7 @@ use prometheus::{
 use crate::dli::{FailureReason, Operation, RequestObserver};
 use crate::poll::aggregate::{ACTIVE_STATES, KNOWN_STATES};
 use crate::poll::lifecycle::LifecycleEvents;
+use crate::render_cache::{Exposition, Generation, RenderCache};
 use crate::store::{QueueKey, SnapshotStore};
 
 /// Version, git revision and rustc version, set by build.rs.
@@ -44,6 +45,7 @@ pub struct LifecycleMetrics {
     finished: IntCounterVec,
     submitted: IntCounterVec,
     duration: HistogramVec,
+    changes: Arc<Generation>,
 }
 
 impl LifecycleMetrics {
@@ -55,6 +57,7 @@ impl LifecycleMetrics {
             self.finished.with_label_values(&[p, q, state]);
             self.duration.with_label_values(&[p, q, state]);
         }
+        self.changes.bump();
     }
 
     /// Adds what a committed walk saw.
@@ -72,6 +75,7 @@ impl LifecycleMetrics {
                 self.duration.with_label_values(&[p, q, f.state]).observe(d);
             }
         }
+        self.changes.bump();
     }
 
     /// Drops every series of a queue that is no longer configured.
@@ -82,6 +86,7 @@ impl LifecycleMetrics {
             let _ = self.finished.remove_label_values(&[p, q, state]);
             let _ = self.duration.remove_label_values(&[p, q, state]);
         }
+        self.changes.bump();
     }
 }
 
@@ -89,6 +94,7 @@ impl LifecycleMetrics {
 pub struct ReloadMetrics {
     successful: IntGauge,
     success_timestamp: GaugeMetric,
+    changes: Arc<Generation>,
 }
 
 impl ReloadMetrics {
@@ -97,6 +103,7 @@ impl ReloadMetrics {
         if ok {
             self.success_timestamp.set(crate::store::unix_now());
         }
+        self.changes.bump();
     }
 }
 
@@ -134,6 +141,11 @@ pub struct Metrics {
     registry: Registry,
     api: Arc<ApiMetrics>,
     collector_options: Arc<RwLock<CollectorOptions>>,
+    store: Arc<SnapshotStore>,
+    /// Changes made through this registry (lifecycle counters, reloads, options); the store
+    /// counts its own.
+    changes: Arc<Generation>,
+    cache: RenderCache,
     pub lifecycle: Arc<LifecycleMetrics>,
     pub reload: ReloadMetrics,
 }
@@ -231,9 +243,10 @@ impl Metrics {
         registry.register(Box::new(reload_ts.clone()))?;
         let collector_options = Arc::new(RwLock::new(options));
         registry.register(Box::new(JobsCollector::new(
-            store,
+            store.clone(),
             collector_options.clone(),
         )?))?;
+        let changes = Arc::new(Generation::default());
         Ok(Metrics {
             registry,
             api: Arc::new(ApiMetrics {
@@ -242,15 +255,20 @@ impl Metrics {
                 duration,
             }),
             collector_options,
+            store,
+            cache: RenderCache::new(),
             lifecycle: Arc::new(LifecycleMetrics {
                 finished,
                 submitted,
                 duration: job_duration,
+                changes: changes.clone(),
             }),
             reload: ReloadMetrics {
                 successful: reload_ok,
                 success_timestamp: reload_ts,
+                changes: changes.clone(),
             },
+            changes,
         })
     }
 
@@ -263,13 +281,31 @@ impl Metrics {
         if let Ok(mut o) = self.collector_options.write() {
             *o = options;
         }
+        self.changes.bump();
     }
 
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
 
-    /// The whole exposition in the text format 0.0.4.
+    /// What `/metrics` serves: the cached rendering while nothing changed (see
+    /// [`crate::render_cache`] for the staleness rule), gzip-encoded when `gzip`.
+    pub fn exposition(&self, gzip: bool) -> Exposition {
+        // Both counters only grow, so their sum changes whenever either does.
+        let generation = self.store.generation().wrapping_add(self.changes.get());
+        self.cache.get(generation, gzip, || {
+            let stale_after = self
+                .collector_options
+                .read()
+                .map(|o| o.stale_after)
+                .unwrap_or(Duration::from_secs(300));
+            // Read before rendering: a queue going stale meanwhile makes the entry expire early.
+            let until = self.store.next_stale_at(stale_after);
+            (self.render(), until)
+        })
+    }
+
+    /// The whole exposition in the text format 0.0.4, rendered now.
     pub fn render(&self) -> Vec<u8> {
         let families = self.registry.gather();
         let mut out = Vec::with_capacity(16 * 1024);

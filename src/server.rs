@@ -6,7 +6,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -198,23 +197,13 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 fn metrics_response(state: &ServerState, gzip: bool) -> Response<Body> {
-    let body = state.metrics.render();
-    let mut r = if gzip {
-        match gzip_bytes(&body) {
-            Ok(compressed) => {
-                let mut r = Response::new(Full::new(Bytes::from(compressed)));
-                r.headers_mut()
-                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                r
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "gzip failed; sending uncompressed");
-                Response::new(Full::new(Bytes::from(body)))
-            }
-        }
-    } else {
-        Response::new(Full::new(Bytes::from(body)))
-    };
+    // Rendered (and gzipped) once per change, not per scrape: see crate::render_cache.
+    let exposition = state.metrics.exposition(gzip);
+    let mut r = Response::new(Full::new(exposition.body));
+    if exposition.gzip {
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(METRICS_CONTENT_TYPE),
@@ -222,15 +211,6 @@ fn metrics_response(state: &ServerState, gzip: bool) -> Response<Body> {
     r.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     r
-}
-
-fn gzip_bytes(body: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(body)?;
-    enc.finish()
 }
 
 /// True when `Accept-Encoding` lists gzip (or `*`) with a non-zero quality.

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::poll::aggregate::QueueSnapshot;
+use crate::render_cache::Generation;
 
 /// A project x queue pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -68,6 +69,8 @@ impl QueueStatus {
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     queues: RwLock<BTreeMap<QueueKey, QueueStatus>>,
+    /// Bumped on every write, so `/metrics` knows its cached rendering is out of date.
+    generation: Generation,
 }
 
 pub fn unix_now() -> f64 {
@@ -94,6 +97,25 @@ impl SnapshotStore {
                 q.entry(k).or_default();
             }
         }
+        self.generation.bump();
+    }
+
+    /// Changes with every write to the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.get()
+    }
+
+    /// The next moment a queue's snapshot goes stale after `stale_after` (job series vanish
+    /// then without any write), if one will.
+    pub fn next_stale_at(&self, stale_after: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        let q = self.queues.read().ok()?;
+        q.values()
+            .filter(|s| s.snapshot.is_some())
+            .filter_map(|s| s.last_success_at)
+            .map(|at| at + stale_after)
+            .filter(|t| *t > now)
+            .min()
     }
 
     /// A successful walk: the snapshot replaces the previous one in a single swap.
@@ -116,6 +138,7 @@ impl SnapshotStore {
             status.last_success_at = Some(Instant::now());
             status.snapshot = Some(snapshot);
         }
+        self.generation.bump();
     }
 
     /// A failed walk: the last good snapshot stays until it goes stale.
@@ -128,6 +151,7 @@ impl SnapshotStore {
             status.last_duration = duration;
             status.last_pages = pages;
         }
+        self.generation.bump();
     }
 
     /// A consistent copy of every queue's status (snapshots are shared, not copied).

@@ -243,6 +243,31 @@ impl Inner {
     }
 }
 
+/// `n` jobs for `queue` from a generator seeded with `seed`, without a running simulator (for
+/// benchmarks that need realistic pages offline); same as [`Simulator::generate_jobs_at`] on a
+/// fresh simulator with that seed.
+pub fn generate_jobs_seeded(
+    seed: u64,
+    n: usize,
+    queue: &str,
+    realistic: bool,
+    now_ms: i64,
+) -> Vec<SimJob> {
+    jobs::generate(
+        &mut StdRng::seed_from_u64(seed),
+        n,
+        queue,
+        realistic,
+        now_ms,
+    )
+}
+
+/// The JSON body of a ListBatches answer holding `jobs`, as the simulator serves it.
+pub fn page_body(from: i64, total: i64, jobs: &[SimJob]) -> Vec<u8> {
+    let page: Vec<Arc<SimJob>> = jobs.iter().cloned().map(Arc::new).collect();
+    server::page_json(from, total, &page)
+}
+
 /// A running simulator. Cheap to clone; every clone controls the same server.
 #[derive(Clone)]
 pub struct Simulator {

@@ -405,7 +405,7 @@ struct PageBody<'a> {
     create_time: i64,
 }
 
-fn page_json(from: i64, total: i64, page: &[Arc<SimJob>]) -> Vec<u8> {
+pub(crate) fn page_json(from: i64, total: i64, page: &[Arc<SimJob>]) -> Vec<u8> {
     let body = PageBody {
         from,
         total,
