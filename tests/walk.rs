@@ -56,8 +56,23 @@ async fn exact_multiple_of_the_page_size() {
     let (stats, jobs) = walk(&c, Q, &walk_options(100, 4, 0)).await.expect("walk");
     assert_eq!(jobs.len(), 300);
     assert_exactly_once(&jobs, &expected);
-    // The last page was full, so one empty page proves there is nothing beyond `total`.
-    assert_eq!(stats.pages, 4);
+    // Every page said total = 300 and the last full page ended there: the count is confirmed,
+    // so no empty page is fetched to prove it (requests = pages of data).
+    assert_eq!(stats.pages, 3);
+    assert_eq!(stats.requests, 3);
+    assert_eq!(list_requests(&sim).len(), 3, "no request wasted");
+}
+
+#[tokio::test]
+async fn a_full_last_page_past_a_changed_or_short_total_is_still_followed() {
+    // total undercounts by 100 (a multiple of the page) on the first page only: the later
+    // pages disagree, so the walk probes past the last full page and finds every job.
+    let (sim, expected) = sim_with(SimConfig::default(), 300).await;
+    sim.add_fault(FaultRule::once(Fault::WrongTotal(200)).queue(Q).from(0));
+    let c = client(&project(&sim, &[Q], aksk()), Duration::from_secs(2), 4);
+    let (_, jobs) = walk(&c, Q, &walk_options(100, 4, 0)).await.expect("walk");
+    assert_eq!(jobs.len(), 300);
+    assert_exactly_once(&jobs, &expected);
 }
 
 #[tokio::test]

@@ -284,9 +284,17 @@ impl Walk<'_> {
         }
 
         // A `total` that undercounts must not cut the walk short: if the last page was full,
-        // go on page by page until a short or empty one.
+        // go on page by page until a short or empty one. Unless the count was confirmed: every
+        // page carried the first page's `total` (the list did not change) and the last page
+        // ended exactly there. Then one more request could only return an empty page, so it is
+        // not sent and a walk costs exactly ceil(total / step) requests. (What this gives up: a
+        // server whose `total` is constant, wrong, *and* a multiple of the page length would
+        // hide the jobs beyond it; any other wrong or changing `total` still gets the probe.)
         let mut from = next.min(end);
-        while end == u64::MAX && layout.last_page_full(from.saturating_sub(step_u)) {
+        while end == u64::MAX
+            && layout.last_page_full(from.saturating_sub(step_u))
+            && !layout.count_confirmed()
+        {
             let page = self.fetch_counted(from).await?;
             let n = page.sessions.len();
             layout.record(from, page.total, n);
@@ -399,6 +407,8 @@ struct Layout {
     known_end: i64,
     /// Offset and length of the highest page.
     highest: (u64, usize),
+    /// Every page so far carried `total == first_total`.
+    consistent: bool,
 }
 
 impl Layout {
@@ -410,11 +420,13 @@ impl Layout {
             latest_shift: 0,
             known_end: i64::MAX,
             highest: (0, step),
+            consistent: true,
         }
     }
 
     /// Records a page; returns the starting position just past what it covered.
     fn record(&mut self, from: u64, total: Option<i64>, len: usize) -> i64 {
+        self.consistent &= total == Some(self.first_total);
         let shift = match total {
             Some(t) if t > 0 => t - self.first_total,
             _ => self.latest_shift,
@@ -438,6 +450,11 @@ impl Layout {
 
     fn last_page_full(&self, from: u64) -> bool {
         self.highest.0 == from && self.highest.1 >= self.step
+    }
+
+    /// Every page agreed on the first page's `total` and the highest one ended exactly at it.
+    fn count_confirmed(&self) -> bool {
+        self.consistent && self.highest.0 + self.highest.1 as u64 == self.first_total as u64
     }
 
     /// Marks a range of starting positions as accounted for.
@@ -554,6 +571,28 @@ mod tests {
         l.record(200, Some(1000), 50);
         l.record(300, Some(1000), 0);
         assert!(l.holes().is_empty());
+    }
+
+    #[test]
+    fn a_count_is_confirmed_only_by_consistent_totals_ending_on_the_last_page() {
+        let mut l = Layout::new(300, 100);
+        l.record(100, Some(300), 100);
+        l.record(200, Some(300), 100);
+        assert!(
+            l.count_confirmed(),
+            "300 jobs in 3 full pages: no probe needed"
+        );
+        let mut l = Layout::new(300, 100);
+        l.record(200, Some(300), 100);
+        l.record(100, Some(305), 100);
+        assert!(!l.count_confirmed(), "the list grew: probe");
+        let mut l = Layout::new(150, 100);
+        l.record(100, Some(150), 100);
+        assert!(!l.count_confirmed(), "more jobs than total: probe");
+        let mut l = Layout::new(300, 100);
+        l.record(100, None, 100);
+        l.record(200, Some(300), 100);
+        assert!(!l.count_confirmed(), "a page without total: probe");
     }
 
     #[test]
