@@ -121,6 +121,11 @@ impl WalkError {
 pub struct JobIdSet(HashSet<u128>);
 
 impl JobIdSet {
+    /// Room for `n` more ids without rehashing.
+    pub fn reserve(&mut self, n: usize) {
+        self.0.reserve(n);
+    }
+
     /// True when `id` was not seen before.
     pub fn insert(&mut self, id: &str) -> bool {
         self.0.insert(id_key(id))
@@ -181,6 +186,10 @@ pub async fn walk_queue(
         return Ok(walk.stats);
     }
     if first_total > step as i64 {
+        // The set is the walk's one allocation that grows with the queue: size it once (a
+        // rehash would briefly hold 1.5x), within what max_pages allows whatever total says.
+        let limit = step.saturating_mul(options.max_pages as usize);
+        walk.seen.reserve((first_total as usize).min(limit));
         walk.full_count(step, first_total as u64, sink).await?;
     } else {
         walk.unknown_count(step, sink).await?;
