@@ -36,7 +36,7 @@ use crate::secret::Secret;
 pub const WEB_CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A web config that cannot be used; says which file and which key.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("web config {}: {}{message}", file.display(), if key.is_empty() { String::new() } else { format!("{key}: ") })]
 pub struct WebConfigError {
     /// The web config file.
@@ -683,6 +683,8 @@ struct WatchState {
     watched: Vec<PathBuf>,
     /// Their fingerprint at that attempt.
     seen: [u8; 32],
+    /// Why that attempt failed, if it did (the previous settings are still in force).
+    failed: Option<WebConfigError>,
 }
 
 /// The web config in force, re-read when its files change.
@@ -713,7 +715,11 @@ impl WebConfigWatcher {
         Ok(Arc::new(WebConfigWatcher {
             path: path.to_path_buf(),
             current: ArcSwap::from_pointee(config),
-            state: Mutex::new(WatchState { watched, seen }),
+            state: Mutex::new(WatchState {
+                watched,
+                seen,
+                failed: None,
+            }),
         }))
     }
 
@@ -728,21 +734,31 @@ impl WebConfigWatcher {
     }
 
     /// Re-reads the files when any of them changed since the last attempt. `Ok(true)`: new
-    /// settings are in force; `Ok(false)`: nothing changed; `Err`: the change is broken and the
-    /// previous settings stay (reported once per change). Blocking file I/O.
+    /// settings are in force; `Ok(false)`: nothing changed; `Err`: the files are broken and the
+    /// previous settings stay (also when they were already broken at the last attempt, so a
+    /// reload reports it). Blocking file I/O.
     pub fn check(&self) -> Result<bool, WebConfigError> {
+        self.refresh(true)
+    }
+
+    /// `report_stale`: return the error of an unchanged broken file again.
+    fn refresh(&self, report_stale: bool) -> Result<bool, WebConfigError> {
         let mut state = match self.state.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
         };
         let now = fingerprint(&state.watched);
         if now == state.seen {
-            return Ok(false);
+            return match (&state.failed, report_stale) {
+                (Some(e), true) => Err(e.clone()),
+                _ => Ok(false),
+            };
         }
         let mut watched = vec![self.path.clone()];
         let result = load(&self.path, &mut watched);
         state.seen = fingerprint(&watched);
         state.watched = watched;
+        state.failed = result.as_ref().err().cloned();
         let config = result?;
         for w in &config.warnings {
             tracing::warn!(web_config = %self.path.display(), "{w}");
@@ -754,8 +770,12 @@ impl WebConfigWatcher {
 
     /// [`WebConfigWatcher::check`] on the blocking pool, logging a failure.
     pub async fn check_and_log(self: &Arc<Self>) -> Result<bool, WebConfigError> {
+        self.refresh_and_log(true).await
+    }
+
+    async fn refresh_and_log(self: &Arc<Self>, report_stale: bool) -> Result<bool, WebConfigError> {
         let me = self.clone();
-        let result = match tokio::task::spawn_blocking(move || me.check()).await {
+        let result = match tokio::task::spawn_blocking(move || me.refresh(report_stale)).await {
             Ok(r) => r,
             Err(e) => Err(WebConfigError {
                 file: self.path.clone(),
@@ -776,7 +796,8 @@ impl WebConfigWatcher {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(interval) => {}
             }
-            let _ = self.check_and_log().await;
+            // A broken file is logged once per change, not every interval.
+            let _ = self.refresh_and_log(false).await;
         }
     }
 }
