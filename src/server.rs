@@ -572,6 +572,36 @@ fn html_escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    #[tokio::test(start_paused = true)]
+    async fn scrape_gate_queues_briefly_then_refuses() {
+        let gate = ScrapeGate::new(&Limits {
+            max_concurrent_scrapes: 1,
+            max_queued_scrapes: 1,
+            scrape_queue_wait: Duration::from_millis(50),
+            ..Limits::default()
+        });
+        let first = gate.enter().await.expect("a free slot");
+        // The queue holds one waiter; a second waiter is refused at once.
+        let (queued, refused) = tokio::join!(gate.enter(), async {
+            tokio::task::yield_now().await;
+            gate.enter().await.is_none()
+        });
+        assert!(refused, "a second waiter was queued");
+        assert!(
+            queued.is_none(),
+            "the waiter got a slot that was never freed"
+        );
+        assert_eq!(gate.waiting.load(Ordering::Acquire), 0);
+        drop(first);
+        // A waiter gets the slot when it frees within the wait.
+        let held = gate.enter().await.expect("slot");
+        let (got, ()) = tokio::join!(gate.enter(), async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            drop(held);
+        });
+        assert!(got.is_some());
+    }
+
     #[test]
     fn gzip_negotiation() {
         let h = |s: &'static str| HeaderValue::from_static(s);

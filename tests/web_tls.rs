@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dli_exporter::app::{App, StartOptions};
+use dli_exporter::server::Limits;
 use dli_exporter::sim::{SimConfig, Simulator};
 use dli_exporter::web_config::WebConfigWatcher;
 use rcgen::{
@@ -141,6 +142,10 @@ struct Served {
 }
 
 async fn start(web_config: &Path) -> Served {
+    start_limited(web_config, Limits::default()).await
+}
+
+async fn start_limited(web_config: &Path, limits: Limits) -> Served {
     let sim = sim(SimConfig::default()).await;
     let settings = settings(vec![project(&sim, &["q"], aksk())], fast_poll());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -151,6 +156,7 @@ async fn start(web_config: &Path) -> Served {
         StartOptions {
             web: Some(web),
             web_config_poll: Duration::from_millis(100),
+            limits,
             ..StartOptions::default()
         },
     )
@@ -212,6 +218,45 @@ async fn tls_scrape_with_a_trusted_ca_works_and_plain_http_does_not() {
             .as_ref()
             .map_or(true, |r| r.status() != StatusCode::OK),
         "plain HTTP served: {plain:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("test CA");
+    let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
+    let s = start_limited(
+        &path,
+        Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(s.app.addr)
+        .await
+        .expect("connect");
+    // The first bytes of a ClientHello record, then nothing.
+    slow.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+    let t = Instant::now();
+    let client = https(&[&ca], None);
+    for _ in 0..3 {
+        assert_eq!(
+            status(&client, &https_url(&s.app, "/metrics")).await,
+            Ok(StatusCode::OK)
+        );
+    }
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "stalled handshake still connected after 3 s"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
     );
 }
 
