@@ -545,3 +545,28 @@ async fn the_binary_serves_tls_with_basic_auth() {
         "{stderr}"
     );
 }
+
+/// `deploy/web-config.example.yml` loads as shipped once the files it names exist.
+#[test]
+fn the_shipped_example_web_config_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/web-config.example.yml");
+    let path = dir.path().join("web-config.yml");
+    std::fs::copy(&example, &path).expect("copy the example");
+    std::fs::create_dir(dir.path().join("tls")).expect("mkdir");
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf("localhost", Usage::Server, false);
+    write(
+        &dir.path().join("tls"),
+        &[
+            ("server.crt", &leaf.cert),
+            ("server.key", &leaf.key),
+            ("clients-ca.crt", &ca.pem()),
+        ],
+    );
+    let web = WebConfigWatcher::load(&path).expect("the example loads");
+    assert_eq!(
+        web.current().summary(),
+        "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3"
+    );
+}
