@@ -52,7 +52,7 @@ pub enum ReloadError {
 }
 
 /// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StartOptions {
     /// The config file (and environment) a reload re-reads; `None`: reload has no file.
     pub source: Option<(PathBuf, Env)>,
@@ -62,6 +62,18 @@ pub struct StartOptions {
     pub web_config_poll: std::time::Duration,
     /// Server limits (sizes, timeouts, concurrency).
     pub limits: Limits,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment may hold credentials: only the file name is shown.
+        f.debug_struct("StartOptions")
+            .field("source", &self.source.as_ref().map(|(path, _)| path))
+            .field("web", &self.web)
+            .field("web_config_poll", &self.web_config_poll)
+            .field("limits", &self.limits)
+            .finish()
+    }
 }
 
 impl Default for StartOptions {

@@ -507,7 +507,12 @@ impl Cx<'_> {
             .map_err(|e| self.err(&k("min_version"), format!("{e}")))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
-            .map_err(|e| self.err(&key_key, format!("does not fit the certificate: {e}")))?;
+            .map_err(|e| {
+                self.err(
+                    &key_key,
+                    format!("cannot be used with the certificate in {cert_key}: {e}"),
+                )
+            })?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok((Some(TlsAcceptor::from(Arc::new(server))), client_auth))
     }

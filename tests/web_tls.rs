@@ -570,3 +570,42 @@ fn the_shipped_example_web_config_loads() {
         "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3"
     );
 }
+
+/// Errors that need real certificates name the file and key.
+#[test]
+fn a_key_that_does_not_match_and_old_tls_versions_are_named() {
+    let ca = Ca::new("test CA");
+    let a = ca.leaf("localhost", Usage::Server, false);
+    let b = ca.leaf("localhost", Usage::Server, false);
+    let mixed = Leaf {
+        cert: a.cert,
+        key: b.key.clone(),
+    };
+    let (_dir, path) = tls_dir(&mixed, "", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("mismatched key")
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "web config {}: tls_server_config.key_file: cannot be used",
+            path.display()
+        )),
+        "{e}"
+    );
+    let (_dir, path) = tls_dir(&b, "  min_version: TLS11\n", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("TLS11")
+        .to_string();
+    assert!(
+        e.contains("tls_server_config.min_version: TLS11 is not supported"),
+        "{e}"
+    );
+    let (_dir, path) = tls_dir(&b, "  client_auth_type: RequireAndVerifyClientCert\n", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("no client CA")
+        .to_string();
+    assert!(
+        e.contains("tls_server_config.client_ca_file: required"),
+        "{e}"
+    );
+}
