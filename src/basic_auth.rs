@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -24,6 +25,10 @@ pub const REALM: &str = "dli_exporter";
 /// The `WWW-Authenticate` value of a 401.
 pub const CHALLENGE: &str = "Basic realm=\"dli_exporter\"";
 
+/// Requests that may wait for the bcrypt slot; further unverified credentials are refused at once
+/// (cached, good credentials never wait), so a flood of wrong passwords holds few connections.
+pub const MAX_BCRYPT_WAITERS: usize = 32;
+
 /// A valid cost-10 bcrypt hash that no password is known for: an unknown user name costs the
 /// same bcrypt run as a known one, so response times do not tell which user names exist.
 const DECOY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
@@ -38,6 +43,17 @@ pub struct BasicAuth {
     salt: [u8; 32],
     /// One bcrypt run at a time.
     bcrypt_slot: Arc<Semaphore>,
+    /// Requests waiting for or holding `bcrypt_slot`.
+    bcrypt_waiters: AtomicUsize,
+}
+
+/// Decrements the waiter count however the check ends.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl fmt::Debug for BasicAuth {
@@ -59,6 +75,7 @@ impl BasicAuth {
             verified: Mutex::new(HashMap::new()),
             salt: rand::random(),
             bcrypt_slot: Arc::new(Semaphore::new(1)),
+            bcrypt_waiters: AtomicUsize::new(0),
         }
     }
 
@@ -93,6 +110,11 @@ impl BasicAuth {
         if hit && known.is_some() {
             return true;
         }
+        let waiter = Waiter(&self.bcrypt_waiters);
+        if self.bcrypt_waiters.fetch_add(1, Ordering::AcqRel) >= MAX_BCRYPT_WAITERS {
+            tracing::debug!("too many basic auth verifications waiting; refusing without one");
+            return false;
+        }
         let hash = Secret::new(known.map(|h| h.expose()).unwrap_or(DECOY_HASH));
         let Ok(_slot) = self.bcrypt_slot.clone().acquire_owned().await else {
             return false;
@@ -102,6 +124,7 @@ impl BasicAuth {
         })
         .await
         .unwrap_or(false);
+        drop(waiter);
         let ok = ok && known.is_some();
         if ok && let Ok(mut m) = self.verified.lock() {
             m.insert(user, digest);

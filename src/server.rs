@@ -65,15 +65,25 @@ const RETRY_AFTER_SECS: &str = "1";
 /// The server's limits; [`Limits::default`] is the constants above. Tests shorten them.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// [`MAX_CONNECTIONS`].
     pub max_connections: usize,
+    /// [`HEADER_READ_TIMEOUT`]; also bounds the TLS handshake and reading a request body.
     pub header_read_timeout: Duration,
+    /// [`MAX_HEADER_BYTES`].
     pub max_header_bytes: usize,
+    /// [`MAX_HEADERS`].
     pub max_headers: usize,
+    /// [`MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// [`MAX_CONCURRENT_SCRAPES`].
     pub max_concurrent_scrapes: usize,
+    /// [`MAX_QUEUED_SCRAPES`].
     pub max_queued_scrapes: usize,
+    /// [`SCRAPE_QUEUE_WAIT`].
     pub scrape_queue_wait: Duration,
+    /// [`WRITE_TIMEOUT`].
     pub write_timeout: Duration,
+    /// [`SHUTDOWN_GRACE`].
     pub shutdown_grace: Duration,
 }
 
