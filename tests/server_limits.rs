@@ -271,3 +271,31 @@ async fn more_concurrent_scrapes_than_the_limit_are_served_fully_or_told_to_retr
     assert!(ok >= 1, "nothing served ({busy} told to retry)");
     assert_eq!(ok + busy, 40);
 }
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let s = start(Limits {
+        header_read_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(s.app.addr).await.expect("connect");
+    conn.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), conn.read_to_end(&mut rest)).await;
+    assert!(
+        closed.is_ok(),
+        "idle keep-alive connection still open after 3 s"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+}
