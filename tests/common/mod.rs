@@ -66,6 +66,7 @@ pub fn project(sim: &Simulator, queues: &[&str], credentials: Credentials) -> Pr
         queues: queues.iter().map(|q| q.to_string()).collect(),
         credentials,
         ca_file: None,
+        proxy: None,
     }
 }
 
