@@ -2,6 +2,9 @@
 //! that point the real code at it over loopback HTTP.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod net;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
