@@ -352,7 +352,7 @@ async fn check_config_and_broken_configs_never_show_secrets() {
             ],
         ),
     ] {
-        let (_, out) = child::run(
+        let (status, out) = child::run(
             dir.path(),
             name,
             &args,
@@ -363,10 +363,26 @@ async fn check_config_and_broken_configs_never_show_secrets() {
                     "HTTPS_PROXY",
                     &format!("http://u:{PROXY_PASSWORD}@127.0.0.1:9"),
                 ),
+                // The simulator is http://, so HTTP_PROXY is the one used: a dead proxy with
+                // credentials, whose failure must not show them.
+                (
+                    "HTTP_PROXY",
+                    &format!("http://u:{PROXY_PASSWORD}@127.0.0.1:9"),
+                ),
             ],
             Duration::from_secs(20),
         )
         .await;
+        if name == "env_once" {
+            assert!(!status.success(), "the dead HTTP_PROXY was used");
+            assert!(
+                out.outputs().contains("connection failed"),
+                "{}",
+                out.outputs()
+            );
+        } else {
+            assert!(status.success(), "{}", out.outputs());
+        }
         let mut secrets = fixed_secrets();
         secrets.push(AK.to_string());
         assert_clean(name, &out.outputs(), &secrets);
