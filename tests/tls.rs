@@ -2,7 +2,7 @@
 //! certificates are made at test time: `ca_file` trusted in addition to the built-in roots for
 //! both DLI and IAM, verification failures named with the URL, an expired certificate refused,
 //! `proxy_url` and `HTTPS_PROXY`/`NO_PROXY` honoured (the config key winning), and the request
-//! timeout against an endpoint that never answers.
+//! timeout against an endpoint that never answers or never completes the TLS handshake.
 
 mod common;
 
@@ -288,4 +288,36 @@ async fn an_endpoint_that_never_answers_times_out_within_the_request_timeout() {
     );
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
     drop(listener);
+}
+
+#[tokio::test]
+async fn a_tls_handshake_that_never_completes_times_out() {
+    // Accepts TCP and then says nothing: the TLS handshake (part of connecting) stalls.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let f = fixture(false).await;
+    let mut p = tls_project(&f, true, false);
+    p.endpoint = https(addr);
+    let c = client(&p, Duration::from_millis(300), 4);
+    let started = Instant::now();
+    let err = walk(&c, Q, &walk_options(100, 4, 0))
+        .await
+        .expect_err("silent TLS server");
+    let elapsed = started.elapsed();
+    println!("stalled TLS handshake: failed after {elapsed:?}: {err}");
+    assert_eq!(
+        err.request_error().map(|e| e.reason()),
+        Some(FailureReason::Timeout),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&https(addr)), "{err}");
+    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 }
