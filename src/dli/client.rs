@@ -190,7 +190,11 @@ impl DliClient {
                 );
                 let mut request = self.transport.http().get(&url);
                 for (name, value) in headers {
-                    request = request.header(name, value);
+                    if matches!(name, "Authorization" | "X-Security-Token") {
+                        request = request.header(name, sensitive_header(&value, &url)?);
+                    } else {
+                        request = request.header(name, value);
+                    }
                 }
                 self.transport
                     .call(Operation::ListBatches, &url, request, |raw| {
@@ -208,7 +212,7 @@ impl DliClient {
                         .get(&url)
                         .header("Content-Type", "application/json")
                         .header("X-Project-Id", &self.project_id)
-                        .header("X-Auth-Token", token.expose());
+                        .header("X-Auth-Token", sensitive_header(token.expose(), &url)?);
                     let result = self
                         .transport
                         .call(Operation::ListBatches, &url, request, |raw| {
@@ -227,6 +231,18 @@ impl DliClient {
             }
         }
     }
+}
+
+/// A credential as a header value marked sensitive, so that the HTTP stack never shows it in
+/// `Debug` output. The error does not repeat the value.
+fn sensitive_header(value: &str, url: &str) -> Result<reqwest::header::HeaderValue, DliError> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| DliError::Request {
+        operation: Operation::ListBatches,
+        url: url.to_string(),
+        message: "a credential holds characters that are not allowed in an HTTP header".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
@@ -250,4 +266,19 @@ fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
         return Err(error);
     }
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_sensitive_and_errors_do_not_repeat_them() {
+        let v = sensitive_header("tok-secret-123", "http://h/p").expect("valid");
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("tok-secret-123"));
+        let e = sensitive_header("bad\nsecret-456", "http://h/p").expect_err("newline");
+        assert!(!e.to_string().contains("secret-456"), "{e}");
+        assert!(e.to_string().contains("http://h/p"), "{e}");
+    }
 }
