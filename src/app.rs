@@ -21,8 +21,9 @@ use crate::dli::client::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
 use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
-use crate::server::{self, ReloadFn, ServerState};
+use crate::server::{self, Limits, ReloadFn, ServerState};
 use crate::store::{QueueKey, SnapshotStore};
+use crate::web_config::{self, WebConfigError, WebConfigWatcher};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +47,44 @@ pub enum ReloadError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Client(#[from] ClientBuildError),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+}
+
+/// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
+#[derive(Clone)]
+pub struct StartOptions {
+    /// The config file (and environment) a reload re-reads; `None`: reload has no file.
+    pub source: Option<(PathBuf, Env)>,
+    /// `--web.config.file`, already loaded; `None` serves plain HTTP without auth.
+    pub web: Option<Arc<WebConfigWatcher>>,
+    /// How often the web config files are checked for changes.
+    pub web_config_poll: std::time::Duration,
+    /// Server limits (sizes, timeouts, concurrency).
+    pub limits: Limits,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The environment may hold credentials: only the file name is shown.
+        f.debug_struct("StartOptions")
+            .field("source", &self.source.as_ref().map(|(path, _)| path))
+            .field("web", &self.web)
+            .field("web_config_poll", &self.web_config_poll)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            source: None,
+            web: None,
+            web_config_poll: web_config::WEB_CONFIG_POLL_INTERVAL,
+            limits: Limits::default(),
+        }
+    }
 }
 
 fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
@@ -104,6 +143,7 @@ struct Control {
     tasks: TaskTracker,
     shutdown: CancellationToken,
     source: Option<(PathBuf, Env)>,
+    web: Option<Arc<WebConfigWatcher>>,
     running: tokio::sync::Mutex<Running>,
 }
 
@@ -147,7 +187,20 @@ impl Control {
     }
 
     async fn reload(&self) -> Result<(), ReloadError> {
-        let result = self.try_reload().await;
+        // The web config is re-read too (it is also watched); its failure fails the reload.
+        let web = match &self.web {
+            Some(w) => w
+                .check_and_log()
+                .await
+                .map(|_| ())
+                .map_err(ReloadError::from),
+            None => Ok(()),
+        };
+        let result = if self.source.is_none() && self.web.is_some() {
+            web
+        } else {
+            self.try_reload().await.and(web)
+        };
         self.metrics.reload.record(result.is_ok());
         match &result {
             Ok(()) => tracing::info!("configuration reloaded"),
@@ -187,6 +240,29 @@ impl App {
         listener: TcpListener,
         source: Option<(PathBuf, Env)>,
     ) -> Result<App, StartError> {
+        Self::start_with(
+            settings,
+            listener,
+            StartOptions {
+                source,
+                ..StartOptions::default()
+            },
+        )
+    }
+
+    /// Like [`App::start`], with a web config (watched for changes), tuned server limits and
+    /// the reload source.
+    pub fn start_with(
+        settings: &Settings,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
+        let StartOptions {
+            source,
+            web,
+            web_config_poll,
+            limits,
+        } = options;
         let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
         let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         let addr = listener.local_addr()?;
@@ -198,6 +274,7 @@ impl App {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             source,
+            web: web.clone(),
             running: tokio::sync::Mutex::new(Running {
                 settings: settings.clone(),
                 pollers: shutdown.child_token(),
@@ -216,13 +293,18 @@ impl App {
                 })
             })
         };
-        let state = Arc::new(ServerState {
-            metrics: metrics.clone(),
-            store: store.clone(),
-            telemetry_path: settings.web.telemetry_path.clone(),
-            reload: Some(reload.clone()),
-        });
+        let state = Arc::new(ServerState::with_options(
+            metrics.clone(),
+            store.clone(),
+            settings.web.telemetry_path.clone(),
+            Some(reload.clone()),
+            web.clone(),
+            limits,
+        ));
         tasks.spawn(server::serve(listener, state, shutdown.clone()));
+        if let Some(web) = web {
+            tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
+        }
         {
             let mut running = control
                 .running

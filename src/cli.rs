@@ -59,7 +59,8 @@ pub struct Flags {
     #[arg(long = "web.telemetry-path", value_name = "PATH")]
     pub telemetry_path: Option<String>,
 
-    /// Web configuration file (exporter-toolkit format: TLS, basic auth). Not supported yet.
+    /// Web configuration file (exporter-toolkit format: TLS, client certificates, basic auth,
+    /// headers); re-read when it or the files it names change.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 

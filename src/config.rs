@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretUrl};
 
 /// Environment variables are read through this map so tests never touch the process environment.
 pub type Env = HashMap<String, String>;
@@ -160,6 +160,11 @@ pub struct ProjectConfig {
     /// Extra PEM CA bundle trusted for this project's DLI and IAM endpoints.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// HTTP(S) proxy for this project's DLI and IAM requests; when absent the standard
+    /// `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` variables apply. A `Secret` because it may carry
+    /// `user:password@`.
+    #[serde(default)]
+    pub proxy_url: Option<Secret>,
 }
 
 /// Credentials ready to use, secrets resolved from config, files or environment.
@@ -196,7 +201,11 @@ pub struct Project {
     pub endpoint: String,
     pub queues: Vec<String>,
     pub credentials: Credentials,
+    /// Extra PEM CA bundle (checked to hold at least one certificate), trusted in addition to
+    /// the built-in roots.
     pub ca_file: Option<PathBuf>,
+    /// Explicit proxy; `None` leaves the `HTTPS_PROXY`/`NO_PROXY` environment in charge.
+    pub proxy: Option<SecretUrl>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -306,8 +315,7 @@ fn load_str(
     // A strict parse of the file alone first: for TOML its errors carry line and column, so an
     // unknown or mistyped key is reported where it stands in the file.
     if let Format::Toml = format {
-        toml::from_str::<Config>(text)
-            .map_err(|e| parse_err(e.to_string().trim_end().to_string()))?;
+        toml::from_str::<Config>(text).map_err(|e| parse_err(toml_error(text, &e)))?;
     }
     let file_format = match format {
         Format::Toml => config::FileFormat::Toml,
@@ -335,6 +343,29 @@ fn load_str(
         ))
     })?;
     validate(config, env, path)
+}
+
+/// A TOML error as `line L, column C (key K): message`. Unlike the error's own `Display` it never
+/// quotes the offending line, which may hold a secret (`secret_kye = "..."`): only the key part of
+/// it is shown.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(span) = e.span() else {
+        return message.to_string();
+    };
+    let before = text.get(..span.start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) => format!("line {line_no}, column {column} (key {k}): {message}"),
+        None => format!("line {line_no}, column {column}: {message}"),
+    }
 }
 
 /// Checks every rule and resolves secrets; collects all problems instead of stopping at the first.
@@ -480,14 +511,25 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         let credentials =
             resolve_credentials(auth, &auth_key, pc.region.as_deref(), env, &mut problem);
         if let Some(ca) = &pc.ca_file
-            && !ca.is_file()
+            && let Err(why) = check_ca_file(ca)
         {
-            problem(
-                &key("ca_file"),
-                format!("{} is not a readable file", ca.display()),
-            );
+            problem(&key("ca_file"), format!("{}: {why}", ca.display()));
             ok = false;
         }
+        let proxy = match pc
+            .proxy_url
+            .as_ref()
+            .map(|u| SecretUrl::parse_proxy(u.expose()))
+        {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(why)) => {
+                // The value itself is not repeated: it may carry a password.
+                problem(&key("proxy_url"), why.to_string());
+                ok = false;
+                None
+            }
+        };
         if let (true, Some(endpoint), Some(credentials)) = (ok, endpoint, credentials) {
             projects.push(Project {
                 project_id: pc.project_id.clone(),
@@ -496,6 +538,7 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
                 queues: pc.queues.clone(),
                 credentials,
                 ca_file: pc.ca_file.clone(),
+                proxy,
             });
         }
     }
@@ -537,6 +580,17 @@ fn validate_listen_address(addr: &str, problem: &mut impl FnMut(&str, String)) {
     }
 }
 
+/// Reads a CA bundle and checks that it holds at least one PEM certificate.
+pub fn check_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
 /// A human summary of validated settings for `--check-config`; it never prints a secret.
 pub fn summary(settings: &Settings) -> String {
     let mut out = String::new();
@@ -562,6 +616,13 @@ pub fn summary(settings: &Settings) -> String {
             p.credentials.kind().as_str(),
             p.queues.join(", ")
         ));
+        if let Some(ca) = &p.ca_file {
+            out.push_str(&format!("  ca_file {}\n", ca.display()));
+        }
+        match &p.proxy {
+            Some(proxy) => out.push_str(&format!("  proxy {proxy}\n")),
+            None => out.push_str("  proxy from HTTPS_PROXY/NO_PROXY environment, if set\n"),
+        }
     }
     out.push_str("configuration OK\n");
     out
@@ -1148,6 +1209,76 @@ queues = ["default", "etl"]
             load(&bad, &Env::new()),
             Err(ConfigError::Format { .. })
         ));
+    }
+
+    #[test]
+    fn toml_errors_never_quote_secret_values() {
+        let text = GOOD.replace("secret_key = ", "secret_kye = ");
+        let msg = load_toml_str(&text, &Env::new())
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            msg.contains("secret_kye") && msg.contains("line 8"),
+            "{msg}"
+        );
+        assert!(!msg.contains("SKEXAMPLE"), "{msg}");
+        let text = GOOD.replace("secret_key = \"SKEXAMPLE\"", "secret_key = \"SKEXAMPLE");
+        let msg = load_toml_str(&text, &Env::new())
+            .expect_err("unterminated string")
+            .to_string();
+        assert!(!msg.contains("SKEXAMPLE"), "{msg}");
+    }
+
+    #[test]
+    fn ca_file_must_hold_a_certificate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").expect("write");
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate\n").expect("write");
+        let missing = dir.path().join("missing.pem");
+        for path in [&empty, &garbage, &missing] {
+            let text = GOOD.replace(
+                "queues = [\"default\", \"etl\"]",
+                &format!("queues = [\"default\", \"etl\"]\nca_file = {path:?}"),
+            );
+            assert_eq!(err_keys(&text, &Env::new()), vec!["projects[0].ca_file"]);
+            let msg = load_toml_str(&text, &Env::new())
+                .expect_err("bad ca_file")
+                .to_string();
+            assert!(msg.contains(&path.display().to_string()), "{msg}");
+        }
+    }
+
+    #[test]
+    fn proxy_url_is_validated_without_echoing_credentials() {
+        let with = |url: &str| {
+            GOOD.replace(
+                "queues = [\"default\", \"etl\"]",
+                &format!("queues = [\"default\", \"etl\"]\nproxy_url = {url:?}"),
+            )
+        };
+        let s = load_toml_str(&with("http://user:pr0xyPass@proxy.corp:3128"), &Env::new())
+            .expect("valid proxy");
+        let proxy = s.projects[0].proxy.as_ref().expect("proxy set");
+        assert_eq!(proxy.redacted(), "http://<redacted>@proxy.corp:3128");
+        assert!(!format!("{s:?}").contains("pr0xyPass"));
+        assert!(!summary(&s).contains("pr0xyPass"));
+        assert!(summary(&s).contains("proxy http://<redacted>@proxy.corp:3128"));
+        for bad in [
+            "proxy.corp:3128",
+            "ftp://u:pr0xyPass@p",
+            "http://u:pr0xyPass@p/x",
+        ] {
+            let text = with(bad);
+            assert_eq!(err_keys(&text, &Env::new()), vec!["projects[0].proxy_url"]);
+            let msg = load_toml_str(&text, &Env::new())
+                .expect_err("bad")
+                .to_string();
+            assert!(!msg.contains("pr0xyPass"), "{msg}");
+        }
+        let s = load_toml_str(GOOD, &Env::new()).expect("valid");
+        assert!(s.projects[0].proxy.is_none());
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub fn settings_for(sim: &Simulator) -> Settings {
                 security_token: None,
             },
             ca_file: None,
+            proxy: None,
         }],
         source: None,
     }

@@ -9,13 +9,18 @@
 //! - [`store`]: the last good snapshot and poll status of every queue.
 //! - [`metrics`]: the `/metrics` registry: job metrics rendered from the store, API self-metrics.
 //! - [`render_cache`]: the last `/metrics` rendering (plain and gzip), reused until something changes.
-//! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`.
+//! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`, `/-/reload`,
+//!   with TLS, auth and the request limits.
+//! - [`web_config`], [`basic_auth`]: `--web.config.file` (exporter-toolkit format): TLS, client
+//!   certificates, basic auth, extra headers; re-read when the files change.
+//! - [`write_timeout`]: disconnects clients that stop reading their response.
 //! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
 //! - [`cli`], [`logging`]: flags and log output.
 //! - [`sim`]: the embedded DLI simulator used by `--demo`, the tests and the benchmarks.
 //! - [`demo`]: `--demo` settings around the simulator.
 
 pub mod app;
+pub mod basic_auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -28,3 +33,5 @@ pub mod secret;
 pub mod server;
 pub mod sim;
 pub mod store;
+pub mod web_config;
+pub mod write_timeout;

@@ -4,8 +4,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use dli_exporter::app::{self, App};
+use dli_exporter::app::{self, App, StartOptions};
 use dli_exporter::cli::Flags;
+use dli_exporter::web_config::WebConfigWatcher;
 use dli_exporter::{config, demo, logging};
 
 #[tokio::main]
@@ -23,27 +24,38 @@ async fn main() -> ExitCode {
 }
 
 async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
-    if let Some(path) = &flags.web_config_file {
-        // Serving without the TLS or auth the operator asked for would be worse than not starting.
-        anyhow::bail!(
-            "--web.config.file {}: TLS and basic auth are not implemented yet; remove the flag and \
-             put the exporter behind a TLS-terminating proxy, or bind it to a private address",
-            path.display()
-        );
-    }
     let env: config::Env = std::env::vars().collect();
     if flags.check_config {
-        return Ok(match config::load(&flags.config_file, &env) {
+        let mut ok = match config::load(&flags.config_file, &env) {
             Ok(settings) => {
                 print!("{}", config::summary(&settings));
-                ExitCode::SUCCESS
+                true
             }
             Err(e) => {
                 eprintln!("{e}");
-                ExitCode::FAILURE
+                false
             }
+        };
+        if let Some(path) = &flags.web_config_file {
+            match WebConfigWatcher::load(path) {
+                Ok(web) => println!("web config {}: {}", path.display(), web.current().summary()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    ok = false;
+                }
+            }
+        }
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
         });
     }
+    // Serving without the TLS or auth the operator asked for would be worse than not starting.
+    let web = match &flags.web_config_file {
+        Some(path) if !flags.once => Some(WebConfigWatcher::load(path)?),
+        _ => None,
+    };
     // The demo keeps its simulator alive for as long as the exporter runs.
     let (mut settings, _simulator, source) = if flags.demo {
         let (sim, settings) = demo::start().await.context("starting the demo simulator")?;
@@ -82,8 +94,18 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
                 settings.web.listen_address
             )
         })?;
-    let app = App::start_reloadable(&settings, listener, source)?;
+    let web_summary = web.as_ref().map(|w| w.current().summary());
+    let app = App::start_with(
+        &settings,
+        listener,
+        StartOptions {
+            source,
+            web,
+            ..StartOptions::default()
+        },
+    )?;
     tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
+        web_config = web_summary.as_deref().unwrap_or("none"),
         queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");
     let token = app.shutdown_token();
     tokio::spawn(async move {

@@ -1,7 +1,8 @@
-//! The `Secret` type: holds credentials (AK, SK, security token, password, IAM token).
+//! The `Secret` type: holds credentials (AK, SK, security token, password, IAM token), and
+//! [`SecretUrl`], a URL that may carry `user:password@` (a proxy URL).
 //!
 //! It owns redaction and zeroing; it must never hand out its value except through the
-//! explicit [`Secret::expose`] call at the point where a request is signed or sent.
+//! explicit `expose` calls at the point where a request is signed, sent or a client is built.
 
 use std::fmt;
 use zeroize::Zeroize;
@@ -35,9 +36,16 @@ impl Secret {
     }
 }
 
+impl Secret {
+    /// Overwrites the value's bytes (the whole allocation) with zeros and empties it.
+    fn wipe(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 impl Drop for Secret {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.wipe();
     }
 }
 
@@ -76,9 +84,129 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
+/// A URL whose userinfo (`user:password@`) is a credential, such as a proxy URL. `Debug` and
+/// `Display` show it with the userinfo replaced by `<redacted>`; the whole URL is a [`Secret`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl {
+    full: Secret,
+    shown: String,
+}
+
+impl SecretUrl {
+    /// Parses an `http://` or `https://` URL with a host and no path, query or fragment (a proxy
+    /// address). The error never repeats the input, which may hold a password.
+    pub fn parse_proxy(raw: &str) -> Result<SecretUrl, &'static str> {
+        let full = Secret::new(raw);
+        let url = reqwest::Url::parse(full.expose())
+            .map_err(|_| "is not a URL such as \"http://proxy.example.com:3128\"")?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err("must use http:// or https:// (the scheme of the proxy itself)");
+        }
+        let Some(host) = url.host_str().filter(|h| !h.is_empty()) else {
+            return Err("has no host");
+        };
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err("must not have a path");
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err("must not have a query or fragment");
+        }
+        let userinfo = if url.username().is_empty() && url.password().is_none() {
+            ""
+        } else {
+            "<redacted>@"
+        };
+        let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+        let shown = format!("{}://{userinfo}{host}{port}", url.scheme());
+        Ok(SecretUrl { full, shown })
+    }
+
+    /// The URL with its credentials, for building the HTTP client. Never log what this returns.
+    pub fn expose(&self) -> &str {
+        self.full.expose()
+    }
+
+    /// The URL with any userinfo replaced by `<redacted>`: safe for logs and messages.
+    pub fn redacted(&self) -> &str {
+        &self.shown
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.shown)
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_of_containers_is_redacted() {
+        let s = Some(Secret::new("tok-123"));
+        assert_eq!(format!("{s:?}"), "Some(<redacted>)");
+        let v = vec![Secret::new("a-secret")];
+        assert!(!format!("{v:?}").contains("a-secret"));
+        assert!(!format!("{:#?}", Secret::new("pretty-secret")).contains("pretty-secret"));
+    }
+
+    #[test]
+    fn equal_values_compare_equal_and_empty_is_empty() {
+        assert_eq!(Secret::new("x"), Secret::new(" x\n"));
+        assert!(Secret::new(" \n").is_empty());
+        assert!(Secret::default().is_empty());
+    }
+
+    #[test]
+    fn numbers_from_the_environment_stay_secrets() {
+        let s: Secret = serde_json::from_str("12345").expect("number");
+        assert_eq!(s.expose(), "12345");
+        let s: Secret = serde_json::from_str("\"sk \"").expect("string");
+        assert_eq!(s.expose(), "sk");
+        assert!(serde_json::from_str::<Secret>("[1]").is_err());
+    }
+
+    #[test]
+    fn drop_zeroes_the_bytes() {
+        // `Drop` calls `wipe`; check the allocation right after it, while it is still alive.
+        let mut s = Secret::new("zero-me-please");
+        let ptr = s.0.as_ptr();
+        let len = s.0.len();
+        s.wipe();
+        assert!(s.0.is_empty());
+        // SAFETY: `wipe` zeroes and truncates but keeps the allocation (the `String` is alive
+        // and has not reallocated), so `len` initialized bytes at `ptr` are readable.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
+        assert!(bytes.iter().all(|b| *b == 0), "{bytes:?}");
+    }
+
+    #[test]
+    fn proxy_urls_hide_their_credentials() {
+        let u = SecretUrl::parse_proxy("http://bob:hunter2@proxy.example:3128").expect("valid");
+        assert_eq!(u.redacted(), "http://<redacted>@proxy.example:3128");
+        assert_eq!(format!("{u}"), "http://<redacted>@proxy.example:3128");
+        assert!(!format!("{u:?}").contains("hunter2"));
+        assert!(u.expose().contains("hunter2"));
+        let u = SecretUrl::parse_proxy("https://proxy.example/").expect("valid");
+        assert_eq!(u.redacted(), "https://proxy.example");
+        for bad in [
+            "proxy.example:3128",
+            "socks5://proxy:1080",
+            "http://u:hunter2@proxy/path",
+            "http://",
+            "http://proxy?x=1",
+        ] {
+            let e = SecretUrl::parse_proxy(bad).expect_err(bad);
+            assert!(!e.contains("hunter2"));
+        }
+    }
 
     #[test]
     fn debug_and_display_are_redacted() {

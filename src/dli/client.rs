@@ -14,6 +14,7 @@ use super::auth::aksk::{self, AkSkSigner};
 use super::auth::token::{TokenLogin, TokenSource};
 use super::error::{DliError, Operation};
 use super::model::{BatchPage, ListBatchesQuery, decode_page};
+use super::throttle::ThrottlePolicy;
 use super::transport::{DEFAULT_MAX_BODY_BYTES, RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project};
 
@@ -29,6 +30,8 @@ pub struct ClientOptions {
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
     pub user_agent: String,
+    /// Hold-off after repeated 429 / APIGW.0308 answers, per endpoint.
+    pub throttle: ThrottlePolicy,
 }
 
 impl ClientOptions {
@@ -37,6 +40,7 @@ impl ClientOptions {
             request_timeout,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             user_agent: format!("dli_exporter/{}", env!("CARGO_PKG_VERSION")),
+            throttle: ThrottlePolicy::default(),
         }
     }
 }
@@ -44,18 +48,15 @@ impl ClientOptions {
 /// Errors building a client: they name the project and the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
-    #[error("project {project_id}: cannot read ca_file {path}: {source}")]
+    #[error("project {project_id}: ca_file {path}: {message}")]
     CaFile {
-        project_id: String,
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-    #[error("project {project_id}: ca_file {path} holds no usable PEM certificate: {message}")]
-    CaPem {
         project_id: String,
         path: std::path::PathBuf,
         message: String,
     },
+    /// `proxy` is shown with any `user:password@` redacted.
+    #[error("project {project_id}: proxy_url {proxy} is not usable")]
+    Proxy { project_id: String, proxy: String },
     #[error("project {project_id}: endpoint {endpoint:?} is not a usable URL")]
     Endpoint {
         project_id: String,
@@ -96,47 +97,15 @@ impl DliClient {
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, ClientBuildError> {
         let project_id = project.project_id.clone();
-        let mut builder = reqwest::Client::builder()
-            .user_agent(options.user_agent.clone())
-            .connect_timeout(options.request_timeout.min(Duration::from_secs(10)))
-            .timeout(options.request_timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(50));
-        if let Some(path) = &project.ca_file {
-            let pem = std::fs::read(path).map_err(|source| ClientBuildError::CaFile {
-                project_id: project_id.clone(),
-                path: path.clone(),
-                source,
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                ClientBuildError::CaPem {
-                    project_id: project_id.clone(),
-                    path: path.clone(),
-                    message: e.to_string(),
-                }
-            })?;
-            if certs.is_empty() {
-                return Err(ClientBuildError::CaPem {
-                    project_id,
-                    path: path.clone(),
-                    message: "no certificate found".into(),
-                });
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| ClientBuildError::Http {
-            project_id: project_id.clone(),
-            message: e.to_string(),
-        })?;
+        let http = super::http::build(project, options)?;
         let transport = Transport::new(
             http,
             observer,
             limit,
             options.max_body_bytes,
             options.request_timeout,
-        );
+        )
+        .with_throttle(options.throttle);
         let url =
             reqwest::Url::parse(&project.endpoint).map_err(|_| ClientBuildError::Endpoint {
                 project_id: project_id.clone(),
@@ -221,7 +190,11 @@ impl DliClient {
                 );
                 let mut request = self.transport.http().get(&url);
                 for (name, value) in headers {
-                    request = request.header(name, value);
+                    if matches!(name, "Authorization" | "X-Security-Token") {
+                        request = request.header(name, sensitive_header(&value, &url)?);
+                    } else {
+                        request = request.header(name, value);
+                    }
                 }
                 self.transport
                     .call(Operation::ListBatches, &url, request, |raw| {
@@ -239,7 +212,7 @@ impl DliClient {
                         .get(&url)
                         .header("Content-Type", "application/json")
                         .header("X-Project-Id", &self.project_id)
-                        .header("X-Auth-Token", token.expose());
+                        .header("X-Auth-Token", sensitive_header(token.expose(), &url)?);
                     let result = self
                         .transport
                         .call(Operation::ListBatches, &url, request, |raw| {
@@ -258,6 +231,18 @@ impl DliClient {
             }
         }
     }
+}
+
+/// A credential as a header value marked sensitive, so that the HTTP stack never shows it in
+/// `Debug` output. The error does not repeat the value.
+fn sensitive_header(value: &str, url: &str) -> Result<reqwest::header::HeaderValue, DliError> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| DliError::Request {
+        operation: Operation::ListBatches,
+        url: url.to_string(),
+        message: "a credential holds characters that are not allowed in an HTTP header".into(),
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
@@ -281,4 +266,19 @@ fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
         return Err(error);
     }
     Ok(page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credential_headers_are_sensitive_and_errors_do_not_repeat_them() {
+        let v = sensitive_header("tok-secret-123", "http://h/p").expect("valid");
+        assert!(v.is_sensitive());
+        assert!(!format!("{v:?}").contains("tok-secret-123"));
+        let e = sensitive_header("bad\nsecret-456", "http://h/p").expect_err("newline");
+        assert!(!e.to_string().contains("secret-456"), "{e}");
+        assert!(e.to_string().contains("http://h/p"), "{e}");
+    }
 }

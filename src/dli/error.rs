@@ -126,6 +126,14 @@ pub enum DliError {
         url: String,
         limit: usize,
     },
+    /// Not sent: the endpoint answered 429/APIGW.0308 repeatedly and the client holds further
+    /// requests for a while (see `dli::throttle`). Classified as `throttled`.
+    #[error("{operation} {url}: not sent: the endpoint throttled repeated requests (HTTP 429 / APIGW.0308); requests held for another {}", humantime::format_duration(*.remaining))]
+    HeldOff {
+        operation: Operation,
+        url: String,
+        remaining: Duration,
+    },
     #[error("{operation} {url}: cannot build the request: {message}")]
     Request {
         operation: Operation,
@@ -141,6 +149,7 @@ impl DliError {
             DliError::Timeout { .. } => FailureReason::Timeout,
             DliError::Connect { .. } => FailureReason::Connect,
             DliError::Api { body, .. } => classify(body.status, body.error_code.as_deref()),
+            DliError::HeldOff { .. } => FailureReason::Throttled,
             DliError::Decode { .. } | DliError::TooLarge { .. } | DliError::Request { .. } => {
                 FailureReason::Decode
             }
@@ -154,6 +163,7 @@ impl DliError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             DliError::Api { retry_after, .. } => *retry_after,
+            DliError::HeldOff { remaining, .. } => Some(*remaining),
             _ => None,
         }
     }
@@ -182,6 +192,7 @@ impl DliError {
             | DliError::Api { operation, .. }
             | DliError::Decode { operation, .. }
             | DliError::TooLarge { operation, .. }
+            | DliError::HeldOff { operation, .. }
             | DliError::Request { operation, .. } => *operation,
         }
     }

@@ -1,16 +1,20 @@
 //! Everything that talks to DLI and IAM: request signing and tokens (`auth`), the serde model
-//! (`model`), one request (`transport`, `client`), typed errors (`error`) and the page walk
-//! (`paging`). Nothing here knows about Prometheus or the daemon's schedule.
+//! (`model`), the HTTP client with its TLS roots, proxy and timeouts (`http`), one request
+//! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`)
+//! and the page walk (`paging`). Nothing here knows about Prometheus or the daemon's schedule.
 
 pub mod auth;
 pub mod client;
 pub mod error;
+pub mod http;
 pub mod model;
 pub mod paging;
+pub mod throttle;
 pub mod transport;
 
 pub use client::{ClientOptions, DliClient};
 pub use error::{DliError, FailureReason, Operation};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue};
+pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};

@@ -1,6 +1,6 @@
 //! One HTTP exchange with DLI or IAM: the shared concurrency limit, the size-limited body read,
-//! the mapping of transport failures to [`DliError`], and the per-request observation that feeds
-//! the API metrics.
+//! the mapping of transport failures to [`DliError`], the per-endpoint hold-off after throttling
+//! ([`super::throttle`]), and the per-request observation that feeds the API metrics.
 //!
 //! It must not know about signing, tokens, paging or retries; callers build the request and
 //! decide what to do with the answer.
@@ -12,6 +12,7 @@ use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
 use super::error::{DliError, FailureReason, Operation, parse_error_body};
+use super::throttle::{Throttle, ThrottlePolicy};
 
 /// Told about every HTTP request sent to DLI or IAM, once it has ended.
 pub trait RequestObserver: Send + Sync {
@@ -69,6 +70,8 @@ pub struct Transport {
     limit: Arc<Semaphore>,
     max_body_bytes: usize,
     request_timeout: Duration,
+    /// One hold-off state per endpoint: ListBatches goes to DLI, tokens to IAM.
+    throttles: Arc<[Throttle; 2]>,
 }
 
 impl Transport {
@@ -85,6 +88,24 @@ impl Transport {
             limit,
             max_body_bytes,
             request_timeout,
+            throttles: Arc::new([
+                Throttle::new(ThrottlePolicy::default()),
+                Throttle::new(ThrottlePolicy::default()),
+            ]),
+        }
+    }
+
+    /// Replaces the hold-off policy (default: [`ThrottlePolicy::default`]).
+    pub fn with_throttle(mut self, policy: ThrottlePolicy) -> Self {
+        self.throttles = Arc::new([Throttle::new(policy), Throttle::new(policy)]);
+        self
+    }
+
+    /// The hold-off state of the endpoint `operation` talks to.
+    pub fn throttle(&self, operation: Operation) -> &Throttle {
+        match operation {
+            Operation::ListBatches => &self.throttles[0],
+            Operation::IamToken => &self.throttles[1],
         }
     }
 
@@ -94,6 +115,10 @@ impl Transport {
 
     /// Sends one request under the shared concurrency limit, reads the body (refusing one above
     /// the limit), hands the response to `parse`, and reports the outcome to the observer.
+    ///
+    /// While the endpoint is held after a throttling streak nothing is sent: the answer is
+    /// [`DliError::HeldOff`] at once (not counted as a request), which the walker retries after
+    /// the remaining hold if its deadline allows.
     pub async fn call<T>(
         &self,
         operation: Operation,
@@ -101,16 +126,45 @@ impl Transport {
         request: reqwest::RequestBuilder,
         parse: impl FnOnce(RawResponse) -> Result<T, DliError>,
     ) -> Result<T, DliError> {
+        let throttle = self.throttle(operation);
+        let held = |remaining: Duration| DliError::HeldOff {
+            operation,
+            url: url.to_string(),
+            // Whole milliseconds, so the message reads "1s 250ms", not nanoseconds.
+            remaining: Duration::from_millis(remaining.as_millis().max(1) as u64),
+        };
+        if let Some(remaining) = throttle.held_for() {
+            return Err(held(remaining));
+        }
         let _permit = self.limit.acquire().await.map_err(|_| DliError::Request {
             operation,
             url: url.to_string(),
             message: "the client is shutting down".into(),
         })?;
+        // A hold may have started while this request waited for its permit.
+        if let Some(remaining) = throttle.held_for() {
+            return Err(held(remaining));
+        }
         let started = Instant::now();
         let outcome = match self.exchange(operation, url, request).await {
             Ok(raw) => parse(raw),
             Err(e) => Err(e),
         };
+        match &outcome {
+            Err(e) if e.reason() == FailureReason::Throttled => {
+                if let Some(hold) = throttle.throttled(e.retry_after()) {
+                    tracing::warn!(
+                        operation = operation.as_str(),
+                        url,
+                        hold_ms = hold.as_millis() as u64,
+                        "endpoint keeps throttling; holding further requests to it"
+                    );
+                }
+            }
+            Ok(_) => throttle.answered(),
+            Err(e) if e.status().is_some() => throttle.answered(),
+            Err(_) => {}
+        }
         self.observer.observe(
             operation,
             started.elapsed(),

@@ -438,6 +438,12 @@ impl Simulator {
         lock(&self.inner.tokens).clear();
     }
 
+    /// Every token issued and not expired with [`Simulator::expire_tokens`], as secrets: for
+    /// tests that check no token ever shows up in logs or metrics.
+    pub fn issued_tokens(&self) -> Vec<Secret> {
+        lock(&self.inner.tokens).keys().map(Secret::new).collect()
+    }
+
     /// Token requests scoped by project `name` (a region id) get this project id.
     pub fn map_project_name(&self, name: &str, project_id: &str) {
         lock(&self.inner.project_names).insert(name.to_string(), project_id.to_string());

@@ -2,6 +2,9 @@
 //! that point the real code at it over loopback HTTP.
 #![allow(dead_code)]
 
+pub mod child;
+pub mod net;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +69,7 @@ pub fn project(sim: &Simulator, queues: &[&str], credentials: Credentials) -> Pr
         queues: queues.iter().map(|q| q.to_string()).collect(),
         credentials,
         ca_file: None,
+        proxy: None,
     }
 }
 

@@ -276,9 +276,39 @@ mod tests {
         authorization: String,
     }
 
+    /// The official vectors beside the checkout (`../shared/vectors`), the authority. A clone
+    /// made anywhere else falls back to the copy in `tests/vectors/`, which
+    /// `vendored_vectors_match_the_official_file` keeps identical to it.
+    fn vectors_path() -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let official = root.join("../shared/vectors/sdk-hmac-sha256.json");
+        if official.exists() {
+            official
+        } else {
+            root.join("tests/vectors/sdk-hmac-sha256.json")
+        }
+    }
+
+    #[test]
+    fn vendored_vectors_match_the_official_file() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let official = root.join("../shared/vectors/sdk-hmac-sha256.json");
+        let vendored = root.join("tests/vectors/sdk-hmac-sha256.json");
+        let copy = std::fs::read(&vendored)
+            .unwrap_or_else(|e| panic!("vendored vectors at {}: {e}", vendored.display()));
+        // Without the shared folder there is nothing to compare against.
+        if let Ok(original) = std::fs::read(&official) {
+            assert!(
+                original == copy,
+                "{} differs from {}: copy the official file again",
+                vendored.display(),
+                official.display()
+            );
+        }
+    }
+
     fn vectors() -> VectorFile {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/vectors/sdk-hmac-sha256.json");
+        let path = vectors_path();
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("official vectors at {}: {e}", path.display()));
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))

@@ -1,0 +1,420 @@
+//! Secret hygiene of the real binary: with distinctive credentials (AK, SK, security token,
+//! password, proxy password) and the IAM tokens the simulator issued, nothing secret appears in
+//! debug logs (stdout and stderr), `/metrics`, the landing page, `--check-config`, `--once`, or
+//! any error message: good polls, failing queues, rejected credentials and broken configs alike.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::child::{self, ChildGuard};
+use common::*;
+use dli_exporter::secret::Secret;
+use dli_exporter::sim::{Fault, FaultRule, IamUser, SimConfig, Simulator};
+
+const AK: &str = "AKSECRETHYGIENE00042";
+const SK: &str = "SkHygieneTopSecretValue0000000000000000042";
+const SECURITY_TOKEN: &str = "StsHygieneSecurityTokenValue000042";
+const DOMAIN: &str = "hygiene_account";
+const USER: &str = "hygiene_user";
+const PASSWORD: &str = "PwHygieneSuperSecret042";
+const PROXY_PASSWORD: &str = "PxHygieneProxyPass042";
+const WRONG_SK: &str = "SkHygieneWrongValue00000000000000000000042";
+const WRONG_PASSWORD: &str = "PwHygieneWrongSecret042";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+async fn hygiene_sim() -> Simulator {
+    let s = sim(SimConfig {
+        credentials: vec![(AK.to_string(), Secret::new(SK))],
+        iam_users: vec![IamUser {
+            domain: DOMAIN.into(),
+            user: USER.into(),
+            password: Secret::new(PASSWORD),
+        }],
+        ..SimConfig::default()
+    })
+    .await;
+    s.set_jobs(PID, "good", numbered_jobs("g", 150));
+    s.set_jobs(PID, "bad", numbered_jobs("b", 10));
+    // The failing queue makes error paths log: a 500 with a body, then a reset connection.
+    s.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "internal error")).queue("bad"));
+    s
+}
+
+/// Asserts that no secret (nor a long piece of one) occurs in `text`.
+fn assert_clean(what: &str, text: &str, secrets: &[String]) {
+    for secret in secrets {
+        assert!(!secret.is_empty());
+        let middle = &secret[secret.len() / 4..secret.len() / 4 + secret.len().min(12) / 2 + 6];
+        assert!(
+            !text.contains(secret.as_str()) && !text.contains(middle),
+            "{what} leaks a secret ({}…):\n{text}",
+            &secret[..4]
+        );
+    }
+}
+
+fn fixed_secrets() -> Vec<String> {
+    [
+        SK,
+        SECURITY_TOKEN,
+        PASSWORD,
+        PROXY_PASSWORD,
+        WRONG_SK,
+        WRONG_PASSWORD,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn aksk_toml(sim: &Simulator, sk: &str, poll: &str) -> String {
+    format!(
+        r#"[poll]
+{poll}
+
+[auth]
+access_key = "{AK}"
+secret_key = "{sk}"
+security_token = "{SECURITY_TOKEN}"
+
+[[projects]]
+project_id = "{PID}"
+endpoint = "{}"
+queues = ["good", "bad"]
+"#,
+        sim.base_url()
+    )
+}
+
+fn token_toml(sim: &Simulator, password: &str, poll: &str) -> String {
+    format!(
+        r#"[poll]
+{poll}
+
+[auth]
+kind = "token"
+iam_endpoint = "{}"
+domain_name = "{DOMAIN}"
+user_name = "{USER}"
+password = "{password}"
+
+[[projects]]
+project_id = "{PID}"
+endpoint = "{}"
+queues = ["good", "bad"]
+"#,
+        sim.base_url(),
+        sim.base_url()
+    )
+}
+
+const FAST: &str =
+    "interval = \"400ms\"\ntimeout = \"300ms\"\nrequest_timeout = \"250ms\"\nretries = 1";
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("http client")
+}
+
+/// Runs the daemon at debug level until both queues were polled a few times, and returns what
+/// it served (metrics, landing page, readiness) and logged.
+async fn daemon_outputs(dir: &std::path::Path, name: &str, config: &str) -> (String, ChildGuard) {
+    let file = format!("{name}.toml");
+    std::fs::write(dir.join(&file), config).expect("write config");
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut daemon = child::spawn(
+        dir,
+        name,
+        &[
+            "--config.file",
+            &file,
+            "--web.listen-address",
+            &listen,
+            "--log.level",
+            "debug",
+        ],
+        &[],
+    );
+    let client = http();
+    let base = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // Eight ListBatches requests: several polls of both queues, token reuse included.
+    let mut served = loop {
+        assert!(daemon.is_running(), "exited early\n{}", daemon.outputs());
+        if let Ok(r) = client.get(format!("{base}/metrics")).send().await
+            && let Ok(text) = r.text().await
+        {
+            let polls = text
+                .lines()
+                .find(|l| l.starts_with("dli_api_requests_total{operation=\"list_batches\"}"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            if polls >= 8.0 && text.contains("dli_poll_success{project_id=\"") {
+                break text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no polls after 15 s\n{}",
+            daemon.outputs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for path in ["/", "/-/ready", "/-/healthy"] {
+        if let Ok(r) = client.get(format!("{base}{path}")).send().await {
+            served.push_str(&r.text().await.unwrap_or_default());
+        }
+    }
+    // A reload re-reads the file and logs about it.
+    if let Ok(r) = client.post(format!("{base}/-/reload")).send().await {
+        served.push_str(&r.text().await.unwrap_or_default());
+    }
+    let status = daemon.terminate(Duration::from_secs(10)).await;
+    assert!(status.success(), "{}", daemon.outputs());
+    (served, daemon)
+}
+
+#[tokio::test]
+async fn aksk_daemon_at_debug_level_never_shows_ak_sk_or_security_token() {
+    let sim = hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (served, daemon) = daemon_outputs(dir.path(), "aksk", &aksk_toml(&sim, SK, FAST)).await;
+    assert!(
+        served.contains(
+            "dli_poll_success{project_id=\"0a1b2c3d4e5f60718293a4b5c6d7e8f9\",queue=\"good\"} 1"
+        ),
+        "{served}"
+    );
+    let logs = daemon.outputs();
+    assert!(logs.contains("level=debug"), "debug logging is on:\n{logs}");
+    assert!(
+        logs.contains("DLI.0999"),
+        "the failing queue's error was logged:\n{logs}"
+    );
+    let mut secrets = fixed_secrets();
+    secrets.push(AK.to_string());
+    assert_clean("/metrics and pages", &served, &secrets);
+    assert_clean("daemon logs", &logs, &secrets);
+}
+
+#[tokio::test]
+async fn token_daemon_never_shows_the_password_or_the_issued_tokens() {
+    let sim = hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (served, daemon) =
+        daemon_outputs(dir.path(), "token", &token_toml(&sim, PASSWORD, FAST)).await;
+    let tokens: Vec<String> = sim
+        .issued_tokens()
+        .iter()
+        .map(|t| t.expose().to_string())
+        .collect();
+    assert!(!tokens.is_empty(), "the simulator issued a token");
+    let mut secrets = fixed_secrets();
+    secrets.extend(tokens);
+    assert_clean("/metrics and pages", &served, &secrets);
+    assert_clean("daemon logs", &daemon.outputs(), &secrets);
+}
+
+#[tokio::test]
+async fn once_and_failing_auth_never_show_secrets() {
+    let sim = hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        ("once_aksk", aksk_toml(&sim, SK, FAST)),
+        ("once_token", token_toml(&sim, PASSWORD, FAST)),
+        ("wrong_sk", aksk_toml(&sim, WRONG_SK, FAST)),
+        ("wrong_password", token_toml(&sim, WRONG_PASSWORD, FAST)),
+    ];
+    for (name, config) in &cases {
+        let file = format!("{name}.toml");
+        std::fs::write(dir.path().join(&file), config).expect("write");
+        let (status, out) = child::run(
+            dir.path(),
+            name,
+            &["--config.file", &file, "--once", "--log.level", "debug"],
+            &[],
+            Duration::from_secs(20),
+        )
+        .await;
+        // The "bad" queue always fails, so every run exits 1 and prints errors.
+        assert!(!status.success(), "{name}\n{}", out.outputs());
+        let outputs = out.outputs();
+        if name.starts_with("wrong") {
+            assert!(
+                outputs.contains("auth") || outputs.contains("401"),
+                "{name}: {outputs}"
+            );
+        }
+        let mut secrets = fixed_secrets();
+        secrets.push(AK.to_string());
+        secrets.extend(sim.issued_tokens().iter().map(|t| t.expose().to_string()));
+        assert_clean(name, &outputs, &secrets);
+    }
+}
+
+#[tokio::test]
+async fn check_config_and_broken_configs_never_show_secrets() {
+    let sim = hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = aksk_toml(&sim, SK, FAST);
+    let with_proxy = good.replace(
+        "queues = [\"good\", \"bad\"]",
+        &format!(
+            "queues = [\"good\", \"bad\"]\nproxy_url = \"http://scraper:{PROXY_PASSWORD}@127.0.0.1:9\""
+        ),
+    );
+    let cases: Vec<(&str, String, bool)> = vec![
+        ("valid", good.clone(), true),
+        ("valid_proxy", with_proxy.clone(), true),
+        // A typo in the key of a secret line: the parse error must not quote the line.
+        ("typo", good.replace("secret_key =", "secret_kye ="), false),
+        (
+            "unterminated",
+            good.replace(&format!("\"{SK}\""), &format!("\"{SK}")),
+            false,
+        ),
+        // Value and file at once.
+        (
+            "both",
+            good.replace(
+                &format!("secret_key = \"{SK}\""),
+                &format!("secret_key = \"{SK}\"\nsecret_key_file = \"/nonexistent\""),
+            ),
+            false,
+        ),
+        // A broken proxy URL carrying a password.
+        (
+            "bad_proxy",
+            with_proxy.replace("@127.0.0.1:9\"", "@127.0.0.1:9/some/path\""),
+            false,
+        ),
+        // Another problem elsewhere while secrets are set.
+        (
+            "bad_poll",
+            good.replace("interval = \"400ms\"", "interval = \"100ms\""),
+            false,
+        ),
+        // Keys of the other auth kind next to a password.
+        (
+            "mixed",
+            good.replace("[auth]", &format!("[auth]\npassword = \"{PASSWORD}\"")),
+            false,
+        ),
+    ];
+    for (name, config, ok) in &cases {
+        let file = format!("{name}.toml");
+        std::fs::write(dir.path().join(&file), config).expect("write");
+        let (status, out) = child::run(
+            dir.path(),
+            name,
+            &["--config.file", &file, "--check-config"],
+            &[],
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(status.success(), *ok, "{name}\n{}", out.outputs());
+        let mut secrets = fixed_secrets();
+        secrets.push(AK.to_string());
+        assert_clean(name, &out.outputs(), &secrets);
+        if !ok {
+            println!("{name}: {}", out.stderr().trim());
+        }
+    }
+
+    // Secrets from the environment (SDK variables and overrides) are just as hidden.
+    let env_only = good
+        .replace(&format!("access_key = \"{AK}\"\n"), "")
+        .replace(&format!("secret_key = \"{SK}\"\n"), "");
+    std::fs::write(dir.path().join("env.toml"), &env_only).expect("write");
+    for (name, args) in [
+        (
+            "env_check",
+            vec!["--config.file", "env.toml", "--check-config"],
+        ),
+        (
+            "env_once",
+            vec![
+                "--config.file",
+                "env.toml",
+                "--once",
+                "--log.level",
+                "debug",
+            ],
+        ),
+    ] {
+        let (status, out) = child::run(
+            dir.path(),
+            name,
+            &args,
+            &[
+                ("HUAWEICLOUD_SDK_AK", AK),
+                ("DLI_EXPORTER__AUTH__SECRET_KEY", SK),
+                (
+                    "HTTPS_PROXY",
+                    &format!("http://u:{PROXY_PASSWORD}@127.0.0.1:9"),
+                ),
+                // The simulator is http://, so HTTP_PROXY is the one used: a dead proxy with
+                // credentials, whose failure must not show them.
+                (
+                    "HTTP_PROXY",
+                    &format!("http://u:{PROXY_PASSWORD}@127.0.0.1:9"),
+                ),
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        if name == "env_once" {
+            assert!(!status.success(), "the dead HTTP_PROXY was used");
+            assert!(
+                out.outputs().contains("connection failed"),
+                "{}",
+                out.outputs()
+            );
+        } else {
+            assert!(status.success(), "{}", out.outputs());
+        }
+        let mut secrets = fixed_secrets();
+        secrets.push(AK.to_string());
+        assert_clean(name, &out.outputs(), &secrets);
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_proxy_with_credentials_is_reported_without_them() {
+    let sim = hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Port 9 (discard) on loopback: nothing listens, the proxy connection is refused.
+    let config = aksk_toml(&sim, SK, FAST).replace(
+        "queues = [\"good\", \"bad\"]",
+        &format!(
+            "queues = [\"good\"]\nproxy_url = \"http://scraper:{PROXY_PASSWORD}@127.0.0.1:9\""
+        ),
+    );
+    std::fs::write(dir.path().join("p.toml"), config).expect("write");
+    let (status, out) = child::run(
+        dir.path(),
+        "proxy",
+        &["--config.file", "p.toml", "--once", "--log.level", "debug"],
+        &[],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(!status.success(), "{}", out.outputs());
+    println!(
+        "unreachable proxy: {}",
+        out.stderr().lines().last().unwrap_or_default()
+    );
+    let mut secrets = fixed_secrets();
+    secrets.push(AK.to_string());
+    assert_clean("unreachable proxy", &out.outputs(), &secrets);
+}

@@ -1,0 +1,611 @@
+//! `--web.config.file` over real loopback connections: TLS with certificates made at test time
+//! (rcgen), client certificates, basic auth, extra headers, certificate rotation without
+//! restart, a broken rewrite keeping the old settings, and the real binary once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use dli_exporter::app::{App, StartOptions};
+use dli_exporter::server::Limits;
+use dli_exporter::sim::{SimConfig, Simulator};
+use dli_exporter::web_config::WebConfigWatcher;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+use reqwest::StatusCode;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+
+/// A test certificate authority.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, PEM.
+struct Leaf {
+    cert: String,
+    key: String,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Usage {
+    Server,
+    Client,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().expect("CA key");
+        Ca {
+            issuer: CertifiedIssuer::self_signed(p, key).expect("CA certificate"),
+        }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    fn leaf(&self, name: &str, usage: Usage, expired: bool) -> Leaf {
+        let mut p = CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()])
+            .expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.extended_key_usages = vec![match usage {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        }];
+        if expired {
+            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = p.signed_by(&key, &self.issuer).expect("leaf certificate");
+        Leaf {
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// A verifying HTTPS client that trusts `cas` and presents `identity`; no connection reuse, so
+/// every request makes a new handshake.
+fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        for c in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
+            roots.add(c.expect("CA pem")).expect("add CA");
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match identity {
+        Some(leaf) => {
+            let chain: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .expect("client cert");
+            let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .tls_backend_preconfigured(config)
+        .build()
+        .expect("https client")
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http client")
+}
+
+/// Writes `files` into `dir`.
+fn write(dir: &Path, files: &[(&str, &str)]) {
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write file");
+    }
+}
+
+/// A running exporter (against a simulator) with the web config at `web_config`.
+struct Served {
+    app: App,
+    _sim: Simulator,
+}
+
+async fn start(web_config: &Path) -> Served {
+    start_limited(web_config, Limits::default()).await
+}
+
+async fn start_limited(web_config: &Path, limits: Limits) -> Served {
+    let sim = sim(SimConfig::default()).await;
+    let settings = settings(vec![project(&sim, &["q"], aksk())], fast_poll());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let web = WebConfigWatcher::load(web_config).expect("web config loads");
+    let app = App::start_with(
+        &settings,
+        listener,
+        StartOptions {
+            web: Some(web),
+            web_config_poll: Duration::from_millis(100),
+            limits,
+            ..StartOptions::default()
+        },
+    )
+    .expect("exporter starts");
+    Served { app, _sim: sim }
+}
+
+fn https_url(app: &App, path: &str) -> String {
+    format!("https://127.0.0.1:{}{}", app.addr.port(), path)
+}
+
+async fn status(client: &reqwest::Client, url: &str) -> Result<StatusCode, String> {
+    match client.get(url).send().await {
+        Ok(r) => Ok(r.status()),
+        Err(e) => Err(format!("{e:?}")),
+    }
+}
+
+/// A server with `leaf` as its certificate, optional extra YAML in `tls_server_config`.
+fn tls_dir(
+    leaf: &Leaf,
+    tls_extra: &str,
+    extra_files: &[(&str, &str)],
+) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(
+        dir.path(),
+        &[("server.pem", &leaf.cert), ("server.key", &leaf.key)],
+    );
+    write(dir.path(), extra_files);
+    let path = dir.path().join("web-config.yml");
+    std::fs::write(
+        &path,
+        format!("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{tls_extra}"),
+    )
+    .expect("write web config");
+    (dir, path)
+}
+
+#[tokio::test]
+async fn tls_scrape_with_a_trusted_ca_works_and_plain_http_does_not() {
+    let ca = Ca::new("test CA");
+    let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
+    let s = start(&path).await;
+    let r = https(&[&ca], None)
+        .get(https_url(&s.app, "/metrics"))
+        .send()
+        .await
+        .expect("TLS scrape");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.expect("body").contains("dli_up"));
+    // Plain HTTP to the TLS port does not get metrics.
+    let plain = http()
+        .get(format!("http://{}/metrics", s.app.addr))
+        .send()
+        .await;
+    assert!(
+        plain
+            .as_ref()
+            .map_or(true, |r| r.status() != StatusCode::OK),
+        "plain HTTP served: {plain:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = Ca::new("test CA");
+    let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
+    let s = start_limited(
+        &path,
+        Limits {
+            header_read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        },
+    )
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(s.app.addr)
+        .await
+        .expect("connect");
+    // The first bytes of a ClientHello record, then nothing.
+    slow.write_all(&[0x16, 0x03, 0x01]).await.expect("write");
+    let t = Instant::now();
+    let client = https(&[&ca], None);
+    for _ in 0..3 {
+        assert_eq!(
+            status(&client, &https_url(&s.app, "/metrics")).await,
+            Ok(StatusCode::OK)
+        );
+    }
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(3), slow.read_to_end(&mut buf)).await;
+    assert!(
+        closed.is_ok(),
+        "stalled handshake still connected after 3 s"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn expired_and_untrusted_certificates_are_rejected_by_a_verifying_client() {
+    let ca = Ca::new("test CA");
+    let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, true), "", &[]);
+    let s = start(&path).await;
+    let e = status(&https(&[&ca], None), &https_url(&s.app, "/metrics"))
+        .await
+        .expect_err("expired certificate accepted");
+    assert!(e.to_lowercase().contains("expired"), "{e}");
+
+    let other = Ca::new("other CA");
+    let (_dir2, path2) = tls_dir(&other.leaf("localhost", Usage::Server, false), "", &[]);
+    let s2 = start(&path2).await;
+    let e = status(&https(&[&ca], None), &https_url(&s2.app, "/metrics"))
+        .await
+        .expect_err("untrusted certificate accepted");
+    assert!(e.to_lowercase().contains("unknownissuer"), "{e}");
+}
+
+#[tokio::test]
+async fn mtls_require_and_verify_client_cert() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let stranger_ca = Ca::new("stranger CA");
+    let (_dir, path) = tls_dir(
+        &server_ca.leaf("localhost", Usage::Server, false),
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.pem\n  min_version: TLS12\n",
+        &[("clients.pem", &client_ca.pem())],
+    );
+    let s = start(&path).await;
+    let url = https_url(&s.app, "/metrics");
+    let no_cert = status(&https(&[&server_ca], None), &url).await;
+    assert!(
+        no_cert.is_err(),
+        "served without a client certificate: {no_cert:?}"
+    );
+    let good = client_ca.leaf("prometheus", Usage::Client, false);
+    assert_eq!(
+        status(&https(&[&server_ca], Some(&good)), &url).await,
+        Ok(StatusCode::OK)
+    );
+    let stranger = stranger_ca.leaf("prometheus", Usage::Client, false);
+    let other = status(&https(&[&server_ca], Some(&stranger)), &url).await;
+    assert!(
+        other.is_err(),
+        "served a certificate from another CA: {other:?}"
+    );
+}
+
+#[tokio::test]
+async fn client_allowed_sans_are_enforced() {
+    let server_ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let (_dir, path) = tls_dir(
+        &server_ca.leaf("localhost", Usage::Server, false),
+        "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.pem\n  \
+         client_allowed_sans: [prometheus.example]\n",
+        &[("clients.pem", &client_ca.pem())],
+    );
+    let s = start(&path).await;
+    let url = https_url(&s.app, "/metrics");
+    let allowed = client_ca.leaf("prometheus.example", Usage::Client, false);
+    assert_eq!(
+        status(&https(&[&server_ca], Some(&allowed)), &url).await,
+        Ok(StatusCode::OK)
+    );
+    let other = client_ca.leaf("someone.example", Usage::Client, false);
+    assert!(
+        status(&https(&[&server_ca], Some(&other)), &url)
+            .await
+            .is_err()
+    );
+}
+
+fn auth_config(dir: &Path) -> PathBuf {
+    let hash = bcrypt::hash("open sesame", 4).expect("bcrypt");
+    let path = dir.join("web.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "basic_auth_users:\n  prometheus: '{hash}'\nhttp_server_config:\n  headers:\n    \
+             X-Content-Type-Options: nosniff\n    X-Frame-Options: deny\n"
+        ),
+    )
+    .expect("write");
+    path
+}
+
+#[tokio::test]
+async fn basic_auth_on_every_endpoint_and_extra_headers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = start(&auth_config(dir.path())).await;
+    let client = http();
+    for path in ["/metrics", "/", "/-/healthy", "/-/ready"] {
+        let url = format!("http://{}{}", s.app.addr, path);
+        for (what, req) in [
+            ("no credentials", client.get(&url)),
+            (
+                "wrong password",
+                client.get(&url).basic_auth("prometheus", Some("nope")),
+            ),
+            (
+                "unknown user",
+                client.get(&url).basic_auth("mallory", Some("open sesame")),
+            ),
+        ] {
+            let r = req.send().await.expect("request");
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{what} {path}");
+            assert_eq!(
+                r.headers().get("www-authenticate").map(|v| v.as_bytes()),
+                Some(&b"Basic realm=\"dli_exporter\""[..]),
+                "{what} {path}"
+            );
+            assert_eq!(
+                r.headers().get("x-frame-options").map(|v| v.as_bytes()),
+                Some(&b"deny"[..])
+            );
+        }
+    }
+    let r = client
+        .get(format!("http://{}/metrics", s.app.addr))
+        .basic_auth("prometheus", Some("open sesame"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        r.headers()
+            .get("x-content-type-options")
+            .map(|v| v.as_bytes()),
+        Some(&b"nosniff"[..])
+    );
+    assert_eq!(
+        r.headers().get("x-frame-options").map(|v| v.as_bytes()),
+        Some(&b"deny"[..])
+    );
+    // The second good request is answered from the verification cache, quickly.
+    let t = Instant::now();
+    for _ in 0..20 {
+        let r = client
+            .get(format!("http://{}/-/healthy", s.app.addr))
+            .basic_auth("prometheus", Some("open sesame"))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+/// Retries `f` until it returns true, for at most `within`.
+async fn eventually<F, Fut>(what: &str, within: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !f().await {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn rotated_certificates_are_served_without_restart_and_broken_files_keep_the_old_ones() {
+    let old_ca = Ca::new("old CA");
+    let new_ca = Ca::new("new CA");
+    let (dir, path) = tls_dir(&old_ca.leaf("localhost", Usage::Server, false), "", &[]);
+    let s = start(&path).await;
+    let url = https_url(&s.app, "/metrics");
+    let trusts_old = https(&[&old_ca], None);
+    let trusts_new = https(&[&new_ca], None);
+    assert_eq!(status(&trusts_old, &url).await, Ok(StatusCode::OK));
+    assert!(status(&trusts_new, &url).await.is_err());
+
+    // Rotation: new files in place; new connections get the new certificate.
+    let leaf = new_ca.leaf("localhost", Usage::Server, false);
+    write(
+        dir.path(),
+        &[("server.pem", &leaf.cert), ("server.key", &leaf.key)],
+    );
+    eventually("new certificate served", Duration::from_secs(5), || async {
+        status(&trusts_new, &url).await == Ok(StatusCode::OK)
+    })
+    .await;
+    assert!(
+        status(&trusts_old, &url).await.is_err(),
+        "old certificate still served"
+    );
+
+    // A broken certificate file: the previous (new) certificate stays in force.
+    write(
+        dir.path(),
+        &[("server.pem", "-----BEGIN CERTIFICATE-----\ngarbage\n")],
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(status(&trusts_new, &url).await, Ok(StatusCode::OK));
+    // A broken web config file: same.
+    std::fs::write(&path, "tls_server_config:\n  cert_fil: x\n").expect("write");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(status(&trusts_new, &url).await, Ok(StatusCode::OK));
+    // A reload reports the broken web config.
+    let reload = s.app.reload().await;
+    let err = reload
+        .expect_err("reload with a broken web config")
+        .to_string();
+    assert!(
+        err.contains("tls_server_config.cert_fil: unknown key"),
+        "{err}"
+    );
+}
+
+/// The real binary with `--web.config.file` (TLS and basic auth) in `--demo` mode.
+#[tokio::test]
+async fn the_binary_serves_tls_with_basic_auth() {
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf("localhost", Usage::Server, false);
+    let hash = bcrypt::hash("pw", 4).expect("bcrypt");
+    let (dir, path) = tls_dir(&leaf, "", &[]);
+    let mut yml = std::fs::read_to_string(&path).expect("read");
+    yml.push_str(&format!("basic_auth_users:\n  prom: '{hash}'\n"));
+    std::fs::write(&path, yml).expect("write");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let stderr = dir.path().join("stderr.txt");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dli_exporter"))
+        .args(["--demo", "--web.listen-address"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--web.config.file")
+        .arg(&path)
+        .env_clear()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr"))
+        .spawn()
+        .expect("start the binary");
+    let client = https(&[&ca], None);
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let mut last = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ok = loop {
+        match client.get(&url).basic_auth("prom", Some("pw")).send().await {
+            Ok(r) if r.status() == StatusCode::OK => break true,
+            Ok(r) => last = format!("status {}", r.status()),
+            Err(e) => last = format!("{e:?}"),
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let unauth = client.get(&url).send().await.map(|r| r.status());
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    assert!(ok, "no TLS scrape: {last}\n{log}");
+    assert_eq!(unauth.ok(), Some(StatusCode::UNAUTHORIZED), "{log}");
+    assert!(!log.contains(&hash), "hash logged:\n{log}");
+
+    // --check-config validates the web config too, naming the file and key.
+    std::fs::write(&path, "basic_auth_users:\n  prom: plain\n").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dli_exporter"))
+        .args([
+            "--check-config",
+            "--config.file",
+            "/nonexistent.toml",
+            "--web.config.file",
+        ])
+        .arg(&path)
+        .env_clear()
+        .output()
+        .expect("run --check-config");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "web config {}: basic_auth_users.prom: not a bcrypt hash",
+            path.display()
+        )),
+        "{stderr}"
+    );
+}
+
+/// `deploy/web-config.example.yml` loads as shipped once the files it names exist.
+#[test]
+fn the_shipped_example_web_config_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/web-config.example.yml");
+    let path = dir.path().join("web-config.yml");
+    std::fs::copy(&example, &path).expect("copy the example");
+    std::fs::create_dir(dir.path().join("tls")).expect("mkdir");
+    let ca = Ca::new("test CA");
+    let leaf = ca.leaf("localhost", Usage::Server, false);
+    write(
+        &dir.path().join("tls"),
+        &[
+            ("server.crt", &leaf.cert),
+            ("server.key", &leaf.key),
+            ("clients-ca.crt", &ca.pem()),
+        ],
+    );
+    let web = WebConfigWatcher::load(&path).expect("the example loads");
+    assert_eq!(
+        web.current().summary(),
+        "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3"
+    );
+}
+
+/// Errors that need real certificates name the file and key.
+#[test]
+fn a_key_that_does_not_match_and_old_tls_versions_are_named() {
+    let ca = Ca::new("test CA");
+    let a = ca.leaf("localhost", Usage::Server, false);
+    let b = ca.leaf("localhost", Usage::Server, false);
+    let mixed = Leaf {
+        cert: a.cert,
+        key: b.key.clone(),
+    };
+    let (_dir, path) = tls_dir(&mixed, "", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("mismatched key")
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "web config {}: tls_server_config.key_file: cannot be used",
+            path.display()
+        )),
+        "{e}"
+    );
+    let (_dir, path) = tls_dir(&b, "  min_version: TLS11\n", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("TLS11")
+        .to_string();
+    assert!(
+        e.contains("tls_server_config.min_version: TLS11 is not supported"),
+        "{e}"
+    );
+    let (_dir, path) = tls_dir(&b, "  client_auth_type: RequireAndVerifyClientCert\n", &[]);
+    let e = WebConfigWatcher::load(&path)
+        .expect_err("no client CA")
+        .to_string();
+    assert!(
+        e.contains("tls_server_config.client_ca_file: required"),
+        "{e}"
+    );
+}
