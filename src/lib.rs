@@ -15,7 +15,7 @@
 //!   certificates, basic auth, extra headers; re-read when the files change.
 //! - [`write_timeout`]: disconnects clients that stop reading their response.
 //! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
-//! - [`cli`], [`logging`]: flags and log output.
+//! - [`cli`], [`logging`]: flags and log output; [`malloc_tuning`]: one allocator setting for `main`.
 //! - [`sim`]: the embedded DLI simulator used by `--demo`, the tests and the benchmarks.
 //! - [`demo`]: `--demo` settings around the simulator.
 
@@ -26,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod dli;
 pub mod logging;
+pub mod malloc_tuning;
 pub mod metrics;
 pub mod poll;
 pub mod render_cache;

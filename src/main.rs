@@ -9,8 +9,22 @@ use dli_exporter::cli::Flags;
 use dli_exporter::web_config::WebConfigWatcher;
 use dli_exporter::{config, demo, logging};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // Before any thread exists (see the module's doc).
+    dli_exporter::malloc_tuning::single_arena();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(exporter_main()),
+        Err(e) => {
+            eprintln!("dli_exporter: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn exporter_main() -> ExitCode {
     let flags = Flags::parse();
     logging::init(flags.log_level, flags.log_format);
     match run(flags).await {
