@@ -579,4 +579,48 @@ mod tests {
         });
         assert!(!text(&metrics).contains("dli_batch_jobs_by_owner{"));
     }
+
+    #[test]
+    fn the_cached_exposition_changes_with_every_poll_and_option_change() {
+        let k = QueueKey::new("p1", "q1");
+        let store = Arc::new(SnapshotStore::new([k.clone()]));
+        let metrics = Metrics::new(
+            store.clone(),
+            CollectorOptions {
+                owner_breakdown: true,
+                stale_after: Duration::from_secs(60),
+            },
+        )
+        .expect("metrics");
+        let served = |gzip| {
+            let e = metrics.exposition(gzip);
+            assert_eq!(e.gzip, gzip);
+            e.body
+        };
+        let before = served(false);
+        assert_eq!(served(false), before, "nothing changed: the same bytes");
+        assert!(!String::from_utf8_lossy(&before).contains("dli_poll_success{"));
+
+        let mut b = SnapshotBuilder::new();
+        b.add(&crate::dli::BatchJob::new("a", "running", Some("o"), None));
+        store.record_success(&k, b.finish(10), Duration::from_millis(5), 1);
+        let after = String::from_utf8_lossy(&served(false)).into_owned();
+        assert!(after.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 1"));
+        assert!(after.contains("dli_batch_jobs_by_owner{owner=\"o\""));
+
+        store.record_failure(&k, Duration::from_millis(5), 1);
+        let failed = String::from_utf8_lossy(&served(false)).into_owned();
+        assert!(failed.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 0"));
+
+        metrics.set_options(CollectorOptions {
+            owner_breakdown: false,
+            stale_after: Duration::from_secs(60),
+        });
+        let mut text = String::new();
+        use std::io::Read;
+        flate2::read::GzDecoder::new(&served(true)[..])
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        assert!(!text.contains("dli_batch_jobs_by_owner{"), "{text}");
+    }
 }
