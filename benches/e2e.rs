@@ -10,8 +10,8 @@
 //!
 //! Scrape phase: 3 queues x 200 owners x 5 states (~3,000 series); `/metrics` throughput and
 //! latency percentiles from a built-in load generator (2 threads, 32 keep-alive connections,
-//! `--load-secs` seconds, like `wrk -t2 -c32 -d10s`), plain and gzip, then `wrk` itself when it
-//! is installed (not with `--quick`).
+//! `--load-secs` seconds, like `wrk -t2 -c32 -d10s`), plain and gzip, then `wrk` itself (plain and gzip)
+//! when it is installed (not with `--quick`).
 //!
 //! Both phases report startup-to-first-served-`/metrics` time; the binary size is printed first.
 //!
@@ -463,15 +463,21 @@ async fn scrape_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> 
         );
     }
     if args.wrk && std::path::Path::new("/usr/bin/wrk").exists() {
-        let out = Command::new("wrk")
-            .args(["-t2", "-c32", "-d10s", "--latency"])
-            .arg(format!("http://{}/metrics", exporter.addr))
-            .output()
-            .map_err(|e| format!("wrk: {e}"))?;
-        println!(
-            "wrk -t2 -c32 -d10s --latency (plain):\n{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        for (name, header) in [("plain", None), ("gzip", Some("Accept-Encoding: gzip"))] {
+            let mut wrk = Command::new("wrk");
+            wrk.args(["-t2", "-c32", "-d10s", "--latency"]);
+            if let Some(h) = header {
+                wrk.args(["-H", h]);
+            }
+            let out = wrk
+                .arg(format!("http://{}/metrics", exporter.addr))
+                .output()
+                .map_err(|e| format!("wrk: {e}"))?;
+            println!(
+                "wrk -t2 -c32 -d10s --latency ({name}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
     }
     drop(exporter);
     sim.shutdown();
