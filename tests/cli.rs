@@ -134,14 +134,6 @@ fn free_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("http client")
-}
-
 /// Scrapes `url` until `pred` holds (at most `within`); checks that the child is alive meanwhile.
 async fn wait_for_metrics(
     child: &mut ChildGuard,

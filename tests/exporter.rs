@@ -17,14 +17,6 @@ use tokio::net::TcpListener;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client")
-}
-
 async fn start(settings: &Settings) -> App {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await

@@ -20,14 +20,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client")
-}
-
 async fn start(settings: &Settings) -> App {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     App::start(settings, listener).expect("exporter starts")

@@ -116,14 +116,6 @@ queues = ["good", "bad"]
 const FAST: &str =
     "interval = \"400ms\"\ntimeout = \"300ms\"\nrequest_timeout = \"250ms\"\nretries = 1";
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(3))
-        .build()
-        .expect("http client")
-}
-
 /// Runs the daemon at debug level until both queues were polled a few times, and returns what
 /// it served (metrics, landing page, readiness) and logged.
 async fn daemon_outputs(dir: &std::path::Path, name: &str, config: &str) -> (String, ChildGuard) {

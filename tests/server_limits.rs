@@ -35,14 +35,6 @@ async fn start(limits: Limits) -> Served {
     Served { app, _sim: sim }
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client")
-}
-
 /// Sends `request` on a new connection and reads until the server closes it (at most 3 s).
 async fn raw(app: &App, request: &[u8]) -> String {
     let mut s = TcpStream::connect(app.addr).await.expect("connect");

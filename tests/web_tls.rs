@@ -120,14 +120,6 @@ fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
         .expect("https client")
 }
 
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .expect("http client")
-}
-
 /// Writes `files` into `dir`.
 fn write(dir: &Path, files: &[(&str, &str)]) {
     for (name, text) in files {

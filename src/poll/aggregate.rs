@@ -4,6 +4,7 @@
 //! Memory grows with distinct states and owners, never with the number of jobs: jobs are folded
 //! in one at a time and dropped. It does no I/O and knows nothing of Prometheus.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::dli::BatchJob;
@@ -18,6 +19,16 @@ pub const UNKNOWN_OWNER: &str = "__unknown__";
 pub const OTHER_OWNER: &str = "__other__";
 /// State label of jobs that have no state at all.
 pub const UNKNOWN_STATE: &str = "unknown";
+/// State label of jobs whose undocumented state came after [`MAX_EXTRA_STATES`] others.
+pub const OTHER_STATE: &str = "__other__";
+/// Undocumented states exported as they come, per queue and walk. Livy, which DLI is built on,
+/// has six more than DLI documents; a server inventing a state per job must not create a series
+/// per job, so the rest are counted under [`OTHER_STATE`].
+pub const MAX_EXTRA_STATES: usize = 16;
+/// Longest state or owner label kept, in bytes (IAM user names are at most 64 characters).
+/// Longer values are cut at a character boundary and end in `…`, so one absurd value cannot make
+/// `/metrics` huge.
+pub const MAX_LABEL_BYTES: usize = 256;
 
 /// What one successful walk of a queue found.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -39,6 +50,8 @@ pub struct SnapshotBuilder {
     /// owner -> state -> count
     by_owner: HashMap<String, HashMap<String, u64>>,
     oldest_ms: HashMap<&'static str, i64>,
+    /// Distinct states seen that DLI does not document (including [`UNKNOWN_STATE`]).
+    extra_states: usize,
     jobs: u64,
 }
 
@@ -50,14 +63,24 @@ impl SnapshotBuilder {
     pub fn add(&mut self, job: &BatchJob) {
         self.jobs += 1;
         let state = match job.state.as_deref() {
-            Some(s) if !s.is_empty() => s,
-            _ => UNKNOWN_STATE,
+            Some(s) if !s.is_empty() => bounded_label(s),
+            _ => Cow::Borrowed(UNKNOWN_STATE),
+        };
+        let state: &str = if KNOWN_STATES.contains(&&*state) || self.by_state.contains_key(&*state)
+        {
+            &state
+        } else if self.extra_states < MAX_EXTRA_STATES {
+            self.extra_states += 1;
+            &state
+        } else {
+            OTHER_STATE
         };
         bump(&mut self.by_state, state);
         let owner = match job.owner.as_deref() {
-            Some(o) if !o.is_empty() => o,
-            _ => UNKNOWN_OWNER,
+            Some(o) if !o.is_empty() => bounded_label(o),
+            _ => Cow::Borrowed(UNKNOWN_OWNER),
         };
+        let owner: &str = &owner;
         match self.by_owner.get_mut(owner) {
             Some(states) => bump(states, state),
             None => {
@@ -110,6 +133,19 @@ impl SnapshotBuilder {
             jobs: self.jobs,
         }
     }
+}
+
+/// `value` cut to at most [`MAX_LABEL_BYTES`] at a character boundary. The cut value ends in
+/// `…` so a reader can tell; values of the same long prefix share one series.
+fn bounded_label(value: &str) -> Cow<'_, str> {
+    if value.len() <= MAX_LABEL_BYTES {
+        return Cow::Borrowed(value);
+    }
+    let mut end = MAX_LABEL_BYTES - '…'.len_utf8();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &value[..end]))
 }
 
 fn bump(map: &mut HashMap<String, u64>, key: &str) {
@@ -189,6 +225,62 @@ mod tests {
         let owners: std::collections::BTreeSet<_> =
             s.by_state_owner.keys().map(|(_, o)| o.clone()).collect();
         assert_eq!(owners.len(), 3);
+    }
+
+    #[test]
+    fn undocumented_states_beyond_the_cap_are_counted_as_other() {
+        let mut b = SnapshotBuilder::new();
+        for i in 0..1000 {
+            b.add(&job(&format!("made_up_{i}"), Some("alice"), None));
+            b.add(&job("running", Some("alice"), None));
+        }
+        // An undocumented state seen before the cap keeps its own series.
+        b.add(&job("made_up_0", Some("bob"), None));
+        let s = b.finish(10);
+        assert_eq!(s.jobs, 2001);
+        assert_eq!(s.by_state.get("running"), Some(&1000));
+        assert_eq!(s.by_state.get("made_up_0"), Some(&2));
+        assert_eq!(s.by_state.get("made_up_15"), Some(&1));
+        assert_eq!(s.by_state.get("made_up_16"), None);
+        assert_eq!(
+            s.by_state.get(OTHER_STATE),
+            Some(&(1000 - MAX_EXTRA_STATES as u64))
+        );
+        // 5 documented (only running seen) + 16 extra + __other__.
+        assert_eq!(s.by_state.len(), 1 + MAX_EXTRA_STATES + 1);
+        assert_eq!(s.by_state.values().sum::<u64>(), 2001, "no job lost");
+    }
+
+    #[test]
+    fn absurdly_long_labels_are_cut_at_a_character_boundary() {
+        let mut b = SnapshotBuilder::new();
+        let long_owner = "用户".repeat(10_000);
+        let long_state = "x".repeat(1 << 20);
+        b.add(&job(&long_state, Some(&long_owner), None));
+        b.add(&job("running", Some(&long_owner), None));
+        let s = b.finish(10);
+        let (state, owner) = s
+            .by_state_owner
+            .keys()
+            .find(|(st, _)| st != "running")
+            .cloned()
+            .expect("the long state");
+        assert!(
+            state.len() <= MAX_LABEL_BYTES && state.ends_with('…'),
+            "{}",
+            state.len()
+        );
+        assert!(
+            owner.len() <= MAX_LABEL_BYTES && owner.ends_with('…'),
+            "{}",
+            owner.len()
+        );
+        assert!(owner.starts_with("用户用户"));
+        assert_eq!(
+            s.by_state_owner.get(&("running".into(), owner.clone())),
+            Some(&1),
+            "the same long owner maps to the same label"
+        );
     }
 
     #[test]

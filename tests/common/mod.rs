@@ -186,3 +186,13 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A plain HTTP client for the exporter under test: no proxy from the environment, and a
+/// timeout so a hung server fails the test instead of stalling it.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("http client")
+}
