@@ -8,117 +8,20 @@
 mod common;
 
 use std::net::TcpListener as StdTcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+use common::child::{self, ChildGuard};
 use common::*;
 use dli_exporter::sim::{
     DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_SECRET_KEY, Fault, FaultRule, SimConfig, SimJob,
     Simulator,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_dli_exporter");
-
-/// A child process that is killed (and reaped) when the guard is dropped, so a failing test
-/// never leaves an exporter running.
-struct ChildGuard {
-    child: Child,
-    stdout: PathBuf,
-    stderr: PathBuf,
-    /// Kept for the lifetime of the child: its config and output files live there.
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn stdout(&self) -> String {
-        std::fs::read_to_string(&self.stdout).unwrap_or_default()
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Both outputs, for failure messages.
-    fn outputs(&self) -> String {
-        format!(
-            "--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.stdout(),
-            self.stderr()
-        )
-    }
-
-    /// Waits for the exit (polling, so the test's runtime keeps serving the simulator).
-    async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}\n{}",
-                self.outputs()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Panics (with the outputs) if the child has already exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait") {
-            panic!("exporter exited early with {status}\n{}", self.outputs());
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} failed");
-    }
-}
-
 /// Starts the binary with `args` in a fresh temporary directory (its working directory), with
 /// `files` written there first and a cleared environment plus `env`.
 fn spawn(args: &[&str], files: &[(&str, &str)], env: &[(&str, &str)]) -> ChildGuard {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (name, text) in files {
-        std::fs::write(dir.path().join(name), text).expect("write file");
-    }
-    let stdout = dir.path().join("stdout.txt");
-    let stderr = dir.path().join("stderr.txt");
-    let child = Command::new(BIN)
-        .args(args)
-        .current_dir(dir.path())
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
-        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
-        .spawn()
-        .expect("start dli_exporter");
-    ChildGuard {
-        child,
-        stdout,
-        stderr,
-        _dir: dir,
-    }
+    child::spawn_in_tempdir(args, files, env)
 }
 
 /// Runs the binary to completion (at most `within`) and returns it exited.

@@ -38,12 +38,6 @@ async fn get(client: &reqwest::Client, url: &str) -> (StatusCode, String) {
     (status, r.text().await.expect("body"))
 }
 
-async fn scrape(client: &reqwest::Client, app: &App) -> String {
-    let (status, body) = get(client, &url(app, "/metrics")).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
 /// Polls `/-/ready` until it answers 200 (at most 5 s).
 async fn wait_ready(client: &reqwest::Client, app: &App) {
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -56,36 +50,6 @@ async fn wait_ready(client: &reqwest::Client, app: &App) {
         assert!(Instant::now() < deadline, "not ready after 5 s: {body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Scrapes until `pred` holds for the exposition (at most `within`), and returns that exposition.
-async fn wait_for(
-    client: &reqwest::Client,
-    app: &App,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = scrape(client, app).await;
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}; last exposition:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// The value of the series written exactly as `series` (name and labels), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        Some(rest.trim().parse().expect("sample value"))
-    })
 }
 
 fn qlabels(queue: &str) -> String {

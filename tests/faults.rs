@@ -25,44 +25,6 @@ async fn start(settings: &Settings) -> App {
     App::start(settings, listener).expect("exporter starts")
 }
 
-async fn scrape(client: &reqwest::Client, app: &App) -> String {
-    let r = client
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(r.status(), reqwest::StatusCode::OK);
-    r.text().await.expect("body")
-}
-
-async fn wait_for(
-    client: &reqwest::Client,
-    app: &App,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        let text = scrape(client, app).await;
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}; last exposition:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.trim().parse().ok()
-    })
-}
-
 fn series(name: &str, queue: &str) -> String {
     format!("{name}{{project_id=\"{PID}\",queue=\"{queue}\"}}")
 }

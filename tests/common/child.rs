@@ -1,5 +1,6 @@
-//! The real binary as a child process with a cleared environment, outputs captured in files,
-//! killed and reaped on drop. (A compact sibling of the helpers in `tests/cli.rs`.)
+//! The real binary as a child process with a cleared environment (no proxies, no stray
+//! `DLI_EXPORTER__*` or `HUAWEICLOUD_SDK_*`), outputs captured in files, killed and reaped on drop
+//! so a failing test never leaves an exporter running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -11,6 +12,9 @@ pub struct ChildGuard {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
+    /// A temporary working directory owned by the child ([`spawn_in_tempdir`]): its config and
+    /// output files live as long as it does.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for ChildGuard {
@@ -23,6 +27,10 @@ impl Drop for ChildGuard {
 }
 
 impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stdout(&self) -> String {
         std::fs::read_to_string(&self.stdout).unwrap_or_default()
     }
@@ -43,6 +51,23 @@ impl ChildGuard {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// Panics (with the outputs) if the child has already exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("try_wait") {
+            panic!("exporter exited early with {status}\n{}", self.outputs());
+        }
+    }
+
+    /// Sends `signal` (a name such as `TERM` or `HUP`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// Waits for the exit, polling so the test's runtime keeps serving simulators.
     pub async fn wait_exit(&mut self, within: Duration) -> ExitStatus {
         let deadline = Instant::now() + within;
@@ -61,12 +86,7 @@ impl ChildGuard {
 
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
+        self.signal("TERM");
         self.wait_exit(within).await
     }
 }
@@ -90,7 +110,20 @@ pub fn spawn(dir: &Path, name: &str, args: &[&str], env: &[(&str, &str)]) -> Chi
         child,
         stdout,
         stderr,
+        _dir: None,
     }
+}
+
+/// Starts the binary in a fresh temporary directory (its working directory, kept as long as the
+/// guard), with `files` written there first.
+pub fn spawn_in_tempdir(args: &[&str], files: &[(&str, &str)], env: &[(&str, &str)]) -> ChildGuard {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).expect("write file");
+    }
+    let mut child = spawn(dir.path(), "child", args, env);
+    child._dir = Some(dir);
+    child
 }
 
 /// Runs the binary to completion (at most `within`).

@@ -196,3 +196,46 @@ pub fn http() -> reqwest::Client {
         .build()
         .expect("http client")
 }
+
+/// Scrapes the app's `/metrics` and asserts a 200.
+pub async fn scrape(client: &reqwest::Client, app: &dli_exporter::app::App) -> String {
+    let r = client
+        .get(format!("http://{}/metrics", app.addr))
+        .send()
+        .await
+        .expect("scrape");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    body
+}
+
+/// Scrapes until `pred` holds for the exposition (at most `within`), and returns that exposition.
+pub async fn wait_for(
+    client: &reqwest::Client,
+    app: &dli_exporter::app::App,
+    what: &str,
+    within: std::time::Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = scrape(client, app).await;
+        if pred(&text) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}; last exposition:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// The value of the series written exactly as `series` (name and labels), if present.
+pub fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        Some(rest.trim().parse().expect("sample value"))
+    })
+}
