@@ -521,8 +521,8 @@ mod tests {
         String::from_utf8(m.render()).expect("utf8")
     }
 
-    #[test]
-    fn zero_fills_states_and_escapes_label_values() {
+    /// Metrics over a store of one queue, `p1`/`q1`, with the owner breakdown on.
+    fn one_queue() -> (QueueKey, Arc<SnapshotStore>, Metrics) {
         let k = QueueKey::new("p1", "q1");
         let store = Arc::new(SnapshotStore::new([k.clone()]));
         let metrics = Metrics::new(
@@ -533,6 +533,12 @@ mod tests {
             },
         )
         .expect("metrics");
+        (k, store, metrics)
+    }
+
+    #[test]
+    fn zero_fills_states_and_escapes_label_values() {
+        let (k, store, metrics) = one_queue();
         let t = text(&metrics);
         assert!(t.contains("dli_up 0"), "{t}");
         assert!(
@@ -582,16 +588,7 @@ mod tests {
 
     #[test]
     fn the_cached_exposition_changes_with_every_poll_and_option_change() {
-        let k = QueueKey::new("p1", "q1");
-        let store = Arc::new(SnapshotStore::new([k.clone()]));
-        let metrics = Metrics::new(
-            store.clone(),
-            CollectorOptions {
-                owner_breakdown: true,
-                stale_after: Duration::from_secs(60),
-            },
-        )
-        .expect("metrics");
+        let (k, store, metrics) = one_queue();
         let served = |gzip| {
             let e = metrics.exposition(gzip);
             assert_eq!(e.gzip, gzip);
