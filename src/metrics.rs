@@ -119,6 +119,7 @@ pub struct ApiMetrics {
     requests: IntCounterVec,
     failures: IntCounterVec,
     duration: HistogramVec,
+    held: IntCounterVec,
 }
 
 impl RequestObserver for ApiMetrics {
@@ -133,6 +134,10 @@ impl RequestObserver for ApiMetrics {
                 .with_label_values(&[op, reason.as_str()])
                 .inc();
         }
+    }
+
+    fn held(&self, operation: Operation) {
+        self.held.with_label_values(&[operation.as_str()]).inc();
     }
 }
 
@@ -178,9 +183,17 @@ impl Metrics {
             .buckets(API_LATENCY_BUCKETS.to_vec()),
             &["operation"],
         )?;
+        let held = IntCounterVec::new(
+            Opts::new(
+                "dli_api_requests_held_total",
+                "Requests not sent because DLI or IAM kept answering 429 and the exporter is holding off that endpoint.",
+            ),
+            &["operation"],
+        )?;
         // Every series exists from the start, so rate() and absent() work before the first error.
         for op in [Operation::ListBatches, Operation::IamToken] {
             requests.with_label_values(&[op.as_str()]);
+            held.with_label_values(&[op.as_str()]);
             duration.with_label_values(&[op.as_str()]);
             for reason in FailureReason::ALL {
                 failures.with_label_values(&[op.as_str(), reason.as_str()]);
@@ -199,6 +212,7 @@ impl Metrics {
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(failures.clone()))?;
         registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(held.clone()))?;
         registry.register(Box::new(build_info))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -253,6 +267,7 @@ impl Metrics {
                 requests,
                 failures,
                 duration,
+                held,
             }),
             collector_options,
             store,

@@ -343,15 +343,23 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
         base: Duration::from_millis(300),
         cap: Duration::from_millis(600),
     };
+    let key = QueueKey::new(PID, "etl");
+    let store = Arc::new(SnapshotStore::new([key.clone()]));
+    let metrics = dli_exporter::metrics::Metrics::new(
+        store.clone(),
+        dli_exporter::metrics::CollectorOptions {
+            owner_breakdown: true,
+            stale_after: Duration::from_secs(60),
+        },
+    )
+    .expect("metrics");
     let cl = DliClient::new(
         &project(&sim, &["etl"], aksk()),
         &options,
         Arc::new(Semaphore::new(4)),
-        Arc::new(NoopObserver),
+        metrics.observer(),
     )
     .expect("client");
-    let key = QueueKey::new(PID, "etl");
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
     let ctx = PollContext::new(store, &poll, 200);
     // Storm: two 429s in a row start a hold; requests during it are not sent at all.
     let query = dli_exporter::dli::ListBatchesQuery {
@@ -375,6 +383,17 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
     }
     let sent_during_storm = sim.stats().list_batches_requests;
     assert_eq!(sent_during_storm, 2, "held calls sent nothing");
+    // The hold is visible on /metrics: held calls are counted apart from requests sent.
+    let text = String::from_utf8(metrics.render()).expect("utf8");
+    assert_eq!(
+        value(&text, r#"dli_api_requests_held_total{operation="list_batches"}"#),
+        Some(5.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, r#"dli_api_requests_total{operation="list_batches"}"#),
+        Some(2.0)
+    );
     let held_polls = held_calls;
     sim.clear_faults();
     let back = Instant::now();

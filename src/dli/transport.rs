@@ -17,6 +17,9 @@ use super::throttle::{Throttle, ThrottlePolicy};
 /// Told about every HTTP request sent to DLI or IAM, once it has ended.
 pub trait RequestObserver: Send + Sync {
     fn observe(&self, operation: Operation, elapsed: Duration, failure: Option<FailureReason>);
+
+    /// Told about every request not sent because its endpoint is held after a throttling streak.
+    fn held(&self, _operation: Operation) {}
 }
 
 /// An observer that ignores everything (tools, tests).
@@ -127,11 +130,14 @@ impl Transport {
         parse: impl FnOnce(RawResponse) -> Result<T, DliError>,
     ) -> Result<T, DliError> {
         let throttle = self.throttle(operation);
-        let held = |remaining: Duration| DliError::HeldOff {
-            operation,
-            url: url.to_string(),
-            // Whole milliseconds, so the message reads "1s 250ms", not nanoseconds.
-            remaining: Duration::from_millis(remaining.as_millis().max(1) as u64),
+        let held = |remaining: Duration| {
+            self.observer.held(operation);
+            DliError::HeldOff {
+                operation,
+                url: url.to_string(),
+                // Whole milliseconds, so the message reads "1s 250ms", not nanoseconds.
+                remaining: Duration::from_millis(remaining.as_millis().max(1) as u64),
+            }
         };
         if let Some(remaining) = throttle.held_for() {
             return Err(held(remaining));
