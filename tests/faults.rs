@@ -386,7 +386,10 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
     // The hold is visible on /metrics: held calls are counted apart from requests sent.
     let text = String::from_utf8(metrics.render()).expect("utf8");
     assert_eq!(
-        value(&text, r#"dli_api_requests_held_total{operation="list_batches"}"#),
+        value(
+            &text,
+            r#"dli_api_requests_held_total{operation="list_batches"}"#
+        ),
         Some(5.0),
         "{text}"
     );
