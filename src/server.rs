@@ -449,7 +449,8 @@ async fn route(req: Request<()>, state: &ServerState) -> Response<Body> {
             ),
         },
         "/-/reload" => method_not_allowed("POST"),
-        _ if !is_get => method_not_allowed("GET, HEAD"),
+        "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
+        // Any other path is 404 whatever the method (design.md §6).
         _ => text(
             StatusCode::NOT_FOUND,
             format!("404 page not found: {path}\n"),

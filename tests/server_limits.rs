@@ -127,7 +127,7 @@ async fn other_methods_get_405_with_allow() {
         (reqwest::Method::DELETE, "/", "GET, HEAD"),
         (reqwest::Method::PATCH, "/-/reload", "POST"),
         (reqwest::Method::POST, "/-/healthy", "GET, HEAD"),
-        (reqwest::Method::OPTIONS, "/elsewhere", "GET, HEAD"),
+        (reqwest::Method::OPTIONS, "/-/ready", "GET, HEAD"),
     ] {
         let r = client
             .request(method.clone(), format!("http://{}{}", s.app.addr, path))
@@ -144,6 +144,19 @@ async fn other_methods_get_405_with_allow() {
             Some(allow),
             "{method} {path}"
         );
+    }
+    // An unknown path is 404 whatever the method (design.md §6).
+    for method in [
+        reqwest::Method::GET,
+        reqwest::Method::POST,
+        reqwest::Method::OPTIONS,
+    ] {
+        let r = client
+            .request(method.clone(), format!("http://{}/elsewhere", s.app.addr))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} /elsewhere");
     }
 }
 
