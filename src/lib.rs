@@ -15,7 +15,8 @@
 //!   certificates, basic auth, extra headers; re-read when the files change.
 //! - [`write_timeout`]: disconnects clients that stop reading their response.
 //! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
-//! - [`cli`], [`logging`]: flags and log output; [`malloc_tuning`]: one allocator setting for `main`.
+//! - [`cli`], [`logging`], [`signals`]: flags, log output, SIGTERM/SIGINT/SIGHUP;
+//!   [`malloc_tuning`]: one allocator setting for `main`.
 //! - [`sim`]: the embedded DLI simulator used by `--demo`, the tests and the benchmarks.
 //! - [`demo`]: `--demo` settings around the simulator.
 
@@ -32,6 +33,7 @@ pub mod poll;
 pub mod render_cache;
 pub mod secret;
 pub mod server;
+pub mod signals;
 pub mod sim;
 pub mod store;
 pub mod web_config;

@@ -7,7 +7,7 @@ use clap::Parser;
 use dli_exporter::app::{self, App, StartOptions};
 use dli_exporter::cli::Flags;
 use dli_exporter::web_config::WebConfigWatcher;
-use dli_exporter::{config, demo, logging};
+use dli_exporter::{config, demo, logging, signals};
 
 fn main() -> ExitCode {
     // Before any thread exists (see the module's doc).
@@ -123,49 +123,11 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
         queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");
     let token = app.shutdown_token();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals::shutdown().await;
         tracing::info!("shutting down");
         token.cancel();
     });
-    #[cfg(unix)]
-    {
-        let reload = app.reload_handle();
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        tracing::info!("SIGHUP: reloading the configuration");
-                        // The outcome is logged and exported by the reload itself.
-                        let _ = reload().await;
-                    }
-                });
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot watch SIGHUP; use POST /-/reload"),
-        }
-    }
+    signals::reload_on_sighup(app.reload_handle());
     app.run_until_cancelled().await;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops the exporter");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
