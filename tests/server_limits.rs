@@ -1,6 +1,7 @@
 //! The server's limits over real loopback connections, with short timeouts from
 //! `StartOptions::limits`: oversize heads (431), bodies (413), methods (405), slow senders,
-//! clients that never read, and more concurrent scrapes than the limit (503 + Retry-After).
+//! clients that never read, the connection limit, and more concurrent scrapes than the limit
+//! (503 + Retry-After).
 
 mod common;
 
@@ -303,4 +304,39 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
         "{:?}",
         t.elapsed()
     );
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_a_slot_frees() {
+    let s = start(Limits {
+        max_connections: 3,
+        header_read_timeout: Duration::from_millis(400),
+        ..Limits::default()
+    })
+    .await;
+    // Three idle connections take every slot.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(s.app.addr).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A fourth is accepted by the kernel but not served while the slots are taken...
+    let t = Instant::now();
+    let answer = raw(
+        &s.app,
+        b"GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // ...and is served once the header-read timeout has closed the idle ones.
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "served after {:?}: the connection limit did not hold",
+        t.elapsed()
+    );
+    for mut c in idle {
+        let mut buf = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(2), c.read_to_end(&mut buf)).await;
+        assert!(closed.is_ok(), "an idle connection was left open");
+    }
 }
