@@ -158,6 +158,7 @@ CONTRACT = {
     "dli_api_requests_total": "counter",
     "dli_api_request_failures_total": "counter",
     "dli_api_request_duration_seconds": "histogram",
+    "dli_api_requests_held_total": "counter",
     "dli_exporter_build_info": "gauge",
     "dli_batch_jobs_finished_total": "counter",
     "dli_batch_jobs_submitted_total": "counter",
