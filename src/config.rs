@@ -12,6 +12,8 @@ use serde::Deserialize;
 
 use crate::secret::{Secret, SecretUrl};
 
+mod yaml_position;
+
 /// Environment variables are read through this map so tests never touch the process environment.
 pub type Env = HashMap<String, String>;
 
@@ -299,6 +301,25 @@ pub fn load_toml_str(text: &str, env: &Env) -> Result<Settings, ConfigError> {
     load_str(text, Format::Toml, env, None)
 }
 
+/// `line L, column C (key K)` for the unknown key a `config` crate error names, when it stands in
+/// the YAML `text` (the same shape as the TOML errors).
+fn yaml_unknown_key_position(text: &str, message: &str) -> Option<String> {
+    let between = |start: &str| -> Option<&str> {
+        let from = message.find(start)? + start.len();
+        let len = message[from..].find('`')?;
+        Some(&message[from..from + len])
+    };
+    let field = between("unknown field `")?;
+    let parent = between(" for key `").unwrap_or("");
+    let (line, column) = yaml_position::key_position(text, parent, field)?;
+    let key = if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
+    };
+    Some(format!("line {line}, column {column} (key {key})"))
+}
+
 fn load_str(
     text: &str,
     format: Format,
@@ -338,9 +359,19 @@ fn load_str(
         .build()
         .map_err(|e| parse_err(e.to_string()))?;
     let config: Config = built.try_deserialize().map_err(|e| {
-        parse_err(format!(
-            "{e} (file or {ENV_PREFIX}{ENV_SEPARATOR}* environment override)"
-        ))
+        let message = e.to_string();
+        // YAML errors come without a position: find an unknown key in the text ourselves. One
+        // that is not in the file came from an environment override.
+        let position = match format {
+            Format::Yaml => yaml_unknown_key_position(text, &message),
+            Format::Toml => None,
+        };
+        match position {
+            Some(at) => parse_err(format!("{at}: {message}")),
+            None => parse_err(format!(
+                "{message} (file or {ENV_PREFIX}{ENV_SEPARATOR}* environment override)"
+            )),
+        }
     })?;
     validate(config, env, path)
 }
@@ -1209,6 +1240,48 @@ queues = ["default", "etl"]
             load(&bad, &Env::new()),
             Err(ConfigError::Format { .. })
         ));
+    }
+
+    #[test]
+    fn yaml_unknown_keys_are_named_with_their_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yml");
+        let good = "auth:\n  access_key: a\n  secret_key: SKEXAMPLE\nprojects:\n  - project_id: abc123\n    region: cn-north-4\n    queues: [q1]\n";
+        for (text, expect) in [
+            (
+                good.replace("  secret_key:", "  secret_kye:"),
+                "line 3, column 3 (key auth.secret_kye)",
+            ),
+            (
+                format!("{good}    colour: blue\n"),
+                "line 8, column 5 (key projects[0].colour)",
+            ),
+            (
+                format!("{good}pol:\n  interval: 1m\n"),
+                "line 8, column 1 (key pol)",
+            ),
+        ] {
+            std::fs::write(&path, &text).expect("write");
+            let msg = load(&path, &Env::new())
+                .expect_err("unknown key")
+                .to_string();
+            assert!(msg.contains(expect), "{msg}");
+            assert!(msg.contains("c.yml"), "{msg}");
+            assert!(!msg.contains("SKEXAMPLE"), "{msg}");
+        }
+        // An unknown key from the environment has no place in the file, and says where to look.
+        std::fs::write(&path, good).expect("write");
+        let env: Env = [(
+            "DLI_EXPORTER__POLL__INTERVALL".to_string(),
+            "1m".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        let msg = load(&path, &env).expect_err("unknown key").to_string();
+        assert!(
+            msg.contains("intervall") && msg.contains("environment override"),
+            "{msg}"
+        );
     }
 
     #[test]
