@@ -15,6 +15,7 @@ use time::format_description::well_known::Rfc3339;
 use crate::dli::error::{DliError, Operation};
 use crate::dli::transport::{RawResponse, Transport};
 use crate::secret::Secret;
+use zeroize::Zeroize;
 
 /// Where and as whom to log in.
 pub struct TokenLogin {
@@ -50,6 +51,32 @@ impl std::fmt::Debug for TokenSource {
             .field("password", &self.login.password)
             .finish()
     }
+}
+
+/// Where the password sits in the login body.
+const PASSWORD_POINTER: &str = "/auth/identity/password/user/password";
+
+/// The login body as bytes that are zeroed when the HTTP client drops them, with the password
+/// copy inside `body` zeroed at once: no plaintext copy of the password outlives the request.
+/// `field_bytes` is the length of the strings in it: with JSON escaping at most 6 bytes each, it
+/// gives room for the whole body up front, so the buffer never reallocates (a reallocation would
+/// free an unzeroed copy).
+fn zeroized_json(
+    mut body: serde_json::Value,
+    field_bytes: usize,
+) -> Result<reqwest::Body, DliError> {
+    let size_hint = 1024 + 6 * field_bytes;
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(size_hint));
+    let written = serde_json::to_writer(&mut *buf, &body);
+    if let Some(serde_json::Value::String(password)) = body.pointer_mut(PASSWORD_POINTER) {
+        password.zeroize();
+    }
+    written.map_err(|e| DliError::Request {
+        operation: Operation::IamToken,
+        url: String::new(),
+        message: format!("cannot encode the IAM login body: {e}"),
+    })?;
+    Ok(reqwest::Body::from(bytes::Bytes::from_owner(buf)))
 }
 
 impl TokenSource {
@@ -112,6 +139,10 @@ impl TokenSource {
     }
 
     async fn fetch(&self) -> Result<(Secret, Duration), DliError> {
+        let field_bytes = self.login.user_name.len()
+            + self.login.password.expose().len()
+            + self.login.domain_name.len()
+            + self.login.project_id.len();
         let body = serde_json::json!({
             "auth": {
                 "identity": {
@@ -130,8 +161,7 @@ impl TokenSource {
             .http()
             .post(&self.url)
             .header("Content-Type", "application/json;charset=utf8")
-            .body(body.to_string());
-        drop(body);
+            .body(zeroized_json(body, field_bytes)?);
         let url = self.url.clone();
         self.transport
             .call(Operation::IamToken, &self.url, request, |raw| {
@@ -188,6 +218,23 @@ fn parse_token_response(raw: RawResponse, url: &str) -> Result<(Secret, Duration
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_login_body_is_sent_byte_for_byte_with_escapes() {
+        let password = "p\"w\u{1}".repeat(500);
+        let body = serde_json::json!({
+            "auth": {"identity": {"password": {"user": {"name": "u", "password": password}}}}
+        });
+        let expected = body.to_string();
+        let sent = zeroized_json(body, 1 + password.len()).expect("encodes");
+        let bytes = sent.as_bytes().expect("an in-memory body");
+        assert_eq!(bytes, expected.as_bytes());
+        let parsed: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+        assert_eq!(
+            parsed.pointer(PASSWORD_POINTER).and_then(|v| v.as_str()),
+            Some(password.as_str())
+        );
+    }
 
     #[test]
     fn margin_is_the_smaller_of_five_minutes_and_a_tenth() {
