@@ -11,8 +11,9 @@
 //! - [`render_cache`]: the last `/metrics` rendering (plain and gzip), reused until something changes.
 //! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`, `/-/reload`,
 //!   with TLS, auth and the request limits.
-//! - [`web_config`], [`basic_auth`]: `--web.config.file` (exporter-toolkit format): TLS, client
-//!   certificates, basic auth, extra headers; re-read when the files change.
+//! - [`web_config`], [`basic_auth`], [`rate_limit`]: `--web.config.file` (exporter-toolkit
+//!   format): TLS, client certificates, basic auth, extra headers, a request rate limit; re-read
+//!   when the files change.
 //! - [`write_timeout`]: disconnects clients that stop reading their response.
 //! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
 //! - [`cli`], [`logging`], [`signals`]: flags, log output, SIGTERM/SIGINT/SIGHUP;
@@ -30,6 +31,7 @@ pub mod logging;
 pub mod malloc_tuning;
 pub mod metrics;
 pub mod poll;
+pub mod rate_limit;
 pub mod render_cache;
 pub mod secret;
 pub mod server;

@@ -314,7 +314,20 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
 async fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Response<Body> {
     let web = state.web.as_ref().map(|w| w.current());
     let head = req.method() == Method::HEAD;
-    let mut response = guarded(req, state, web.as_deref()).await;
+    let mut response = match web.as_ref().and_then(|w| w.rate_limit.as_ref()) {
+        // Refused before authentication, so a flood costs no bcrypt work.
+        Some(limit) if !limit.allow() => {
+            let mut r = text(
+                StatusCode::TOO_MANY_REQUESTS,
+                "429 too many requests (web config rate_limit)\n".into(),
+            );
+            if let Ok(v) = HeaderValue::from_str(&limit.retry_after_secs().to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        _ => guarded(req, state, web.as_deref()).await,
+    };
     if let Some(web) = &web {
         for (name, value) in &web.headers {
             response.headers_mut().insert(name.clone(), value.clone());

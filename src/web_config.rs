@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use crate::basic_auth::{self, BasicAuth};
+use crate::rate_limit::RateLimiter;
 use crate::secret::Secret;
 
 /// How often the watcher looks at the web config file and the files it names.
@@ -87,6 +88,8 @@ pub struct ActiveWebConfig {
     pub auth: Option<Arc<BasicAuth>>,
     /// `http_server_config.headers`, added to every response.
     pub headers: HeaderMap,
+    /// `rate_limit`: requests beyond it get 429.
+    pub rate_limit: Option<Arc<RateLimiter>>,
     /// Accepted keys that have no effect here, one sentence each (logged at load).
     pub warnings: Vec<String>,
 }
@@ -110,6 +113,7 @@ impl ActiveWebConfig {
             client_auth: ClientAuth::NoClientCert,
             auth: None,
             headers: HeaderMap::new(),
+            rate_limit: None,
             warnings: Vec::new(),
         }
     }
@@ -117,11 +121,14 @@ impl ActiveWebConfig {
     /// One line for `--check-config` and the start-up log.
     pub fn summary(&self) -> String {
         format!(
-            "TLS: {}, client certificates: {:?}, basic auth users: {}, extra headers: {}",
+            "TLS: {}, client certificates: {:?}, basic auth users: {}, extra headers: {}, rate limit: {}",
             if self.tls.is_some() { "on" } else { "off" },
             self.client_auth,
             self.auth.as_ref().map_or(0, |a| a.user_count()),
-            self.headers.len()
+            self.headers.len(),
+            self.rate_limit
+                .as_ref()
+                .map_or_else(|| "off".to_string(), |r| r.describe())
         )
     }
 }
@@ -196,9 +203,7 @@ pub fn parse(
                     config.auth = Some(Arc::new(BasicAuth::new(users)));
                 }
             }
-            "rate_limit" => config
-                .warnings
-                .push("rate_limit: ignored; the exporter limits connections and concurrent scrapes itself".into()),
+            "rate_limit" => config.rate_limit = cx.rate_limit(v)?.map(Arc::new),
             other => return Err(cx.unknown("", other)),
         }
     }
@@ -269,6 +274,43 @@ impl Cx<'_> {
             Yaml::Boolean(b) => Ok(*b),
             Yaml::Null => Ok(false),
             _ => Err(self.err(key, "expected true or false")),
+        }
+    }
+
+    /// `rate_limit: {interval: <duration>, burst: <int>}`; `None` when it does not limit.
+    fn rate_limit(&self, v: &Yaml) -> Result<Option<RateLimiter>, WebConfigError> {
+        let mut interval = Duration::ZERO;
+        let mut burst = 0u32;
+        for (k, val) in self.map(v, "rate_limit")? {
+            let name = self.key_name(k, "rate_limit")?;
+            match name.as_str() {
+                "interval" => interval = self.duration(val, "rate_limit.interval")?,
+                "burst" => {
+                    burst = match val {
+                        Yaml::Integer(n) => u32::try_from(*n).map_err(|_| {
+                            self.err(
+                                "rate_limit.burst",
+                                format!("{n} is not a count of requests"),
+                            )
+                        })?,
+                        Yaml::Null => 0,
+                        _ => return Err(self.err("rate_limit.burst", "expected an integer")),
+                    }
+                }
+                other => return Err(self.unknown("rate_limit.", other)),
+            }
+        }
+        Ok(RateLimiter::new(interval, burst))
+    }
+
+    /// A Go-style duration (`1s`, `250ms`, `1m30s`) or 0.
+    fn duration(&self, v: &Yaml, key: &str) -> Result<Duration, WebConfigError> {
+        match v {
+            Yaml::Integer(0) | Yaml::Null => Ok(Duration::ZERO),
+            Yaml::String(s) if s.trim() == "0" => Ok(Duration::ZERO),
+            Yaml::String(s) => humantime::parse_duration(s.trim())
+                .map_err(|e| self.err(key, format!("invalid duration {s:?}: {e}"))),
+            _ => Err(self.err(key, "expected a duration such as 1s or 250ms")),
         }
     }
 

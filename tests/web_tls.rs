@@ -559,7 +559,7 @@ fn the_shipped_example_web_config_loads() {
     let web = WebConfigWatcher::load(&path).expect("the example loads");
     assert_eq!(
         web.current().summary(),
-        "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3"
+        "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3, rate limit: off"
     );
 }
 
@@ -600,4 +600,42 @@ fn a_key_that_does_not_match_and_old_tls_versions_are_named() {
         e.contains("tls_server_config.client_ca_file: required"),
         "{e}"
     );
+}
+
+/// `rate_limit` (toolkit format): a burst, then 429 with Retry-After, before authentication.
+#[tokio::test]
+async fn rate_limit_refuses_requests_beyond_the_bucket() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("web.yml");
+    std::fs::write(&path, "rate_limit:\n  interval: 10s\n  burst: 3\n").expect("write");
+    let s = start(&path).await;
+    let client = http();
+    let url = format!("http://{}/metrics", s.app.addr);
+    for i in 0..3 {
+        let r = client.get(&url).send().await.expect("scrape");
+        assert_eq!(
+            r.status(),
+            StatusCode::OK,
+            "request {i} is within the burst"
+        );
+    }
+    let r = client.get(&url).send().await.expect("scrape");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"10"[..])
+    );
+    // interval 0 is the toolkit's "off".
+    std::fs::write(&path, "rate_limit:\n  interval: 0\n  burst: 3\n").expect("write");
+    let web = WebConfigWatcher::load(&path).expect("loads");
+    assert!(web.current().summary().ends_with("rate limit: off"));
+    for (text, key) in [
+        ("rate_limit:\n  interval: soon\n", "rate_limit.interval"),
+        ("rate_limit:\n  burst: -1\n", "rate_limit.burst"),
+        ("rate_limit:\n  bursts: 1\n", "rate_limit.bursts"),
+    ] {
+        std::fs::write(&path, text).expect("write");
+        let e = WebConfigWatcher::load(&path).expect_err(text).to_string();
+        assert!(e.contains(key), "{e}");
+    }
 }
