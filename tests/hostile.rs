@@ -155,18 +155,7 @@ fn aggregate_and_render(jobs: &[BatchJob], max_owners: usize) -> QueueSnapshot {
         assert!(t.is_finite(), "oldest timestamp {t}");
     }
 
-    let key = QueueKey::new(PID, "q");
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
-    store.record_success(&key, snap.clone(), Duration::from_millis(5), 1);
-    let metrics = Metrics::new(
-        store,
-        CollectorOptions {
-            owner_breakdown: true,
-            stale_after: Duration::from_secs(300),
-        },
-    )
-    .expect("metrics");
-    let text = String::from_utf8(metrics.render()).expect("exposition is UTF-8");
+    let text = exposition_of("q", snap.clone());
     assert!(text.ends_with('\n'));
     for line in text.lines() {
         // Every sample line is `name{labels} value` with escaped label values: one line each.
@@ -288,18 +277,7 @@ fn a_hundred_thousand_owners_stay_within_the_owner_cap() {
     assert_eq!(owners.len(), 201, "200 owners and __other__");
     assert!(snap.by_state_owner.len() <= 201 * 3);
     assert_eq!(snap.by_state_owner.values().sum::<u64>(), N as u64);
-    let key = QueueKey::new(PID, "big");
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
-    store.record_success(&key, snap, Duration::from_secs(1), 5);
-    let metrics = Metrics::new(
-        store,
-        CollectorOptions {
-            owner_breakdown: true,
-            stale_after: Duration::from_secs(300),
-        },
-    )
-    .expect("metrics");
-    let text = String::from_utf8(metrics.render()).expect("utf8");
+    let text = exposition_of("big", snap);
     let by_owner_series = text
         .lines()
         .filter(|l| l.starts_with("dli_batch_jobs_by_owner{"))
@@ -454,4 +432,20 @@ async fn an_endless_chunked_body_is_cut_at_the_limit() {
     );
     assert!(msg.contains("exceeds the 1048576-byte limit"), "{msg}");
     assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// `/metrics` as it renders once `snap` is queue `queue`'s last successful poll.
+fn exposition_of(queue: &str, snap: QueueSnapshot) -> String {
+    let key = QueueKey::new(PID, queue);
+    let store = Arc::new(SnapshotStore::new([key.clone()]));
+    store.record_success(&key, snap, Duration::from_millis(5), 1);
+    let metrics = Metrics::new(
+        store,
+        CollectorOptions {
+            owner_breakdown: true,
+            stale_after: Duration::from_secs(300),
+        },
+    )
+    .expect("metrics");
+    String::from_utf8(metrics.render()).expect("exposition is UTF-8")
 }
