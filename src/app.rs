@@ -21,9 +21,9 @@ use crate::dli::client::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
 use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
-use crate::server::{self, Limits, ReloadFn, ServerState};
 use crate::store::{QueueKey, SnapshotStore};
-use crate::web_config::{self, WebConfigError, WebConfigWatcher};
+use crate::web::config::{WEB_CONFIG_POLL_INTERVAL, WebConfigError, WebConfigWatcher};
+use crate::web::server::{self, Limits, ReloadFn, ServerState};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +81,7 @@ impl Default for StartOptions {
         StartOptions {
             source: None,
             web: None,
-            web_config_poll: web_config::WEB_CONFIG_POLL_INTERVAL,
+            web_config_poll: WEB_CONFIG_POLL_INTERVAL,
             limits: Limits::default(),
         }
     }

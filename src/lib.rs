@@ -22,7 +22,6 @@
 //! - [`demo`]: `--demo` settings around the simulator.
 
 pub mod app;
-pub mod basic_auth;
 pub mod cli;
 pub mod config;
 pub mod demo;
@@ -31,12 +30,9 @@ pub mod logging;
 pub mod malloc_tuning;
 pub mod metrics;
 pub mod poll;
-pub mod rate_limit;
 pub mod render_cache;
 pub mod secret;
-pub mod server;
 pub mod signals;
 pub mod sim;
 pub mod store;
-pub mod web_config;
-pub mod write_timeout;
+pub mod web;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Parser;
 use dli_exporter::app::{self, App, StartOptions};
 use dli_exporter::cli::Flags;
-use dli_exporter::web_config::WebConfigWatcher;
+use dli_exporter::web::config::WebConfigWatcher;
 use dli_exporter::{config, demo, logging, signals};
 
 fn main() -> ExitCode {

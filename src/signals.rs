@@ -2,7 +2,7 @@
 //!
 //! It only turns signals into calls; what shutdown and reload do belongs to `app`.
 
-use crate::server::ReloadFn;
+use crate::web::server::ReloadFn;
 
 /// Resolves on the first SIGINT or SIGTERM (SIGINT only where SIGTERM cannot be watched).
 pub async fn shutdown() {

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dli_exporter::app::{App, StartOptions};
-use dli_exporter::server::Limits;
 use dli_exporter::sim::{SimConfig, Simulator};
+use dli_exporter::web::server::Limits;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dli_exporter::app::{App, StartOptions};
-use dli_exporter::server::Limits;
 use dli_exporter::sim::{SimConfig, Simulator};
-use dli_exporter::web_config::WebConfigWatcher;
+use dli_exporter::web::config::WebConfigWatcher;
+use dli_exporter::web::server::Limits;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,

@@ -1,6 +1,6 @@
 //! The HTTP server (hyper 1.x): `/metrics` (or the configured path), the landing page `/`,
 //! `/-/healthy`, `/-/ready` and `POST /-/reload`, with gzip when asked and graceful shutdown;
-//! TLS, basic auth and extra headers from the web config ([`crate::web_config`]).
+//! TLS, basic auth and extra headers from the web config ([`crate::web::config`]).
 //!
 //! It owns routing, content negotiation and the limits that keep one client from hurting the
 //! others: connections, request head and body size, methods, concurrent scrapes, slow senders
@@ -29,11 +29,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::basic_auth;
 use crate::metrics::{Metrics, REVISION, VERSION};
 use crate::store::SnapshotStore;
-use crate::web_config::{ActiveWebConfig, WebConfigWatcher};
-use crate::write_timeout::WriteTimeout;
+use crate::web::basic_auth;
+use crate::web::config::{ActiveWebConfig, WebConfigWatcher};
+use crate::web::write_timeout::WriteTimeout;
 
 /// Connections served at once; further ones wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 512;
