@@ -21,6 +21,7 @@ use crate::dli::client::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
 use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
+use crate::store::LifecycleSink;
 use crate::store::{QueueKey, SnapshotStore};
 use crate::web::config::{WEB_CONFIG_POLL_INTERVAL, WebConfigError, WebConfigWatcher};
 use crate::web::server::{self, Limits, ReloadFn, ServerState};
@@ -172,7 +173,7 @@ impl Control {
             &settings.poll,
             settings.metrics.max_owners_per_queue,
         );
-        context.lifecycle = Some(self.metrics.lifecycle.clone());
+        context.lifecycle = Some(self.metrics.lifecycle_sink());
         let targets = scheduler::queue_targets(&settings, &clients);
         scheduler::spawn_pollers(
             targets,

@@ -25,15 +25,7 @@ pub enum LogFormat {
     Json,
 }
 
-/// The long version: version, git revision and rustc version.
-pub const LONG_VERSION: &str = concat!(
-    env!("CARGO_PKG_VERSION"),
-    " (revision ",
-    env!("DLI_EXPORTER_REVISION"),
-    ", rustc ",
-    env!("DLI_EXPORTER_RUSTC_VERSION"),
-    ")"
-);
+pub use crate::version::LONG_VERSION;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -39,7 +39,7 @@ impl ClientOptions {
         ClientOptions {
             request_timeout,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            user_agent: format!("dli_exporter/{}", env!("CARGO_PKG_VERSION")),
+            user_agent: crate::version::USER_AGENT.to_string(),
             throttle: ThrottlePolicy::default(),
         }
     }

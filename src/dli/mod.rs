@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod paging;
+pub mod states;
 pub mod throttle;
 pub mod transport;
 

@@ -8,11 +8,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::dli::BatchJob;
+use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
+use crate::store::QueueSnapshot;
 
-/// States DLI documents; each is exported for every queue, 0 when no job is in it.
-pub const KNOWN_STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
-/// States whose oldest job is exported: a job stuck in one of them is what users alert on.
-pub const ACTIVE_STATES: [&str; 3] = ["starting", "running", "recovering"];
 /// Owner label of jobs that have no owner (missing, null or empty).
 pub const UNKNOWN_OWNER: &str = "__unknown__";
 /// Owner label of the jobs of every owner beyond `max_owners_per_queue`.
@@ -29,19 +27,6 @@ pub const MAX_EXTRA_STATES: usize = 16;
 /// Longer values are cut at a character boundary and end in `…`, so one absurd value cannot make
 /// `/metrics` huge.
 pub const MAX_LABEL_BYTES: usize = 256;
-
-/// What one successful walk of a queue found.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct QueueSnapshot {
-    /// Jobs per state (lowercased; unknown states as they came).
-    pub by_state: BTreeMap<String, u64>,
-    /// Jobs per (state, owner) after the owner cap.
-    pub by_state_owner: BTreeMap<(String, String), u64>,
-    /// Oldest `create_time` (unix seconds, millisecond precision) per active state.
-    pub oldest_active: BTreeMap<String, f64>,
-    /// Distinct jobs seen.
-    pub jobs: u64,
-}
 
 /// Folds jobs into counts as a walk streams them.
 #[derive(Debug, Default)]

@@ -8,10 +8,8 @@
 
 use crate::dli::BatchJob;
 use crate::dli::paging::id_key;
-
-/// States after which a job does not run again. DLI documents `success` and `dead`; the others
-/// are Livy's, which DLI may leak.
-pub const TERMINAL_STATES: [&str; 5] = ["success", "dead", "killed", "error", "failed"];
+use crate::dli::states::TERMINAL_STATES;
+use crate::store::lifecycle::{Finished, LifecycleEvents};
 
 /// One tracked job: its id key (big-endian, so byte order is numeric order) and a state code;
 /// 17 bytes with no padding.
@@ -31,23 +29,6 @@ fn state_code(state: Option<&str>) -> u8 {
             .map_or(0, |i| i as u8 + 1),
         None => 0,
     }
-}
-
-/// A job counted as finished by a walk.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Finished {
-    pub state: &'static str,
-    /// Run time in seconds, when the API told it.
-    pub duration_seconds: Option<f64>,
-}
-
-/// What a committed walk adds to the counters.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct LifecycleEvents {
-    /// False for the first walk, which only sets the baseline.
-    pub counted: bool,
-    pub submitted: u64,
-    pub finished: Vec<Finished>,
 }
 
 /// The job states of one queue as of its last successful walk.

@@ -18,8 +18,7 @@ use super::aggregate::SnapshotBuilder;
 use super::lifecycle::JobTracker;
 use crate::config::{PollConfig, Settings};
 use crate::dli::{DliClient, RetryPolicy, WalkOptions, walk_queue};
-use crate::metrics::LifecycleMetrics;
-use crate::store::{QueueKey, SnapshotStore, unix_now};
+use crate::store::{LifecycleSink, QueueKey, SnapshotStore, unix_now};
 
 /// The outcome of one poll of one queue.
 #[derive(Debug)]
@@ -41,7 +40,7 @@ pub struct PollContext {
     pub timeout: Duration,
     pub max_owners: usize,
     /// Where submitted/finished counters go; `None` for one-shot polls.
-    pub lifecycle: Option<Arc<LifecycleMetrics>>,
+    pub lifecycle: Option<Arc<dyn LifecycleSink>>,
 }
 
 impl PollContext {

@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use serde::Serialize;
 
 /// The five DLI batch states, in the order the exporter lists them.
-pub const JOB_STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
+pub const JOB_STATES: [&str; 5] = crate::dli::states::KNOWN_STATES;
 
 /// The main owners generated jobs belong to (most jobs); see [`generate`].
 pub(crate) const OWNERS: [&str; 8] = [

@@ -29,8 +29,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::{Metrics, REVISION, VERSION};
+use crate::metrics::Metrics;
 use crate::store::SnapshotStore;
+use crate::version::{REVISION, VERSION};
 use crate::web::basic_auth;
 use crate::web::config::{ActiveWebConfig, WebConfigWatcher};
 use crate::web::write_timeout::WriteTimeout;
@@ -492,7 +493,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
 }
 
 fn metrics_response(state: &ServerState, gzip: bool) -> Response<Body> {
-    // Rendered (and gzipped) once per change, not per scrape: see crate::render_cache.
+    // Rendered (and gzipped) once per change, not per scrape: see crate::metrics::render_cache.
     let exposition = state.metrics.exposition(gzip);
     let mut r = Response::new(Full::new(exposition.body));
     if exposition.gzip {

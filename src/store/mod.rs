@@ -9,8 +9,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::poll::aggregate::QueueSnapshot;
-use crate::render_cache::Generation;
+mod generation;
+pub mod lifecycle;
+mod snapshot;
+
+pub use generation::Generation;
+pub use lifecycle::{Finished, LifecycleEvents, LifecycleSink};
+pub use snapshot::QueueSnapshot;
 
 /// A project x queue pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -17,7 +17,6 @@
 //! for one rendering.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -26,20 +25,6 @@ use bytes::Bytes;
 
 /// Longest time a rendering is served when no change was signalled.
 pub const MAX_AGE: Duration = Duration::from_secs(1);
-
-/// A counter of changes; cheap to bump from anywhere that changes what `/metrics` shows.
-#[derive(Debug, Default)]
-pub struct Generation(AtomicU64);
-
-impl Generation {
-    pub fn bump(&self) {
-        self.0.fetch_add(1, Ordering::Release);
-    }
-
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Acquire)
-    }
-}
 
 /// One rendering.
 struct Rendered {

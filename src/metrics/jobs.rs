@@ -1,0 +1,208 @@
+//! [`JobsCollector`]: the job and poll series (`dli_batch_jobs`, `dli_batch_jobs_by_owner`, the
+//! oldest active job, `dli_poll_*`, `dli_up`), built fresh from the store's snapshots at every
+//! scrape, so queues, states and owners that vanish also vanish from `/metrics`.
+//!
+//! Names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). It reads
+//! the store and never writes to it.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+use super::CollectorOptions;
+use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
+use crate::store::SnapshotStore;
+
+/// Renders the job and poll metrics from the store's current snapshots at every scrape, so
+/// queues, states and owners that vanish also vanish from `/metrics`.
+pub struct JobsCollector {
+    store: Arc<SnapshotStore>,
+    options: Arc<RwLock<CollectorOptions>>,
+    descs: Vec<Desc>,
+}
+
+const JOBS: &str = "dli_batch_jobs";
+const JOBS_BY_OWNER: &str = "dli_batch_jobs_by_owner";
+const OLDEST: &str = "dli_batch_oldest_job_created_timestamp_seconds";
+const POLL_SUCCESS: &str = "dli_poll_success";
+const POLL_DURATION: &str = "dli_poll_duration_seconds";
+const POLL_PAGES: &str = "dli_poll_pages";
+const LAST_SUCCESS: &str = "dli_last_successful_poll_timestamp_seconds";
+const UP: &str = "dli_up";
+
+/// (name, help, labels) of every metric the collector renders.
+const FAMILIES: [(&str, &str, &[&str]); 8] = [
+    (
+        JOBS,
+        "Batch jobs listed by DLI in each state, as of the last successful poll of the queue.",
+        &["project_id", "queue", "state"],
+    ),
+    (
+        JOBS_BY_OWNER,
+        "Batch jobs per state and owner, as of the last successful poll of the queue; owners beyond metrics.max_owners_per_queue are summed into owner=\"__other__\", a missing owner is \"__unknown__\".",
+        &["owner", "project_id", "queue", "state"],
+    ),
+    (
+        OLDEST,
+        "Creation time (unix seconds) of the oldest job in each active state (starting, running, recovering), as of the last successful poll of the queue.",
+        &["project_id", "queue", "state"],
+    ),
+    (
+        POLL_SUCCESS,
+        "1 if the last poll of the queue walked every page, else 0.",
+        &["project_id", "queue"],
+    ),
+    (
+        POLL_DURATION,
+        "Wall time of the last poll of the queue, in seconds.",
+        &["project_id", "queue"],
+    ),
+    (
+        POLL_PAGES,
+        "Pages fetched by the last poll of the queue (the final empty page included).",
+        &["project_id", "queue"],
+    ),
+    (
+        LAST_SUCCESS,
+        "Unix time of the last successful poll of the queue.",
+        &["project_id", "queue"],
+    ),
+    (
+        UP,
+        "1 if the last poll of at least one queue succeeded, else 0.",
+        &[],
+    ),
+];
+
+impl JobsCollector {
+    pub(super) fn new(
+        store: Arc<SnapshotStore>,
+        options: Arc<RwLock<CollectorOptions>>,
+    ) -> Result<Self, prometheus::Error> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, labels)| {
+                Desc::new(
+                    name.to_string(),
+                    help.to_string(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    Default::default(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(JobsCollector {
+            store,
+            options,
+            descs,
+        })
+    }
+}
+
+fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+    let pairs = labels
+        .iter()
+        .map(|(n, v)| {
+            let mut p = LabelPair::default();
+            p.set_name(n.to_string());
+            p.set_value(v.to_string());
+            p
+        })
+        .collect();
+    let mut m = Metric::from_label(pairs);
+    let mut g = Gauge::default();
+    g.set_value(value);
+    m.set_gauge(g);
+    m
+}
+
+impl Collector for JobsCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let options = self
+            .options
+            .read()
+            .map(|o| o.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        let now = Instant::now();
+        let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
+        let mut up = false;
+        for (key, status) in self.store.view() {
+            let (p, q) = (key.project_id.as_str(), key.queue.as_str());
+            if status.attempted {
+                up |= status.last_success;
+                out[3].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    f64::from(u8::from(status.last_success)),
+                ));
+                out[4].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    status.last_duration.as_secs_f64(),
+                ));
+                out[5].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    f64::from(status.last_pages),
+                ));
+            }
+            if let Some(t) = status.last_success_unix {
+                out[6].push(gauge(&[("project_id", p), ("queue", q)], t));
+            }
+            let Some(snapshot) = status.fresh_snapshot(options.stale_after, now) else {
+                continue;
+            };
+            for state in KNOWN_STATES {
+                let n = snapshot.by_state.get(state).copied().unwrap_or(0);
+                out[0].push(gauge(
+                    &[("project_id", p), ("queue", q), ("state", state)],
+                    n as f64,
+                ));
+            }
+            for (state, n) in &snapshot.by_state {
+                if !KNOWN_STATES.contains(&state.as_str()) {
+                    out[0].push(gauge(
+                        &[("project_id", p), ("queue", q), ("state", state)],
+                        *n as f64,
+                    ));
+                }
+            }
+            if options.owner_breakdown {
+                for ((state, owner), n) in &snapshot.by_state_owner {
+                    out[1].push(gauge(
+                        &[
+                            ("owner", owner),
+                            ("project_id", p),
+                            ("queue", q),
+                            ("state", state),
+                        ],
+                        *n as f64,
+                    ));
+                }
+            }
+            for state in ACTIVE_STATES {
+                if let Some(t) = snapshot.oldest_active.get(state) {
+                    out[2].push(gauge(
+                        &[("project_id", p), ("queue", q), ("state", state)],
+                        *t,
+                    ));
+                }
+            }
+        }
+        out[7].push(gauge(&[], f64::from(u8::from(up))));
+        FAMILIES
+            .iter()
+            .zip(out)
+            .map(|((name, help, _), metrics)| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(name.to_string());
+                mf.set_help(help.to_string());
+                mf.set_field_type(MetricType::GAUGE);
+                mf.set_metric(metrics);
+                mf
+            })
+            .collect()
+    }
+}
