@@ -90,13 +90,8 @@ impl Default for StartOptions {
 
 fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
     settings
-        .projects
-        .iter()
-        .flat_map(|p| {
-            p.queues
-                .iter()
-                .map(move |q| QueueKey::new(&p.project_id, q))
-        })
+        .queue_pairs()
+        .map(|(p, q)| QueueKey::new(&p.project_id, q))
         .collect()
 }
 

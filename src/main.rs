@@ -120,7 +120,7 @@ async fn run(flags: Flags) -> anyhow::Result<ExitCode> {
     )?;
     tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
         web_config = web_summary.as_deref().unwrap_or("none"),
-        queues = settings.projects.iter().map(|p| p.queues.len()).sum::<usize>(), version = dli_exporter::cli::LONG_VERSION, "listening");
+        queues = settings.queue_pairs().count(), version = dli_exporter::cli::LONG_VERSION, "listening");
     let token = app.shutdown_token();
     tokio::spawn(async move {
         signals::shutdown().await;

@@ -153,15 +153,13 @@ pub type Clients = HashMap<String, Arc<DliClient>>;
 
 /// Every configured queue with its project's client.
 pub fn queue_targets(settings: &Settings, clients: &Clients) -> Vec<(QueueKey, Arc<DliClient>)> {
-    let mut out = Vec::new();
-    for project in &settings.projects {
-        if let Some(client) = clients.get(&project.project_id) {
-            for queue in &project.queues {
-                out.push((QueueKey::new(&project.project_id, queue), client.clone()));
-            }
-        }
-    }
-    out
+    settings
+        .queue_pairs()
+        .filter_map(|(project, queue)| {
+            let client = clients.get(&project.project_id)?;
+            Some((QueueKey::new(&project.project_id, queue), client.clone()))
+        })
+        .collect()
 }
 
 /// Polls every queue once, concurrently (the clients' shared limit still applies).

@@ -1,0 +1,189 @@
+//! Secret resolution: each credential from its config value, its `*_file`, or the SDK's
+//! environment variable, in that order, into ready-to-use [`Credentials`]. Problems name the key,
+//! never the value.
+
+use std::path::PathBuf;
+
+use super::Env;
+use super::model::{AuthConfig, AuthKind, Credentials};
+use super::validate::{iam_endpoint_for, is_valid_region, normalize_endpoint};
+use crate::secret::Secret;
+
+/// Picks a secret from the config value, the `*_file` path, or an environment variable, in that
+/// order; both a value and a file is an error, since it is unclear which one is meant.
+fn resolve_secret(
+    value: &Option<Secret>,
+    file: &Option<PathBuf>,
+    env_var: &str,
+    key: &str,
+    env: &Env,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Secret> {
+    match (value, file) {
+        (Some(_), Some(_)) => {
+            problem(key, format!("set either {key} or {key}_file, not both"));
+            None
+        }
+        (Some(v), None) if !v.is_empty() => Some(v.clone()),
+        (Some(_), None) => {
+            problem(key, "is empty".into());
+            None
+        }
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let s = Secret::new(text);
+                if s.is_empty() {
+                    problem(
+                        &format!("{key}_file"),
+                        format!("{} is empty", path.display()),
+                    );
+                    None
+                } else {
+                    Some(s)
+                }
+            }
+            Err(e) => {
+                problem(
+                    &format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                );
+                None
+            }
+        },
+        (None, None) => env.get(env_var).map(Secret::new).filter(|s| !s.is_empty()),
+    }
+}
+
+pub(super) fn resolve_credentials(
+    auth: &AuthConfig,
+    key: &str,
+    region: Option<&str>,
+    env: &Env,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<Credentials> {
+    let k = |field: &str| format!("{key}.{field}");
+    match auth.kind {
+        AuthKind::Aksk => {
+            for (set, field) in [
+                (auth.iam_endpoint.is_some(), "iam_endpoint"),
+                (auth.domain_name.is_some(), "domain_name"),
+                (auth.user_name.is_some(), "user_name"),
+                (
+                    auth.password.is_some() || auth.password_file.is_some(),
+                    "password",
+                ),
+            ] {
+                if set {
+                    problem(&k(field), "is only used with kind = \"token\"".into());
+                }
+            }
+            let ak = resolve_secret(
+                &auth.access_key,
+                &auth.access_key_file,
+                "HUAWEICLOUD_SDK_AK",
+                &k("access_key"),
+                env,
+                problem,
+            );
+            let sk = resolve_secret(
+                &auth.secret_key,
+                &auth.secret_key_file,
+                "HUAWEICLOUD_SDK_SK",
+                &k("secret_key"),
+                env,
+                problem,
+            );
+            let token = resolve_secret(
+                &auth.security_token,
+                &auth.security_token_file,
+                "HUAWEICLOUD_SDK_SECURITY_TOKEN",
+                &k("security_token"),
+                env,
+                problem,
+            );
+            if ak.is_none() && auth.access_key.is_none() && auth.access_key_file.is_none() {
+                problem(
+                    &k("access_key"),
+                    "missing: set access_key, access_key_file or HUAWEICLOUD_SDK_AK".into(),
+                );
+            }
+            if sk.is_none() && auth.secret_key.is_none() && auth.secret_key_file.is_none() {
+                problem(
+                    &k("secret_key"),
+                    "missing: set secret_key, secret_key_file or HUAWEICLOUD_SDK_SK".into(),
+                );
+            }
+            Some(Credentials::AkSk {
+                access_key: ak?,
+                secret_key: sk?,
+                security_token: token,
+            })
+        }
+        AuthKind::Token => {
+            for (set, field) in [
+                (
+                    auth.access_key.is_some() || auth.access_key_file.is_some(),
+                    "access_key",
+                ),
+                (
+                    auth.secret_key.is_some() || auth.secret_key_file.is_some(),
+                    "secret_key",
+                ),
+                (
+                    auth.security_token.is_some() || auth.security_token_file.is_some(),
+                    "security_token",
+                ),
+            ] {
+                if set {
+                    problem(&k(field), "is only used with kind = \"aksk\"".into());
+                }
+            }
+            let iam_endpoint = match (&auth.iam_endpoint, region) {
+                (Some(e), _) => match normalize_endpoint(e) {
+                    Ok(e) => Some(e),
+                    Err(why) => {
+                        problem(&k("iam_endpoint"), format!("{e:?} {why}"));
+                        None
+                    }
+                },
+                (None, Some(r)) if is_valid_region(r) => Some(iam_endpoint_for(r)),
+                (None, _) => {
+                    problem(
+                        &k("iam_endpoint"),
+                        "missing: set iam_endpoint or the project's region".into(),
+                    );
+                    None
+                }
+            };
+            let mut required = |v: &Option<String>, field: &str| match v.as_deref().map(str::trim) {
+                Some(s) if !s.is_empty() => Some(s.to_string()),
+                _ => {
+                    problem(&k(field), "missing: required with kind = \"token\"".into());
+                    None
+                }
+            };
+            let domain_name = required(&auth.domain_name, "domain_name");
+            let user_name = required(&auth.user_name, "user_name");
+            let password = resolve_secret(
+                &auth.password,
+                &auth.password_file,
+                "HUAWEICLOUD_SDK_PASSWORD",
+                &k("password"),
+                env,
+                problem,
+            );
+            if password.is_none() && auth.password.is_none() && auth.password_file.is_none() {
+                problem(
+                    &k("password"),
+                    "missing: set password, password_file or HUAWEICLOUD_SDK_PASSWORD".into(),
+                );
+            }
+            Some(Credentials::Token {
+                iam_endpoint: iam_endpoint?,
+                domain_name: domain_name?,
+                user_name: user_name?,
+                password: password?,
+            })
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Validation: every rule about what a valid configuration is, each problem named by its key,
+//! all problems collected before failing; endpoints derived from regions.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::model::{Config, Project, Settings};
+use super::secrets::resolve_credentials;
+use super::{ConfigError, Env, Problem};
+use crate::secret::SecretUrl;
+
+/// Checks every rule and resolves secrets; collects all problems instead of stopping at the first.
+pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settings, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(Problem {
+            key: key.to_string(),
+            message,
+        })
+    };
+
+    validate_listen_address(&config.web.listen_address, &mut problem);
+    let tp = &config.web.telemetry_path;
+    if !tp.starts_with('/') || tp.len() < 2 || tp.starts_with("/-/") || tp.contains(['?', '#', ' '])
+    {
+        problem(
+            "web.telemetry_path",
+            format!(
+                "{tp:?} must be a path such as \"/metrics\" (starting with '/', not '/' itself nor under '/-/')"
+            ),
+        );
+    }
+
+    let p = &config.poll;
+    for (key, value) in [
+        ("poll.interval", p.interval),
+        ("poll.timeout", p.timeout),
+        ("poll.request_timeout", p.request_timeout),
+        ("poll.stale_after", p.stale_after),
+    ] {
+        if value.is_zero() {
+            problem(key, "must be greater than 0".into());
+        }
+    }
+    if p.timeout >= p.interval {
+        problem(
+            "poll.timeout",
+            format!(
+                "{} must be less than poll.interval ({}) so that walks never overlap",
+                humantime::format_duration(p.timeout),
+                humantime::format_duration(p.interval)
+            ),
+        );
+    }
+    if p.request_timeout > p.timeout {
+        problem(
+            "poll.request_timeout",
+            format!(
+                "{} must not exceed poll.timeout ({})",
+                humantime::format_duration(p.request_timeout),
+                humantime::format_duration(p.timeout)
+            ),
+        );
+    }
+    if p.page_size == 0 {
+        problem("poll.page_size", "must be at least 1".into());
+    }
+    if p.max_pages == 0 {
+        problem("poll.max_pages", "must be at least 1".into());
+    }
+    if p.concurrency == 0 {
+        problem("poll.concurrency", "must be at least 1".into());
+    }
+
+    if config.projects.is_empty() {
+        problem(
+            "projects",
+            "at least one [[projects]] entry with a project_id and queues is required".into(),
+        );
+    }
+
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut projects = Vec::with_capacity(config.projects.len());
+    for (i, pc) in config.projects.iter().enumerate() {
+        let key = |field: &str| format!("projects[{i}].{field}");
+        let mut ok = true;
+        if !is_valid_project_id(&pc.project_id) {
+            problem(
+                &key("project_id"),
+                format!(
+                    "{:?} must be 1 to 64 ASCII letters and digits (usually 32 lowercase hex)",
+                    pc.project_id
+                ),
+            );
+            ok = false;
+        }
+        if let Some(region) = &pc.region
+            && !is_valid_region(region)
+        {
+            problem(
+                &key("region"),
+                format!(
+                    "{region:?} must be a region id such as \"cn-north-4\" (lowercase letters, digits, '-')"
+                ),
+            );
+            ok = false;
+        }
+        let endpoint = match (&pc.endpoint, &pc.region) {
+            (Some(e), _) => match normalize_endpoint(e) {
+                Ok(e) => Some(e),
+                Err(why) => {
+                    problem(&key("endpoint"), format!("{e:?} {why}"));
+                    None
+                }
+            },
+            (None, Some(region)) if is_valid_region(region) => Some(dli_endpoint_for(region)),
+            (None, Some(_)) => None,
+            (None, None) => {
+                problem(
+                    &key("region"),
+                    "required when projects[].endpoint is not set".into(),
+                );
+                None
+            }
+        };
+        if pc.queues.is_empty() {
+            problem(&key("queues"), "must list at least one queue".into());
+            ok = false;
+        }
+        for (j, q) in pc.queues.iter().enumerate() {
+            if q.trim().is_empty() {
+                problem(
+                    &format!("projects[{i}].queues[{j}]"),
+                    "queue name must not be empty".into(),
+                );
+                ok = false;
+            } else if !seen.insert((pc.project_id.clone(), q.clone())) {
+                problem(
+                    &format!("projects[{i}].queues[{j}]"),
+                    format!(
+                        "duplicate queue {q:?} for project {}: each project x queue pair may appear once",
+                        pc.project_id
+                    ),
+                );
+                ok = false;
+            }
+        }
+        let (auth, auth_key) = match &pc.auth {
+            Some(a) => (a, key("auth")),
+            None => (&config.auth, "auth".to_string()),
+        };
+        let credentials =
+            resolve_credentials(auth, &auth_key, pc.region.as_deref(), env, &mut problem);
+        if let Some(ca) = &pc.ca_file
+            && let Err(why) = check_ca_file(ca)
+        {
+            problem(&key("ca_file"), format!("{}: {why}", ca.display()));
+            ok = false;
+        }
+        let proxy = match pc
+            .proxy_url
+            .as_ref()
+            .map(|u| SecretUrl::parse_proxy(u.expose()))
+        {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(why)) => {
+                // The value itself is not repeated: it may carry a password.
+                problem(&key("proxy_url"), why.to_string());
+                ok = false;
+                None
+            }
+        };
+        if let (true, Some(endpoint), Some(credentials)) = (ok, endpoint, credentials) {
+            projects.push(Project {
+                project_id: pc.project_id.clone(),
+                region: pc.region.clone(),
+                endpoint,
+                queues: pc.queues.clone(),
+                credentials,
+                ca_file: pc.ca_file.clone(),
+                proxy,
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid {
+            path: path.map(Path::to_path_buf),
+            problems,
+        });
+    }
+    let mut web = config.web;
+    if let Some(rest) = web.listen_address.strip_prefix(':') {
+        // ":10049" means every interface, as with other exporters.
+        web.listen_address = format!("0.0.0.0:{rest}");
+    }
+    Ok(Settings {
+        web,
+        poll: config.poll,
+        metrics: config.metrics,
+        projects,
+        source: path.map(Path::to_path_buf),
+    })
+}
+
+fn validate_listen_address(addr: &str, problem: &mut impl FnMut(&str, String)) {
+    let ok = match addr.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok()
+                && !host.contains(char::is_whitespace)
+                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
+        }
+        None => false,
+    };
+    if !ok {
+        problem(
+            "web.listen_address",
+            format!("{addr:?} must be HOST:PORT, [IPv6]:PORT or :PORT (e.g. \":10049\")"),
+        );
+    }
+}
+
+/// Reads a CA bundle and checks that it holds at least one PEM certificate.
+pub fn check_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(certs)
+}
+
+/// Project ids: 1 to 64 ASCII letters and digits (dli-api.md §1).
+pub fn is_valid_project_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+pub(super) fn is_valid_region(region: &str) -> bool {
+    !region.is_empty()
+        && region.len() <= 64
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// The DLI endpoint of a region (dli-api.md §1: `eu-west-101` is the one `.eu` exception).
+pub fn dli_endpoint_for(region: &str) -> String {
+    format!("https://dli.{region}.{}", domain_for(region))
+}
+
+/// The default IAM endpoint of a region.
+pub fn iam_endpoint_for(region: &str) -> String {
+    format!("https://iam.{region}.{}", domain_for(region))
+}
+
+fn domain_for(region: &str) -> &'static str {
+    if region == "eu-west-101" {
+        "myhuaweicloud.eu"
+    } else {
+        "myhuaweicloud.com"
+    }
+}
+
+/// Accepts `http(s)://host[:port]` with an optional trailing `/`; returns it without the slash.
+pub(super) fn normalize_endpoint(raw: &str) -> Result<String, &'static str> {
+    let url = reqwest::Url::parse(raw)
+        .map_err(|_| "is not a URL such as \"https://dli.cn-north-4.myhuaweicloud.com\"")?;
+    if url.scheme() != "https" && url.scheme() != "http" {
+        return Err("must use https:// (or http:// for simulators and local proxies)");
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("has no host");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not carry credentials");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment");
+    }
+    if url.path() != "/" && !url.path().is_empty() {
+        return Err("must not have a path (the API path is added by the client)");
+    }
+    Ok(raw.trim_end_matches('/').to_string())
+}
