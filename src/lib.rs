@@ -2,36 +2,33 @@
 //!
 //! # Layout
 //!
+//! Data flows one way: config → dli → poll → store → metrics → web; `app` wires them together
+//! and `main` only picks a mode. docs/architecture.md describes each step and what each module may
+//! not import (a test, `tests/architecture.rs`, enforces it).
+//!
 //! - [`config`]: the configuration file model, environment overrides, secrets, validation.
-//! - [`secret`]: the redacting, zeroing `Secret` type for credentials.
-//! - [`dli`]: the DLI client: signing, IAM tokens, ListBatches, errors, the page walker.
-//! - [`poll`]: the per-queue poll schedule and the aggregation of a walk into a snapshot.
-//! - [`store`]: the last good snapshot and poll status of every queue.
-//! - [`metrics`]: the `/metrics` registry: job metrics rendered from the store, API self-metrics.
-//! - [`render_cache`]: the last `/metrics` rendering (plain and gzip), reused until something changes.
-//! - [`server`]: the hyper HTTP server: `/metrics`, `/`, `/-/healthy`, `/-/ready`, `/-/reload`,
-//!   with TLS, auth and the request limits.
-//! - [`web_config`], [`basic_auth`], [`rate_limit`]: `--web.config.file` (exporter-toolkit
-//!   format): TLS, client certificates, basic auth, extra headers, a request rate limit; re-read
-//!   when the files change.
-//! - [`write_timeout`]: disconnects clients that stop reading their response.
-//! - [`app`]: wiring of all of the above into a running daemon, and `--once`.
-//! - [`cli`], [`logging`], [`signals`]: flags, log output, SIGTERM/SIGINT/SIGHUP;
-//!   [`malloc_tuning`]: one allocator setting for `main`.
+//! - [`dli`]: the DLI client: signing, IAM tokens, ListBatches, errors, the page walker, the job
+//!   state vocabulary.
+//! - [`poll`]: the per-queue poll schedule, the aggregation of a walk into a snapshot and the job
+//!   lifecycle between walks.
+//! - [`store`]: the hand-over point: the last good snapshot and poll status of every queue, which
+//!   poll writes and metrics reads.
+//! - [`metrics`]: the `/metrics` registry and its render cache.
+//! - [`web`]: the HTTP server and the exporter-toolkit web config (TLS, auth, limits).
+//! - [`app`]: the running daemon (start, reload, shutdown, signals) and one function per mode
+//!   (`--check-config`, `--once`, `--demo`, serve).
+//! - [`cli`]: flags, logging setup and the allocator setting `main` applies.
 //! - [`sim`]: the embedded DLI simulator used by `--demo`, the tests and the benchmarks.
-//! - [`demo`]: `--demo` settings around the simulator.
+//! - [`secret`], [`version`]: the redacting `Secret` type and the build's version strings,
+//!   shared by all of the above.
 
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod demo;
 pub mod dli;
-pub mod logging;
-pub mod malloc_tuning;
 pub mod metrics;
 pub mod poll;
 pub mod secret;
-pub mod signals;
 pub mod sim;
 pub mod store;
 pub mod version;

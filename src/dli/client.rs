@@ -5,7 +5,6 @@
 //! rejected). It must not retry for other reasons or walk pages: that is [`super::paging`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio::sync::Semaphore;
@@ -13,57 +12,15 @@ use tokio::sync::Semaphore;
 use super::auth::aksk::{self, AkSkSigner};
 use super::auth::token::{TokenLogin, TokenSource};
 use super::error::{DliError, Operation};
+use super::http::{ClientBuildError, ClientOptions};
 use super::model::{BatchPage, ListBatchesQuery, decode_page};
-use super::throttle::ThrottlePolicy;
-use super::transport::{DEFAULT_MAX_BODY_BYTES, RawResponse, RequestObserver, Transport};
+use super::transport::{RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project};
 
 /// How requests of one project are authenticated.
 enum Auth {
     AkSk(AkSkSigner),
     Token(Box<TokenSource>),
-}
-
-/// Transport settings shared by every project's client.
-#[derive(Clone)]
-pub struct ClientOptions {
-    pub request_timeout: Duration,
-    pub max_body_bytes: usize,
-    pub user_agent: String,
-    /// Hold-off after repeated 429 / APIGW.0308 answers, per endpoint.
-    pub throttle: ThrottlePolicy,
-}
-
-impl ClientOptions {
-    pub fn new(request_timeout: Duration) -> Self {
-        ClientOptions {
-            request_timeout,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            user_agent: crate::version::USER_AGENT.to_string(),
-            throttle: ThrottlePolicy::default(),
-        }
-    }
-}
-
-/// Errors building a client: they name the project and the file or setting at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ClientBuildError {
-    #[error("project {project_id}: ca_file {path}: {message}")]
-    CaFile {
-        project_id: String,
-        path: std::path::PathBuf,
-        message: String,
-    },
-    /// `proxy` is shown with any `user:password@` redacted.
-    #[error("project {project_id}: proxy_url {proxy} is not usable")]
-    Proxy { project_id: String, proxy: String },
-    #[error("project {project_id}: endpoint {endpoint:?} is not a usable URL")]
-    Endpoint {
-        project_id: String,
-        endpoint: String,
-    },
-    #[error("project {project_id}: cannot build the HTTP client: {message}")]
-    Http { project_id: String, message: String },
 }
 
 /// The DLI client of one project.

@@ -3,13 +3,57 @@
 //! the standard `HTTPS_PROXY`/`HTTP_PROXY`/`NO_PROXY` environment), connect and request timeouts,
 //! no redirects.
 //!
-//! It owns these transport settings and their errors. It must not offer any way to turn
+//! It owns these transport settings ([`ClientOptions`]) and the errors of building a client
+//! ([`ClientBuildError`]). It must not offer any way to turn
 //! certificate verification off, and must not put a proxy password into a message.
 
 use std::time::Duration;
 
-use super::client::{ClientBuildError, ClientOptions};
+use super::throttle::ThrottlePolicy;
+use super::transport::DEFAULT_MAX_BODY_BYTES;
 use crate::config::{Project, check_ca_file};
+
+/// Transport settings shared by every project's client.
+#[derive(Clone)]
+pub struct ClientOptions {
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+    pub user_agent: String,
+    /// Hold-off after repeated 429 / APIGW.0308 answers, per endpoint.
+    pub throttle: ThrottlePolicy,
+}
+
+impl ClientOptions {
+    pub fn new(request_timeout: Duration) -> Self {
+        ClientOptions {
+            request_timeout,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            user_agent: crate::version::USER_AGENT.to_string(),
+            throttle: ThrottlePolicy::default(),
+        }
+    }
+}
+
+/// Errors building a client: they name the project and the file or setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    #[error("project {project_id}: ca_file {path}: {message}")]
+    CaFile {
+        project_id: String,
+        path: std::path::PathBuf,
+        message: String,
+    },
+    /// `proxy` is shown with any `user:password@` redacted.
+    #[error("project {project_id}: proxy_url {proxy} is not usable")]
+    Proxy { project_id: String, proxy: String },
+    #[error("project {project_id}: endpoint {endpoint:?} is not a usable URL")]
+    Endpoint {
+        project_id: String,
+        endpoint: String,
+    },
+    #[error("project {project_id}: cannot build the HTTP client: {message}")]
+    Http { project_id: String, message: String },
+}
 
 /// Longest a TCP + TLS connect may take, whatever `poll.request_timeout` is.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -13,8 +13,9 @@ pub mod states;
 pub mod throttle;
 pub mod transport;
 
-pub use client::{ClientOptions, DliClient};
+pub use client::DliClient;
 pub use error::{DliError, FailureReason, Operation};
+pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue};
 pub use throttle::ThrottlePolicy;

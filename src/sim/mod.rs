@@ -5,7 +5,7 @@
 //! It owns: a hyper 1.x server on a caller-supplied or loopback listener; an in-memory job list
 //! per project × queue; verification of SDK-HMAC-SHA256 signatures and IAM tokens it issued;
 //! scripted misbehaviour ([`FaultRule`]); counters and a request log for tests to assert on; and a
-//! "lively" demo world whose jobs move through states over time.
+//! "lively" world whose jobs move through states over time.
 //!
 //! It must not: reach any network other than the listener it is given, read credentials from the
 //! environment, panic on anything that arrives from the network (bad input gets a 4xx), or keep
@@ -14,12 +14,12 @@
 //!
 //! Layout: `mod.rs` (this handle and its configuration), `server.rs` (hyper plumbing and routing),
 //! `jobs.rs` ([`SimJob`] and seeded generation), `faults.rs` ([`FaultRule`], [`Fault`] and matching),
-//! `auth.rs` (signature and token checks, the IAM token endpoint), `demo.rs` (the demo world).
+//! `auth.rs` (signature and token checks, the IAM token endpoint), `lively.rs` (the lively world that `--demo` polls).
 
 mod auth;
-mod demo;
 mod faults;
 mod jobs;
+mod lively;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -36,9 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
 
-pub use demo::{DEMO_MAX_JOBS, DEMO_OWNERS, DemoWorld, start_demo, start_demo_with};
 pub use faults::{Fault, FaultRule};
 pub use jobs::{JOB_STATES, SimJob};
+pub use lively::{LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, start_lively, start_lively_with};
 
 /// Access key accepted by [`SimConfig::default`].
 pub const DEMO_ACCESS_KEY: &str = "DLIDEMOACCESSKEY0001";
@@ -50,9 +50,9 @@ pub const DEMO_DOMAIN: &str = "demo_account";
 pub const DEMO_USER: &str = "demo_user";
 /// IAM password of [`DEMO_USER`].
 pub const DEMO_PASSWORD: &str = "demo-password";
-/// The project the demo world fills.
+/// The project the lively world fills (and the simulator's default project).
 pub const DEMO_PROJECT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
-/// The queues the demo world fills.
+/// The queues the lively world fills.
 pub const DEMO_QUEUES: [&str; 2] = ["etl", "adhoc"];
 /// The region name that a token request scoped by project *name* resolves to [`DEMO_PROJECT_ID`]
 /// (any other name can be mapped with [`Simulator::map_project_name`]).
@@ -315,9 +315,9 @@ impl Simulator {
         Ok(Simulator { inner })
     }
 
-    /// Starts the lively demo world (see [`start_demo`]).
-    pub async fn start_demo(tick: Duration) -> std::io::Result<Simulator> {
-        start_demo(tick).await
+    /// Starts the lively world (see [`start_lively`]).
+    pub async fn start_lively(tick: Duration) -> std::io::Result<Simulator> {
+        start_lively(tick).await
     }
 
     /// The address the server listens on.

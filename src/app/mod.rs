@@ -1,10 +1,19 @@
-//! Wiring of the daemon: builds the store, metrics, clients and pollers from [`Settings`],
-//! serves HTTP on an already bound listener, reloads the configuration on request, and stops
-//! everything on shutdown. Also the one-shot poll behind `--once`.
+//! The running exporter: builds the store, metrics, clients and pollers from [`Settings`],
+//! serves HTTP on an already bound listener, reloads the configuration on request (`reload`),
+//! turns signals into shutdown and reload (`signals`), and stops everything on shutdown. Also
+//! one function per mode of the binary (`run`: `--check-config`, `--once`, serve) and the
+//! `--demo` settings (`demo`).
 //!
 //! It owns start-up order (listen first, then poll), reload (a broken file keeps the old
 //! configuration running) and shutdown order (stop accepting, let scrapes finish, cancel polls).
-//! Flags, signals and logging setup belong to `main`.
+//! It is the one module that may import every other; flag parsing and logging setup are `cli`'s.
+
+pub mod demo;
+mod reload;
+mod run;
+pub mod signals;
+
+pub use run::{RunError, check_config, once, serve};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -16,12 +25,13 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{self, ConfigError, Env, Settings};
-use crate::dli::client::ClientBuildError;
+use reload::{Control, Running};
+
+use crate::config::{ConfigError, Env, Settings};
+use crate::dli::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
-use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
-use crate::store::LifecycleSink;
+use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome};
 use crate::store::{QueueKey, SnapshotStore};
 use crate::web::config::{WEB_CONFIG_POLL_INTERVAL, WebConfigError, WebConfigWatcher};
 use crate::web::server::{self, Limits, ReloadFn, ServerState};
@@ -124,103 +134,6 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     control: Arc<Control>,
     reload: ReloadFn,
-}
-
-/// The parts a reload replaces, behind one lock so reloads never interleave.
-struct Running {
-    settings: Settings,
-    pollers: CancellationToken,
-    trackers: Trackers,
-}
-
-struct Control {
-    store: Arc<SnapshotStore>,
-    metrics: Arc<Metrics>,
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
-    source: Option<(PathBuf, Env)>,
-    web: Option<Arc<WebConfigWatcher>>,
-    running: tokio::sync::Mutex<Running>,
-}
-
-impl Control {
-    /// Replaces the pollers with ones for `settings`. Clients are built first, so a failure
-    /// leaves everything as it was.
-    fn apply(&self, settings: Settings, running: &mut Running) -> Result<(), ClientBuildError> {
-        let clients = build_clients(&settings, &self.metrics)?;
-        let keys = queue_keys(&settings);
-        for old in queue_keys(&running.settings) {
-            if !keys.contains(&old) {
-                self.metrics.lifecycle.remove_queue(&old);
-                running.trackers.remove(&old);
-            }
-        }
-        for key in &keys {
-            running.trackers.entry(key.clone()).or_default();
-        }
-        self.store.set_queues(keys);
-        self.metrics.set_options(collector_options(&settings));
-
-        running.pollers.cancel();
-        running.pollers = self.shutdown.child_token();
-        let mut context = PollContext::new(
-            self.store.clone(),
-            &settings.poll,
-            settings.metrics.max_owners_per_queue,
-        );
-        context.lifecycle = Some(self.metrics.lifecycle_sink());
-        let targets = scheduler::queue_targets(&settings, &clients);
-        scheduler::spawn_pollers(
-            targets,
-            context,
-            settings.poll.interval,
-            running.pollers.clone(),
-            &self.tasks,
-            &running.trackers,
-        );
-        running.settings = settings;
-        Ok(())
-    }
-
-    async fn reload(&self) -> Result<(), ReloadError> {
-        // The web config is re-read too (it is also watched); its failure fails the reload.
-        let web = match &self.web {
-            Some(w) => w
-                .check_and_log()
-                .await
-                .map(|_| ())
-                .map_err(ReloadError::from),
-            None => Ok(()),
-        };
-        let result = if self.source.is_none() && self.web.is_some() {
-            web
-        } else {
-            self.try_reload().await.and(web)
-        };
-        self.metrics.reload.record(result.is_ok());
-        match &result {
-            Ok(()) => tracing::info!("configuration reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "reload failed; the previous configuration keeps running")
-            }
-        }
-        result
-    }
-
-    async fn try_reload(&self) -> Result<(), ReloadError> {
-        let (path, env) = self.source.as_ref().ok_or(ReloadError::NoConfigFile)?;
-        let mut settings = config::load(path, env)?;
-        let mut running = self.running.lock().await;
-        if settings.web.listen_address != running.settings.web.listen_address
-            || settings.web.telemetry_path != running.settings.web.telemetry_path
-        {
-            tracing::warn!("[web] changes take effect only after a restart");
-        }
-        // The server keeps listening where it was started (flags included).
-        settings.web = running.settings.web.clone();
-        self.apply(settings, &mut running)?;
-        Ok(())
-    }
 }
 
 impl App {

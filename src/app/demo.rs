@@ -52,7 +52,7 @@ pub fn settings_for(sim: &Simulator) -> Settings {
 
 /// Starts the demo simulator on a loopback port and returns it with the settings to poll it.
 pub async fn start() -> std::io::Result<(Simulator, Settings)> {
-    let sim = Simulator::start_demo(DEMO_TICK).await?;
+    let sim = Simulator::start_lively(DEMO_TICK).await?;
     let settings = settings_for(&sim);
     tracing::info!(simulator = %sim.base_url(), queues = ?DEMO_QUEUES, "demo: polling the embedded DLI simulator");
     Ok((sim, settings))

@@ -1,10 +1,10 @@
-//! The lively demo world behind `--demo`: [`DEMO_PROJECT_ID`]'s queues [`DEMO_QUEUES`] filled
+//! The lively world behind `--demo`: [`DEMO_PROJECT_ID`]'s queues [`DEMO_QUEUES`] filled
 //! with jobs that move through states over time.
 //!
 //! Owns the world's evolution: every tick jobs start, finish, fail or recover, new jobs are
 //! submitted at the front, and old finished ones are pruned. Invariants after every step, for
 //! each queue: all five states are present, at least one job has no owner, the list is at most
-//! [`DEMO_MAX_JOBS`] long and newest-first by `create_time`. It must not use randomness other than
+//! [`LIVELY_MAX_JOBS`] long and newest-first by `create_time`. It must not use randomness other than
 //! its own generator seeded from [`SimConfig::seed`], nor outlive [`Simulator::shutdown`].
 
 use std::sync::Arc;
@@ -18,25 +18,25 @@ use super::jobs::{self, JOB_STATES, SimJob};
 use super::{DEMO_PROJECT_ID, DEMO_QUEUES, QueueJobs, SimConfig, Simulator, lock, now_ms};
 
 /// The owners the demo world's jobs belong to (one job at least has no owner at all).
-pub const DEMO_OWNERS: [&str; 8] = jobs::OWNERS;
+pub const LIVELY_OWNERS: [&str; 8] = jobs::OWNERS;
 
 /// The demo world never keeps more jobs than this per queue.
-pub const DEMO_MAX_JOBS: usize = 80;
+pub const LIVELY_MAX_JOBS: usize = 80;
 
-const DEMO_SALT: u64 = 0x5eed_de70_0000_0001;
+const LIVELY_SALT: u64 = 0x5eed_de70_0000_0001;
 
 /// Starts a simulator with [`SimConfig::default`] and the demo world, which moves every `tick`.
 /// Poll it at [`Simulator::base_url`] for project [`DEMO_PROJECT_ID`] with
 /// `DEMO_ACCESS_KEY`/`DEMO_SECRET_KEY` (or an IAM token for `DEMO_DOMAIN`/`DEMO_USER`/`DEMO_PASSWORD`).
 /// The world stops moving on [`Simulator::shutdown`].
-pub async fn start_demo(tick: Duration) -> std::io::Result<Simulator> {
-    start_demo_with(SimConfig::default(), tick).await
+pub async fn start_lively(tick: Duration) -> std::io::Result<Simulator> {
+    start_lively_with(SimConfig::default(), tick).await
 }
 
-/// [`start_demo`] with a given configuration (the world is seeded from `config.seed`).
-pub async fn start_demo_with(config: SimConfig, tick: Duration) -> std::io::Result<Simulator> {
+/// [`start_lively`] with a given configuration (the world is seeded from `config.seed`).
+pub async fn start_lively_with(config: SimConfig, tick: Duration) -> std::io::Result<Simulator> {
     let sim = Simulator::start(config).await?;
-    let mut world = DemoWorld::new(sim.config().seed);
+    let mut world = LivelyWorld::new(sim.config().seed);
     world.populate(&sim, now_ms());
     let handle = sim.clone();
     let tick = tick.max(Duration::from_millis(1));
@@ -53,9 +53,9 @@ pub async fn start_demo_with(config: SimConfig, tick: Duration) -> std::io::Resu
     Ok(sim)
 }
 
-/// The demo world's generator and rules. [`start_demo`] drives one; tests can step one by hand.
+/// The demo world's generator and rules. [`start_lively`] drives one; tests can step one by hand.
 #[derive(Debug)]
-pub struct DemoWorld {
+pub struct LivelyWorld {
     rng: StdRng,
 }
 
@@ -77,18 +77,18 @@ const STARTING: usize = 0;
 const RUNNING: usize = 1;
 const RECOVERING: usize = 2;
 
-impl DemoWorld {
+impl LivelyWorld {
     pub fn new(seed: u64) -> Self {
-        DemoWorld {
-            rng: StdRng::seed_from_u64(seed ^ DEMO_SALT),
+        LivelyWorld {
+            rng: StdRng::seed_from_u64(seed ^ LIVELY_SALT),
         }
     }
 
     /// An owner skewed towards the first names, so that owners have visibly different counts.
     fn owner(&mut self) -> Option<String> {
-        let a = self.rng.random_range(0..DEMO_OWNERS.len());
-        let b = self.rng.random_range(0..DEMO_OWNERS.len());
-        Some(DEMO_OWNERS[a.min(b)].to_string())
+        let a = self.rng.random_range(0..LIVELY_OWNERS.len());
+        let b = self.rng.random_range(0..LIVELY_OWNERS.len());
+        Some(LIVELY_OWNERS[a.min(b)].to_string())
     }
 
     fn job(&mut self, queue: &str, state: &str, created: i64, now: i64) -> SimJob {
@@ -99,7 +99,7 @@ impl DemoWorld {
     /// Fills every demo queue with 40–80 jobs in all five states, newest first.
     pub fn populate(&mut self, sim: &Simulator, now: i64) {
         for queue in DEMO_QUEUES {
-            let n = self.rng.random_range(40..=DEMO_MAX_JOBS);
+            let n = self.rng.random_range(40..=LIVELY_MAX_JOBS);
             let starting = self.rng.random_range(2..=5);
             let mut rest: Vec<&str> = Vec::with_capacity(n);
             rest.extend(std::iter::repeat_n(
@@ -200,7 +200,7 @@ impl DemoWorld {
 
         // Prune the oldest finished jobs, keeping every state and one ownerless job.
         let mut idx = q.len();
-        while q.len() > DEMO_MAX_JOBS && idx > 0 {
+        while q.len() > LIVELY_MAX_JOBS && idx > 0 {
             idx -= 1;
             let Some(j) = q.get(idx) else { break };
             let Some(s) = state_index(&j.state) else {
@@ -241,7 +241,7 @@ mod tests {
                 "{queue} has no ownerless job"
             );
             assert!(
-                jobs.len() <= DEMO_MAX_JOBS + 3,
+                jobs.len() <= LIVELY_MAX_JOBS + 3,
                 "{queue} has {} jobs",
                 jobs.len()
             );
@@ -264,12 +264,12 @@ mod tests {
         let b = Simulator::start(SimConfig::default())
             .await
             .expect("starts");
-        let (mut wa, mut wb) = (DemoWorld::new(42), DemoWorld::new(42));
+        let (mut wa, mut wb) = (LivelyWorld::new(42), LivelyWorld::new(42));
         let t0 = 1_800_000_000_000;
         wa.populate(&a, t0);
         wb.populate(&b, t0);
         let initial = a.jobs(DEMO_PROJECT_ID, "etl");
-        assert!((40..=DEMO_MAX_JOBS).contains(&initial.len()));
+        assert!((40..=LIVELY_MAX_JOBS).contains(&initial.len()));
         let owners: std::collections::BTreeSet<_> =
             initial.iter().filter_map(|j| j.owner.clone()).collect();
         assert!(owners.len() >= 5, "{owners:?}");
@@ -299,7 +299,9 @@ mod tests {
 
     #[tokio::test]
     async fn demo_moves_over_ticks_and_serves() {
-        let sim = start_demo(Duration::from_millis(10)).await.expect("starts");
+        let sim = start_lively(Duration::from_millis(10))
+            .await
+            .expect("starts");
         let before = sim.jobs(DEMO_PROJECT_ID, "adhoc");
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(15)).await;

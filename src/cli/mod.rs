@@ -1,7 +1,12 @@
-//! Command-line flags (design.md §3), named the Prometheus way (`--web.listen-address`).
+//! The command-line edge of the binary: flags named the Prometheus way
+//! (`--web.listen-address`; the list is in docs/architecture.md, "Command line"), the logging
+//! setup (`logging`) and the allocator setting `main` applies first (`malloc`).
 //!
-//! It only parses; applying flags over the configuration is [`Flags::apply`], and nothing here
-//! reads files or starts anything.
+//! It only parses and sets up; applying flags over the configuration is [`Flags::apply`], what
+//! each mode does belongs to `app`, and nothing here reads files or starts anything.
+
+pub mod logging;
+pub mod malloc;
 
 use std::path::PathBuf;
 
@@ -77,7 +82,29 @@ pub struct Flags {
     pub check_config: bool,
 }
 
+/// What the binary does, chosen by the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `--check-config`.
+    CheckConfig,
+    /// `--once`.
+    Once,
+    /// The daemon, polling the configured account or (`--demo`) the embedded simulator.
+    Serve,
+}
+
 impl Flags {
+    /// The mode the flags select (clap already refuses conflicting ones).
+    pub fn mode(&self) -> Mode {
+        if self.check_config {
+            Mode::CheckConfig
+        } else if self.once {
+            Mode::Once
+        } else {
+            Mode::Serve
+        }
+    }
+
     /// Flags given on the command line win over the configuration file.
     pub fn apply(&self, settings: &mut Settings) -> Result<(), String> {
         if let Some(addr) = &self.listen_address {

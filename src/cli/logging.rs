@@ -13,7 +13,7 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::cli::{LogFormat, LogLevel};
+use super::{LogFormat, LogLevel};
 
 fn directive(level: LogLevel) -> &'static str {
     // Only this crate logs at the chosen level; dependencies stay at warn to keep noise down.

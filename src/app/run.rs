@@ -1,0 +1,144 @@
+//! One function per mode of the binary: [`check_config`], [`once`] and [`serve`] (which also
+//! runs `--demo`). `main` parses the flags, sets up logging and calls exactly one of them.
+//!
+//! It owns what each mode reads (config file, environment, web config), prints and returns as
+//! exit code. It must not parse flags or set up logging.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::{App, StartError, StartOptions, demo, signals};
+use crate::cli::Flags;
+use crate::config::{self, ConfigError, Env, Settings};
+use crate::sim::Simulator;
+use crate::version::LONG_VERSION;
+use crate::web::{WebConfigError, WebConfigWatcher};
+
+/// Why a mode could not run; each names the input or address at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+    #[error("{0}")]
+    Flag(String),
+    #[error("starting the demo simulator: {0}")]
+    Demo(std::io::Error),
+    #[error("cannot listen on {address} (web.listen_address / --web.listen-address): {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error("writing to stdout: {0}")]
+    Stdout(std::io::Error),
+}
+
+/// The process environment, for `DLI_EXPORTER__*` overrides and the SDK's credential variables.
+fn process_env() -> Env {
+    std::env::vars().collect()
+}
+
+/// `--check-config`: loads and validates the config (and the web config, if given), prints a
+/// summary without secrets to stdout or the problems to stderr; exit 0 or 1.
+pub fn check_config(flags: &Flags) -> ExitCode {
+    let mut ok = match config::load(&flags.config_file, &process_env()) {
+        Ok(settings) => {
+            print!("{}", config::summary(&settings));
+            true
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            false
+        }
+    };
+    if let Some(path) = &flags.web_config_file {
+        match WebConfigWatcher::load(path) {
+            Ok(web) => println!("web config {}: {}", path.display(), web.current().summary()),
+            Err(e) => {
+                eprintln!("{e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The settings to run with: the config file with the flags applied.
+fn settings(flags: &Flags, env: &Env) -> Result<Settings, RunError> {
+    let mut settings = config::load(&flags.config_file, env)?;
+    flags.apply(&mut settings).map_err(RunError::Flag)?;
+    Ok(settings)
+}
+
+/// `--once`: polls every queue one time, prints the exposition to stdout and each failure to
+/// stderr; exit 1 if any queue failed.
+pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
+    let settings = settings(flags, &process_env())?;
+    let (exposition, outcomes) = super::poll_once(&settings).await?;
+    std::io::stdout()
+        .write_all(&exposition)
+        .map_err(RunError::Stdout)?;
+    let mut code = ExitCode::SUCCESS;
+    for o in outcomes.iter().filter(|o| !o.success) {
+        eprintln!(
+            "dli_exporter: {}",
+            o.error.as_deref().unwrap_or("poll failed")
+        );
+        code = ExitCode::FAILURE;
+    }
+    Ok(code)
+}
+
+/// The daemon (also `--demo`): listens, polls, serves `/metrics` until SIGTERM or SIGINT, reloads
+/// on SIGHUP and `POST /-/reload`.
+pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
+    // Serving without the TLS or auth the operator asked for would be worse than not starting.
+    let web = match &flags.web_config_file {
+        Some(path) => Some(WebConfigWatcher::load(path)?),
+        None => None,
+    };
+    // The demo keeps its simulator alive for as long as the exporter runs.
+    let (mut settings, _simulator, source): (Settings, Option<Simulator>, _) = if flags.demo {
+        let (sim, settings) = demo::start().await.map_err(RunError::Demo)?;
+        (settings, Some(sim), None)
+    } else {
+        let env = process_env();
+        let settings = config::load(&flags.config_file, &env)?;
+        (settings, None, Some((flags.config_file.clone(), env)))
+    };
+    flags.apply(&mut settings).map_err(RunError::Flag)?;
+
+    let address = settings.web.listen_address.clone();
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| RunError::Listen { address, source })?;
+    let web_summary = web.as_ref().map(|w| w.current().summary());
+    let app = App::start_with(
+        &settings,
+        listener,
+        StartOptions {
+            source,
+            web,
+            ..StartOptions::default()
+        },
+    )?;
+    tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
+        web_config = web_summary.as_deref().unwrap_or("none"),
+        queues = settings.queue_pairs().count(), version = LONG_VERSION, "listening");
+    let token = app.shutdown_token();
+    tokio::spawn(async move {
+        signals::shutdown().await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+    signals::reload_on_sighup(app.reload_handle());
+    app.run_until_cancelled().await;
+    Ok(ExitCode::SUCCESS)
+}
