@@ -1,5 +1,5 @@
 //! The real binary as a child process: `--check-config`, `--once`, the daemon and its signals,
-//! `--demo` and `--version` (design.md §3, §7a).
+//! `--demo` and `--version` (docs/architecture.md, "Command line").
 //!
 //! Every child runs with a cleared environment (no proxies, no stray `DLI_EXPORTER__*` or
 //! `HUAWEICLOUD_SDK_*`), writes its output to files in a temporary directory, and is killed by

@@ -1,6 +1,7 @@
 //! The daemon over real loopback HTTP: `App::start` against the simulator, scraped with reqwest.
 //! Covers the exposition (golden text), failure isolation between queues, staleness, `dli_up`,
-//! readiness, gzip, routing and shutdown (design.md §5, §6, §7a).
+//! readiness, gzip, routing and shutdown (docs/architecture.md: "Metrics", "HTTP endpoints",
+//! "Failures, retries and hold-off").
 
 mod common;
 

@@ -146,7 +146,7 @@ async fn other_methods_get_405_with_allow() {
             "{method} {path}"
         );
     }
-    // An unknown path is 404 whatever the method (design.md §6).
+    // An unknown path is 404 whatever the method (docs/architecture.md, "HTTP endpoints").
     for method in [
         reqwest::Method::GET,
         reqwest::Method::POST,

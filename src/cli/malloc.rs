@@ -1,5 +1,5 @@
-//! Allocator tuning for a small, steady footprint (issue 6: peak RSS <= 24 MiB while walking
-//! 100,000 jobs).
+//! Allocator tuning for a small, steady footprint (the goal in BENCHMARKS.md: peak RSS <= 24 MiB
+//! while walking 100,000 jobs).
 //!
 //! glibc gives every thread that allocates its own arena (up to 8 per core). A walk allocates a
 //! few hundred KB per page body on whichever tokio worker runs it, so each worker's arena ends up

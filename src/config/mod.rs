@@ -7,6 +7,7 @@
 //! error. It must not log or print secret values, does no network I/O, and imports nothing of
 //! the rest of the exporter.
 
+mod endpoints;
 mod load;
 mod model;
 mod secrets;
@@ -18,11 +19,10 @@ mod yaml_position;
 use std::collections::HashMap;
 use std::path::PathBuf;
 
+pub use endpoints::{dli_endpoint_for, iam_endpoint_for, is_valid_project_id};
 pub use load::{load, load_toml_str};
 pub use model::*;
-pub use validate::{
-    check_ca_file, dli_endpoint_for, iam_endpoint_for, is_valid_project_id, validate,
-};
+pub use validate::{check_ca_file, validate};
 
 /// Environment variables are read through this map so tests never touch the process environment.
 pub type Env = HashMap<String, String>;

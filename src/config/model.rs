@@ -11,7 +11,7 @@ use crate::secret::{Secret, SecretUrl};
 /// Default of `poll.stale_after`.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 
-/// The whole configuration file, as written (design.md §4).
+/// The whole configuration file, as written (docs/architecture.md, "Configuration").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {

@@ -5,8 +5,8 @@
 use std::path::PathBuf;
 
 use super::Env;
+use super::endpoints::{iam_endpoint_for, is_valid_region, normalize_endpoint};
 use super::model::{AuthConfig, AuthKind, Credentials};
-use super::validate::{iam_endpoint_for, is_valid_region, normalize_endpoint};
 use crate::secret::Secret;
 
 /// Picks a secret from the config value, the `*_file` path, or an environment variable, in that

@@ -4,6 +4,9 @@
 use std::collections::HashSet;
 use std::path::Path;
 
+use super::endpoints::{
+    dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
+};
 use super::model::{Config, Project, Settings};
 use super::secrets::resolve_credentials;
 use super::{ConfigError, Env, Problem};
@@ -230,57 +233,4 @@ pub fn check_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
         return Err("holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)".into());
     }
     Ok(certs)
-}
-
-/// Project ids: 1 to 64 ASCII letters and digits (dli-api.md §1).
-pub fn is_valid_project_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric())
-}
-
-pub(super) fn is_valid_region(region: &str) -> bool {
-    !region.is_empty()
-        && region.len() <= 64
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-/// The DLI endpoint of a region (dli-api.md §1: `eu-west-101` is the one `.eu` exception).
-pub fn dli_endpoint_for(region: &str) -> String {
-    format!("https://dli.{region}.{}", domain_for(region))
-}
-
-/// The default IAM endpoint of a region.
-pub fn iam_endpoint_for(region: &str) -> String {
-    format!("https://iam.{region}.{}", domain_for(region))
-}
-
-fn domain_for(region: &str) -> &'static str {
-    if region == "eu-west-101" {
-        "myhuaweicloud.eu"
-    } else {
-        "myhuaweicloud.com"
-    }
-}
-
-/// Accepts `http(s)://host[:port]` with an optional trailing `/`; returns it without the slash.
-pub(super) fn normalize_endpoint(raw: &str) -> Result<String, &'static str> {
-    let url = reqwest::Url::parse(raw)
-        .map_err(|_| "is not a URL such as \"https://dli.cn-north-4.myhuaweicloud.com\"")?;
-    if url.scheme() != "https" && url.scheme() != "http" {
-        return Err("must use https:// (or http:// for simulators and local proxies)");
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("has no host");
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry credentials");
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("must not have a query or fragment");
-    }
-    if url.path() != "/" && !url.path().is_empty() {
-        return Err("must not have a path (the API path is added by the client)");
-    }
-    Ok(raw.trim_end_matches('/').to_string())
 }

@@ -1,5 +1,5 @@
 //! Where a key stands in a YAML config file, so that an unknown key in YAML is reported with its
-//! line and column as it is for TOML (design.md §4: "naming the key and its file position").
+//! line and column as it is for TOML (docs/architecture.md, "Configuration": unknown keys are named with their position).
 //!
 //! It only reads the text and answers a position; it validates nothing and never fails loudly:
 //! text it cannot parse simply has no position to offer.

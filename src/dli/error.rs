@@ -1,7 +1,7 @@
 //! The one error type of the DLI and IAM client, and its classification into the failure
-//! reasons of design.md §7a (`timeout, connect, http_4xx, http_5xx, throttled, auth, decode`).
+//! reasons of docs/architecture.md ("Failures, retries and hold-off") (`timeout, connect, http_4xx, http_5xx, throttled, auth, decode`).
 //!
-//! It owns parsing of DLI/APIG/IAM error bodies (dli-api.md §5). It never holds a secret: URLs
+//! It owns parsing of DLI/APIG/IAM error bodies (docs/dli-api.md, "Errors"). It never holds a secret: URLs
 //! carry no credentials and bodies of failed token requests are not kept.
 
 use std::fmt;
@@ -198,7 +198,7 @@ impl DliError {
     }
 }
 
-/// Classification of an error answer (design.md §7a): throttling first, then authentication,
+/// Classification of an error answer (docs/architecture.md, "Failures, retries and hold-off"): throttling first, then authentication,
 /// then the status class.
 pub fn classify(status: u16, error_code: Option<&str>) -> FailureReason {
     let code = error_code.unwrap_or("");

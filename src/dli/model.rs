@@ -1,4 +1,5 @@
-//! Serde types of the ListBatches response (dli-api.md §2.2) and the query (§2.1).
+//! Serde types of the ListBatches response and the query (docs/dli-api.md, "ListBatches request" and
+//! "ListBatches response").
 //!
 //! Decoding is lenient by design: every field is optional, unknown fields are ignored, a field
 //! of an unexpected type becomes `None` instead of failing the page, and the bulky `log`,
@@ -80,7 +81,7 @@ pub fn decode_page(body: &[u8]) -> Result<BatchPage, serde_json::Error> {
     serde_json::from_slice(body)
 }
 
-/// Query parameters of ListBatches (dli-api.md §2.1), with their wire names.
+/// Query parameters of ListBatches (docs/dli-api.md, "ListBatches request"), with their wire names.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListBatchesQuery {
     pub queue_name: Option<String>,

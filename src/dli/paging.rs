@@ -1,4 +1,4 @@
-//! The page walker (design.md §7): every page of one queue, exact whatever `total` means and
+//! The page walker (docs/architecture.md, "The page walk"): every page of one queue, exact whatever `total` means and
 //! however the server caps `size`, with retries for transient failures.
 //!
 //! It owns the walk order, the stop rules, `max_pages`, de-duplication by job id and the retry

@@ -1,6 +1,6 @@
 //! [`SimJob`] (one DLI batch job as the API serialises it) and seeded job generation.
 //!
-//! Owns the shape of a job on the wire (dli-api.md §2.2) and the choice of plausible values. It
+//! Owns the shape of a job on the wire (docs/dli-api.md, "ListBatches response") and the choice of plausible values. It
 //! must not take randomness from anywhere but the generator it is handed.
 
 use std::collections::BTreeMap;
@@ -40,7 +40,7 @@ const NAMES: [&str; 10] = [
 
 const SC_TYPES: [&str; 4] = ["A", "B", "C", "CUSTOMIZED"];
 
-/// One batch job with every field of dli-api.md §2.2 under its JSON key. `None` fields are left
+/// One batch job with every field of docs/dli-api.md ("ListBatches response") under its JSON key. `None` fields are left
 /// out of the JSON; `extra` is flattened into the object (unknown fields, or `"owner": null`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SimJob {

@@ -464,7 +464,7 @@ async fn route(req: Request<()>, state: &ServerState) -> Response<Body> {
         },
         "/-/reload" => method_not_allowed("POST"),
         "/" | "/-/healthy" | "/-/ready" => method_not_allowed("GET, HEAD"),
-        // Any other path is 404 whatever the method (design.md §6).
+        // Any other path is 404 whatever the method (docs/architecture.md, "HTTP endpoints").
         _ => text(
             StatusCode::NOT_FOUND,
             format!("404 page not found: {path}\n"),

@@ -1,7 +1,7 @@
-//! IAM token auth (dli-api.md §4): a password login scoped to one project, the token taken
+//! IAM token auth (docs/dli-api.md, "IAM tokens"): a password login scoped to one project, the token taken
 //! from `X-Subject-Token`, cached and refreshed before it expires.
 //!
-//! It owns the cache and the refresh rule (design.md §7a: refresh when less than
+//! It owns the cache and the refresh rule (docs/architecture.md, "Failures, retries and hold-off": refresh when less than
 //! min(5 minutes, 10% of the lifetime) remains; drop on a 401). Concurrent callers share one
 //! refresh. It must never log the password or a token.
 
