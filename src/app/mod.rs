@@ -8,10 +8,10 @@
 //! configuration running) and shutdown order (stop accepting, let scrapes finish, cancel polls).
 //! It is the one module that may import every other; flag parsing and logging setup are `cli`'s.
 
-pub mod demo;
+mod demo;
 mod reload;
 mod run;
-pub mod signals;
+mod signals;
 
 pub use run::{RunError, check_config, once, serve};
 

@@ -3,15 +3,15 @@
 //! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`)
 //! and the page walk (`paging`). Nothing here knows about Prometheus or the daemon's schedule.
 
-pub mod auth;
-pub mod client;
-pub mod error;
-pub mod http;
+pub(crate) mod auth;
+mod client;
+mod error;
+mod http;
 pub mod model;
 pub mod paging;
 pub mod states;
-pub mod throttle;
-pub mod transport;
+mod throttle;
+mod transport;
 
 pub use client::DliClient;
 pub use error::{DliError, FailureReason, Operation};

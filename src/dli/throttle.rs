@@ -117,7 +117,8 @@ impl Throttle {
     }
 
     /// Holds started since this throttle was created.
-    pub fn holds(&self) -> u64 {
+    #[cfg(test)]
+    fn holds(&self) -> u64 {
         self.state().holds
     }
 }

@@ -9,7 +9,7 @@
 mod api;
 mod jobs;
 mod lifecycle;
-pub mod render_cache;
+mod render_cache;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;

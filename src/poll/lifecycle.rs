@@ -9,7 +9,7 @@
 use crate::dli::BatchJob;
 use crate::dli::paging::id_key;
 use crate::dli::states::TERMINAL_STATES;
-use crate::store::lifecycle::{Finished, LifecycleEvents};
+use crate::store::{Finished, LifecycleEvents};
 
 /// One tracked job: its id key (big-endian, so byte order is numeric order) and a state code;
 /// 17 bytes with no padding.

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod generation;
-pub mod lifecycle;
+mod lifecycle;
 mod snapshot;
 
 pub use generation::Generation;

@@ -19,10 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::secret::Secret;
 
-/// The realm sent in `WWW-Authenticate`.
-pub const REALM: &str = "dli_exporter";
-
-/// The `WWW-Authenticate` value of a 401.
+/// The `WWW-Authenticate` value of a 401 (realm `dli_exporter`).
 pub const CHALLENGE: &str = "Basic realm=\"dli_exporter\"";
 
 /// Requests that may wait for the bcrypt slot; further unverified credentials are refused at once

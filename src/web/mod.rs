@@ -5,7 +5,7 @@
 //! It reads what `/metrics` shows from [`crate::metrics`] and readiness from [`crate::store`].
 //! It must not import the pollers or the DLI client: a scrape costs the same whatever DLI does.
 
-pub mod basic_auth;
+mod basic_auth;
 pub mod config;
 mod rate_limit;
 pub mod server;
