@@ -308,6 +308,7 @@ async fn a_429_storm_is_met_with_a_falling_request_rate() {
         hold_after: 2,
         base: Duration::from_millis(500),
         cap: Duration::from_secs(2),
+        ..ThrottlePolicy::default()
     };
     let (without, with, with_retry_after) = tokio::join!(
         storm_rate(ThrottlePolicy::disabled(), None, run),
@@ -342,6 +343,7 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
         hold_after: 2,
         base: Duration::from_millis(300),
         cap: Duration::from_millis(600),
+        ..ThrottlePolicy::default()
     };
     let key = QueueKey::new(PID, "etl");
     let store = Arc::new(SnapshotStore::new([key.clone()]));

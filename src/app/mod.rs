@@ -108,7 +108,7 @@ fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
 /// One client per project; all share one request limit (`poll.concurrency`).
 pub fn build_clients(settings: &Settings, metrics: &Metrics) -> Result<Clients, ClientBuildError> {
     let limit = Arc::new(Semaphore::new(settings.poll.concurrency as usize));
-    let options = ClientOptions::new(settings.poll.request_timeout);
+    let options = ClientOptions::for_poll(&settings.poll);
     let mut clients = Clients::new();
     for project in &settings.projects {
         if clients.contains_key(&project.project_id) {

@@ -192,7 +192,9 @@ fn duplicate_project_queue_pairs() {
     let text = format!(
         "{GOOD}\n[[projects]]\nproject_id = \"0a1b2c3d4e5f60718293a4b5c6d7e8f9\"\nregion = \"cn-east-3\"\nqueues = [\"etl\"]\n"
     );
-    assert_eq!(err_keys(&text, &Env::new()), vec!["projects[1].queues[0]"]);
+    // A second entry for the same project is itself the problem (which credentials would
+    // apply?), whatever its queues.
+    assert_eq!(err_keys(&text, &Env::new()), vec!["projects[1].project_id"]);
     let text = GOOD.replace("[\"default\", \"etl\"]", "[\"etl\", \"etl\"]");
     assert_eq!(err_keys(&text, &Env::new()), vec!["projects[0].queues[1]"]);
 }

@@ -1,8 +1,9 @@
 //! Validation: every rule about what a valid configuration is, each problem named by its key,
 //! all problems collected before failing; endpoints derived from regions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::time::Duration;
 
 use super::endpoints::{
     dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
@@ -11,6 +12,12 @@ use super::model::{Config, Project, Settings};
 use super::secrets::resolve_credentials;
 use super::{ConfigError, Env, Problem};
 use crate::secret::SecretUrl;
+
+/// Longest `poll.interval` (and so `poll.timeout` and `poll.request_timeout`, which must stay
+/// below it): one day.
+pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `poll.stale_after`: seven days.
+pub const MAX_STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Checks every rule and resolves secrets; collects all problems instead of stopping at the first.
 pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settings, ConfigError> {
@@ -43,6 +50,23 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     ] {
         if value.is_zero() {
             problem(key, "must be greater than 0".into());
+        }
+    }
+    // Upper bounds keep every deadline and timer the durations feed far from overflowing, and
+    // catch typos ("60m" meant as seconds is still allowed; "60d" is not).
+    for (key, value, max) in [
+        ("poll.interval", p.interval, MAX_POLL_INTERVAL),
+        ("poll.stale_after", p.stale_after, MAX_STALE_AFTER),
+    ] {
+        if value > max {
+            problem(
+                key,
+                format!(
+                    "{} is longer than the maximum of {}",
+                    humantime::format_duration(value),
+                    humantime::format_duration(max)
+                ),
+            );
         }
     }
     if p.timeout >= p.interval {
@@ -83,10 +107,27 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     }
 
     let mut seen: HashSet<(String, String)> = HashSet::new();
+    // project_id -> the first entry that configured it.
+    let mut first_entry: HashMap<&str, usize> = HashMap::new();
     let mut projects = Vec::with_capacity(config.projects.len());
     for (i, pc) in config.projects.iter().enumerate() {
         let key = |field: &str| format!("projects[{i}].{field}");
         let mut ok = true;
+        let duplicate = first_entry.contains_key(pc.project_id.as_str());
+        if let Some(first) = first_entry.get(pc.project_id.as_str()) {
+            // Two entries would mean two sets of credentials, endpoints or CAs for one project;
+            // which one applies must not be left to chance.
+            problem(
+                &key("project_id"),
+                format!(
+                    "{:?} is already configured by projects[{first}]: list all its queues in one [[projects]] entry",
+                    pc.project_id
+                ),
+            );
+            ok = false;
+        } else {
+            first_entry.insert(&pc.project_id, i);
+        }
         if !is_valid_project_id(&pc.project_id) {
             problem(
                 &key("project_id"),
@@ -137,7 +178,7 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
                     "queue name must not be empty".into(),
                 );
                 ok = false;
-            } else if !seen.insert((pc.project_id.clone(), q.clone())) {
+            } else if !duplicate && !seen.insert((pc.project_id.clone(), q.clone())) {
                 problem(
                     &format!("projects[{i}].queues[{j}]"),
                     format!(

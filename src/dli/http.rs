@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::throttle::ThrottlePolicy;
 use super::transport::DEFAULT_MAX_BODY_BYTES;
-use crate::config::{Project, check_ca_file};
+use crate::config::{PollConfig, Project, check_ca_file};
 
 /// Transport settings shared by every project's client.
 #[derive(Clone)]
@@ -31,6 +31,14 @@ impl ClientOptions {
             user_agent: crate::version::USER_AGENT.to_string(),
             throttle: ThrottlePolicy::default(),
         }
+    }
+
+    /// The options a poller uses: `poll.request_timeout`, and a hold-off that honours
+    /// `Retry-After` up to `poll.timeout` and never outlasts `poll.interval`.
+    pub fn for_poll(poll: &PollConfig) -> Self {
+        let mut options = Self::new(poll.request_timeout);
+        options.throttle = options.throttle.bounded_by(poll.timeout, poll.interval);
+        options
     }
 }
 

@@ -8,6 +8,7 @@
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -158,6 +159,17 @@ pub fn id_key(id: &str) -> u128 {
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
 }
 
+/// Pages answered so far by a walk, readable while it runs and after its future was dropped (a
+/// walk cut off by `poll.timeout` still reports the pages it got in `dli_poll_pages`).
+#[derive(Debug, Default)]
+pub struct WalkProgress(AtomicU32);
+
+impl WalkProgress {
+    pub fn pages(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// Walks every page of `queue` and hands each distinct job to `sink`.
 ///
 /// `deadline` bounds the retry waits (a `Retry-After` beyond it ends the walk with the error);
@@ -169,6 +181,19 @@ pub async fn walk_queue(
     deadline: Instant,
     sink: &mut impl FnMut(BatchJob),
 ) -> Result<WalkStats, WalkError> {
+    let progress = WalkProgress::default();
+    walk_queue_with_progress(client, queue, options, deadline, &progress, sink).await
+}
+
+/// [`walk_queue`], counting answered pages into `progress` as they arrive.
+pub async fn walk_queue_with_progress(
+    client: &DliClient,
+    queue: &str,
+    options: &WalkOptions,
+    deadline: Instant,
+    progress: &WalkProgress,
+    sink: &mut impl FnMut(BatchJob),
+) -> Result<WalkStats, WalkError> {
     let mut walk = Walk {
         client,
         queue,
@@ -176,9 +201,10 @@ pub async fn walk_queue(
         deadline,
         stats: WalkStats::default(),
         seen: JobIdSet::default(),
+        progress,
     };
     let first = walk.fetch(0).await?;
-    walk.stats.pages = 1;
+    walk.answered();
     let step = first.sessions.len();
     let first_total = first.total.unwrap_or(0);
     walk.feed(first.sessions, sink);
@@ -204,9 +230,16 @@ struct Walk<'a> {
     deadline: Instant,
     stats: WalkStats,
     seen: JobIdSet,
+    progress: &'a WalkProgress,
 }
 
 impl Walk<'_> {
+    /// One more page answered.
+    fn answered(&mut self) {
+        self.stats.pages = self.stats.pages.saturating_add(1);
+        self.progress.0.store(self.stats.pages, Ordering::Relaxed);
+    }
+
     fn feed(&mut self, jobs: Vec<BatchJob>, sink: &mut impl FnMut(BatchJob)) {
         for job in jobs {
             let fresh = match &job.id {
@@ -269,7 +302,7 @@ impl Walk<'_> {
                         fetch_with_retries(client, queue, options, deadline, from).await,
                     )
                 });
-                next += step_u;
+                next = next.saturating_add(step_u);
             }
             let Some((from, result)) = in_flight.next().await else {
                 break;
@@ -279,7 +312,7 @@ impl Walk<'_> {
                 self.page_error(from, e)
             })?;
             self.stats.requests += requests;
-            self.stats.pages += 1;
+            self.answered();
             if let Some(t) = page.total
                 && t > 0
             {
@@ -311,7 +344,7 @@ impl Walk<'_> {
             if n < step {
                 break;
             }
-            from += n as u64;
+            from = from.saturating_add(n as u64);
         }
 
         // Fill the holes left by pages that shifted under concurrent inserts.
@@ -321,7 +354,7 @@ impl Walk<'_> {
                 return Ok(());
             }
             for (start, stop) in holes {
-                let mut at = (start + layout.shift()).max(0) as u64;
+                let mut at = start.saturating_add(layout.shift()).max(0) as u64;
                 loop {
                     let page = self.fetch_counted(at).await?;
                     let n = page.sessions.len();
@@ -330,7 +363,7 @@ impl Walk<'_> {
                     if n == 0 || covered_to >= stop {
                         break;
                     }
-                    at += n as u64;
+                    at = at.saturating_add(n as u64);
                 }
                 // Whatever is still missing there is gone from the list (deleted meanwhile).
                 layout.resolve(start, stop);
@@ -348,7 +381,7 @@ impl Walk<'_> {
             return Err(self.too_many_pages());
         }
         let page = self.fetch(from).await?;
-        self.stats.pages += 1;
+        self.answered();
         Ok(page)
     }
 
@@ -365,13 +398,13 @@ impl Walk<'_> {
                 return Err(self.too_many_pages());
             }
             let page = self.fetch(from).await?;
-            self.stats.pages += 1;
+            self.answered();
             let n = page.sessions.len();
             self.feed(page.sessions, sink);
             if n == 0 || n < step {
                 return Ok(());
             }
-            from += n as u64;
+            from = from.saturating_add(n as u64);
         }
     }
 
@@ -436,13 +469,15 @@ impl Layout {
     /// Records a page; returns the starting position just past what it covered.
     fn record(&mut self, from: u64, total: Option<i64>, len: usize) -> i64 {
         self.consistent &= total == Some(self.first_total);
+        // Every number here may come from a lying server (`total` up to i64::MAX on one page and
+        // 1 on the next): saturate instead of overflowing.
         let shift = match total {
-            Some(t) if t > 0 => t - self.first_total,
+            Some(t) if t > 0 => t.saturating_sub(self.first_total),
             _ => self.latest_shift,
         };
         self.latest_shift = shift;
-        let start = from as i64 - shift;
-        let stop = start + len as i64;
+        let start = i64::try_from(from).unwrap_or(i64::MAX).saturating_sub(shift);
+        let stop = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
         if len < self.step {
             self.known_end = self.known_end.min(stop);
         }
@@ -463,7 +498,8 @@ impl Layout {
 
     /// Every page agreed on the first page's `total` and the highest one ended exactly at it.
     fn count_confirmed(&self) -> bool {
-        self.consistent && self.highest.0 + self.highest.1 as u64 == self.first_total as u64
+        self.consistent
+            && self.highest.0.saturating_add(self.highest.1 as u64) == self.first_total as u64
     }
 
     /// Marks a range of starting positions as accounted for.
@@ -525,13 +561,17 @@ async fn fetch_with_retries(
             Some(asked) => asked.max(options.retry.backoff(attempt)),
             None => options.retry.backoff(attempt),
         };
+        // A huge `Retry-After` (the header can carry any number) must not overflow: a wait that
+        // cannot be represented, like one past the deadline, ends the walk with the error.
         let retry = error.is_retryable()
             && attempt < options.retry.retries
-            && Instant::now() + wait < deadline;
+            && Instant::now()
+                .checked_add(wait)
+                .is_some_and(|at| at < deadline);
         if !retry {
             return Err((error, attempt + 1));
         }
-        tracing::debug!(queue, from, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying page");
+        tracing::debug!(queue, from, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %error, "retrying page");
         tokio::time::sleep(wait).await;
         attempt += 1;
     }
@@ -602,6 +642,19 @@ mod tests {
         l.record(100, None, 100);
         l.record(200, Some(300), 100);
         assert!(!l.count_confirmed(), "a page without total: probe");
+    }
+
+    #[test]
+    fn layout_arithmetic_survives_totals_that_would_overflow() {
+        // The first page claims i64::MAX jobs, later ones 1 (a shift of almost -i64::MAX), and
+        // an offset beyond i64::MAX: nothing may overflow.
+        let mut l = Layout::new(i64::MAX, 100);
+        l.record(100, Some(1), 100);
+        l.record(u64::MAX, Some(i64::MAX), 100);
+        l.record(200, Some(i64::MAX), usize::MAX);
+        let _ = l.holes();
+        let _ = l.count_confirmed();
+        let _ = l.last_page_full(u64::MAX);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Client-side hold-off after throttling: when an endpoint (DLI or IAM of one project) has
 //! answered `hold_after` requests in a row with 429 / APIGW.0308, further requests to it are
 //! held for a growing, capped, jittered period that is never shorter than the server's
-//! `Retry-After`. Any non-throttled answer ends the streak.
+//! `Retry-After` (itself honoured up to `retry_after_limit`, `poll.timeout`), and never longer
+//! than `max_hold` (`poll.interval`): a server asking for a day does not silence a project for
+//! a day. Any non-throttled answer ends the streak.
 //!
 //! It owns only that bookkeeping: the [`super::transport::Transport`] asks it before sending and
 //! tells it every answer. It must not sleep, send requests or decide about retries (the page
@@ -19,8 +21,12 @@ pub struct ThrottlePolicy {
     pub hold_after: u32,
     /// The first hold; doubled for every further throttled answer.
     pub base: Duration,
-    /// Upper bound of a computed hold (a longer `Retry-After` still wins).
+    /// Upper bound of a computed hold (a longer `Retry-After` still wins, up to the limits below).
     pub cap: Duration,
+    /// Longest `Retry-After` honoured (`poll.timeout`): a longer one counts as this long.
+    pub retry_after_limit: Duration,
+    /// No hold ever lasts longer than this (`poll.interval`), whatever the server asked for.
+    pub max_hold: Duration,
 }
 
 impl Default for ThrottlePolicy {
@@ -29,6 +35,9 @@ impl Default for ThrottlePolicy {
             hold_after: 2,
             base: Duration::from_secs(2),
             cap: Duration::from_secs(60),
+            // The defaults of poll.timeout and poll.interval.
+            retry_after_limit: Duration::from_secs(45),
+            max_hold: Duration::from_secs(60),
         }
     }
 }
@@ -42,6 +51,14 @@ impl ThrottlePolicy {
         }
     }
 
+    /// Bounds the hold-off by the poll settings: `Retry-After` honoured up to `timeout`, no hold
+    /// longer than `interval`.
+    pub fn bounded_by(mut self, timeout: Duration, interval: Duration) -> Self {
+        self.retry_after_limit = timeout;
+        self.max_hold = interval;
+        self
+    }
+
     /// The hold after `streak` consecutive throttled answers (`streak >= hold_after`), before
     /// `Retry-After` is taken into account: `base * 2^(streak - hold_after)`, capped, with equal
     /// jitter (between half and all of it) so that clients do not come back in lockstep.
@@ -49,7 +66,17 @@ impl ThrottlePolicy {
         let doublings = streak.saturating_sub(self.hold_after).min(20);
         let full = self.base.saturating_mul(1u32 << doublings).min(self.cap);
         let half = full / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
+        half.saturating_add(rand::rng().random_range(Duration::ZERO..=half))
+    }
+
+    /// The hold to start after `streak` throttled answers when the last one asked for
+    /// `retry_after`: the computed hold or the (bounded) `Retry-After`, whichever is longer,
+    /// never longer than `max_hold`.
+    pub fn hold_with(&self, streak: u32, retry_after: Option<Duration>) -> Duration {
+        let asked = retry_after
+            .unwrap_or(Duration::ZERO)
+            .min(self.retry_after_limit);
+        self.hold_for(streak).max(asked).min(self.max_hold)
     }
 }
 
@@ -101,11 +128,10 @@ impl Throttle {
         if s.streak < self.policy.hold_after {
             return None;
         }
-        let hold = self
-            .policy
-            .hold_for(s.streak)
-            .max(retry_after.unwrap_or(Duration::ZERO));
-        s.until = Some(Instant::now() + hold);
+        let hold = self.policy.hold_with(s.streak, retry_after);
+        let now = Instant::now();
+        // `max_hold` comes from a validated config, but a hold must never be able to panic.
+        s.until = Some(now.checked_add(hold).unwrap_or(now));
         s.holds += 1;
         Some(hold)
     }
@@ -132,6 +158,7 @@ mod tests {
             hold_after: 2,
             base: Duration::from_millis(100),
             cap: Duration::from_millis(400),
+            ..ThrottlePolicy::default()
         }
     }
 
@@ -163,6 +190,28 @@ mod tests {
         let h = t.throttled(Some(Duration::from_secs(3))).expect("hold");
         assert_eq!(h, Duration::from_secs(3));
         assert!(t.held_for().is_some_and(|d| d > Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn retry_after_is_honoured_up_to_the_timeout_and_no_hold_outlasts_the_interval() {
+        let t = Throttle::new(policy().bounded_by(Duration::from_secs(4), Duration::from_secs(5)));
+        t.throttled(Some(Duration::from_secs(86_400)));
+        let h = t.throttled(Some(Duration::from_secs(86_400))).expect("hold");
+        assert_eq!(h, Duration::from_secs(4), "Retry-After honoured up to poll.timeout");
+        // The largest Retry-After a header can carry: no overflow, no panic.
+        let h = t.throttled(Some(Duration::from_secs(u64::MAX))).expect("hold");
+        assert_eq!(h, Duration::from_secs(4));
+        assert!(t.held_for().is_some_and(|d| d <= Duration::from_secs(4)));
+        // A computed hold beyond the interval is cut to it.
+        let slow = ThrottlePolicy {
+            base: Duration::from_secs(3600),
+            cap: Duration::from_secs(7200),
+            ..ThrottlePolicy::default()
+        }
+        .bounded_by(Duration::from_secs(1), Duration::from_secs(2));
+        for streak in 2..40 {
+            assert!(slow.hold_with(streak, Some(Duration::MAX)) <= Duration::from_secs(2));
+        }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! decide what to do with the answer.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
@@ -54,8 +54,7 @@ impl RawResponse {
             .headers
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
         DliError::Api {
             operation,
             url: url.to_string(),
@@ -63,6 +62,20 @@ impl RawResponse {
             retry_after,
         }
     }
+}
+
+/// A `Retry-After` value (RFC 9110, 10.2.3): `delay-seconds` (a number too large for a `u64`
+/// saturates) or an HTTP-date in any of the three forms a recipient must accept (IMF-fixdate,
+/// RFC 850, asctime), as the time left until then (zero when it is past). Anything else is
+/// ignored. The value is not bounded here: whoever waits caps it (the walker by its deadline,
+/// the hold-off by its policy), with saturating arithmetic.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The HTTP machinery shared by the list client and the token source of one project.
@@ -136,7 +149,9 @@ impl Transport {
                 operation,
                 url: url.to_string(),
                 // Whole milliseconds, so the message reads "1s 250ms", not nanoseconds.
-                remaining: Duration::from_millis(remaining.as_millis().max(1) as u64),
+                remaining: Duration::from_millis(
+                    u64::try_from(remaining.as_millis().max(1)).unwrap_or(u64::MAX),
+                ),
             }
         };
         if let Some(remaining) = throttle.held_for() {
@@ -162,7 +177,7 @@ impl Transport {
                     tracing::warn!(
                         operation = operation.as_str(),
                         url,
-                        hold_ms = hold.as_millis() as u64,
+                        hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX),
                         "endpoint keeps throttling; holding further requests to it"
                     );
                 }
@@ -218,7 +233,8 @@ impl Transport {
                 body,
             })
         };
-        match tokio::time::timeout(self.request_timeout + Duration::from_millis(250), work).await {
+        let backstop = self.request_timeout.saturating_add(Duration::from_millis(250));
+        match tokio::time::timeout(backstop, work).await {
             Ok(r) => r,
             Err(_) => Err(DliError::Timeout {
                 operation,

@@ -1,6 +1,7 @@
 //! [`JobsCollector`]: the job and poll series (`dli_batch_jobs`, `dli_batch_jobs_by_owner`, the
-//! oldest active job, `dli_poll_*`, `dli_up`), built fresh from the store's snapshots at every
-//! scrape, so queues, states and owners that vanish also vanish from `/metrics`.
+//! oldest active job, `dli_poll_*`, `dli_up`, `dli_exporter_poll_panics_total`), built fresh
+//! from the store's snapshots at every scrape, so queues, states and owners that vanish also
+//! vanish from `/metrics`.
 //!
 //! Names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). It reads
 //! the store and never writes to it.
@@ -9,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use prometheus::core::{Collector, Desc};
-use prometheus::proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::CollectorOptions;
 use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
@@ -31,6 +32,8 @@ const POLL_DURATION: &str = "dli_poll_duration_seconds";
 const POLL_PAGES: &str = "dli_poll_pages";
 const LAST_SUCCESS: &str = "dli_last_successful_poll_timestamp_seconds";
 const UP: &str = "dli_up";
+const POLL_PANICS: &str = "dli_exporter_poll_panics_total";
+const POLL_PANICS_HELP: &str = "Polls of the queue that panicked and were caught (the queue is polled again at its next interval); since the queue was configured.";
 
 /// (name, help, labels) of every metric the collector renders.
 const FAMILIES: [(&str, &str, &[&str]); 8] = [
@@ -91,6 +94,12 @@ impl JobsCollector {
                     Default::default(),
                 )
             })
+            .chain(std::iter::once(Desc::new(
+                POLL_PANICS.to_string(),
+                POLL_PANICS_HELP.to_string(),
+                vec!["project_id".to_string(), "queue".to_string()],
+                Default::default(),
+            )))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JobsCollector {
             store,
@@ -100,7 +109,7 @@ impl JobsCollector {
     }
 }
 
-fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+fn labelled(labels: &[(&str, &str)]) -> Metric {
     let pairs = labels
         .iter()
         .map(|(n, v)| {
@@ -110,10 +119,22 @@ fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
             p
         })
         .collect();
-    let mut m = Metric::from_label(pairs);
+    Metric::from_label(pairs)
+}
+
+fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut m = labelled(labels);
     let mut g = Gauge::default();
     g.set_value(value);
     m.set_gauge(g);
+    m
+}
+
+fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+    let mut m = labelled(labels);
+    let mut c = Counter::default();
+    c.set_value(value);
+    m.set_counter(c);
     m
 }
 
@@ -131,8 +152,12 @@ impl Collector for JobsCollector {
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         let mut up = false;
+        let mut panics = Vec::new();
         for (key, status) in self.store.view() {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
+            // Every configured queue has the counter from the start, so `increase()` sees the
+            // first panic.
+            panics.push(counter(&[("project_id", p), ("queue", q)], status.panics as f64));
             if status.attempted {
                 up |= status.last_success;
                 out[3].push(gauge(
@@ -192,17 +217,24 @@ impl Collector for JobsCollector {
             }
         }
         out[7].push(gauge(&[], f64::from(u8::from(up))));
+        let family = |name: &str, help: &str, kind, metrics| {
+            let mut mf = MetricFamily::default();
+            mf.set_name(name.to_string());
+            mf.set_help(help.to_string());
+            mf.set_field_type(kind);
+            mf.set_metric(metrics);
+            mf
+        };
         FAMILIES
             .iter()
             .zip(out)
-            .map(|((name, help, _), metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(name.to_string());
-                mf.set_help(help.to_string());
-                mf.set_field_type(MetricType::GAUGE);
-                mf.set_metric(metrics);
-                mf
-            })
+            .map(|((name, help, _), metrics)| family(name, help, MetricType::GAUGE, metrics))
+            .chain(std::iter::once(family(
+                POLL_PANICS,
+                POLL_PANICS_HELP,
+                MetricType::COUNTER,
+                panics,
+            )))
             .collect()
     }
 }

@@ -19,8 +19,8 @@ struct Entry {
     state: u8,
 }
 
-/// A state code of 0 means "not terminal"; codes 1.. index [`TERMINAL_STATES`]; 255 is any
-/// other terminal-looking state we do not know.
+/// A state code of 0 means "not terminal" (any state outside [`TERMINAL_STATES`], undocumented
+/// ones included); codes 1.. index [`TERMINAL_STATES`].
 fn state_code(state: Option<&str>) -> u8 {
     match state {
         Some(s) => TERMINAL_STATES
@@ -36,8 +36,8 @@ fn state_code(state: Option<&str>) -> u8 {
 pub struct JobTracker {
     /// Sorted by (hi, lo).
     jobs: Vec<Entry>,
-    /// Unix ms at which the last successful walk started; `None` before the first one.
-    last_walk_started_ms: Option<i64>,
+    /// A successful walk has been committed: later walks count against it.
+    has_baseline: bool,
 }
 
 impl JobTracker {
@@ -59,17 +59,15 @@ impl JobTracker {
         self.jobs.capacity() * std::mem::size_of::<Entry>()
     }
 
-    /// Starts staging a walk that began at `started_ms` (unix ms).
-    pub fn begin(&self, started_ms: i64) -> WalkTracking {
+    /// Starts staging a walk.
+    pub fn begin(&self) -> WalkTracking {
         WalkTracking {
-            started_ms,
-            baseline: self.last_walk_started_ms.is_none(),
-            previous_walk_ms: self.last_walk_started_ms,
+            baseline: !self.has_baseline,
             // About as many jobs as last time: one allocation instead of a doubling series
             // (whose last step would briefly hold 1.5x the final size).
-            seen: Vec::with_capacity(self.jobs.len() + self.jobs.len() / 16),
+            seen: Vec::with_capacity(self.jobs.len().saturating_add(self.jobs.len() / 16)),
             events: LifecycleEvents {
-                counted: self.last_walk_started_ms.is_some(),
+                counted: self.has_baseline,
                 ..Default::default()
             },
         }
@@ -95,12 +93,13 @@ impl JobTracker {
         let counts = match previous {
             // Known job: counted when it moves from an active state to a terminal one.
             Some(prev) => prev == 0 && finished_now,
-            // New job: submitted; counted as finished if it already ended but was created after
-            // the previous walk (so it ran and finished between two polls).
+            // New job: submitted, and finished if it already ended. After the baseline the walk
+            // is exact, so an id new since the last successful walk is a job that started since
+            // then, whatever its `create_time` says: no clock is compared (DLI's may be behind
+            // ours).
             None => {
-                walk.events.submitted += 1;
+                walk.events.submitted = walk.events.submitted.saturating_add(1);
                 finished_now
-                    && matches!((job.create_time, walk.previous_walk_ms), (Some(c), Some(w)) if c > w)
             }
         };
         if counts {
@@ -118,7 +117,7 @@ impl JobTracker {
         seen.dedup_by(|a, b| a.key == b.key);
         seen.shrink_to_fit();
         self.jobs = seen;
-        self.last_walk_started_ms = Some(walk.started_ms);
+        self.has_baseline = true;
         walk.events
     }
 }
@@ -126,18 +125,18 @@ impl JobTracker {
 /// A walk being staged: dropped unused when the walk fails.
 #[derive(Debug)]
 pub struct WalkTracking {
-    started_ms: i64,
     baseline: bool,
-    previous_walk_ms: Option<i64>,
     seen: Vec<Entry>,
     events: LifecycleEvents,
 }
 
+/// The run time: the API's `duration` (ms), else `update_time - create_time`. Values that make
+/// no sense (negative, or a difference that overflows) leave it unknown.
 fn duration_seconds(job: &BatchJob) -> Option<f64> {
     match job.duration {
         Some(ms) if ms >= 0 => Some(ms as f64 / 1000.0),
         _ => match (job.create_time, job.update_time) {
-            (Some(c), Some(u)) if u >= c => Some((u - c) as f64 / 1000.0),
+            (Some(c), Some(u)) if u >= c => u.checked_sub(c).map(|d| d as f64 / 1000.0),
             _ => None,
         },
     }
@@ -153,8 +152,8 @@ mod tests {
         j
     }
 
-    fn walk(t: &mut JobTracker, at: i64, jobs: &[BatchJob]) -> LifecycleEvents {
-        let mut w = t.begin(at);
+    fn walk(t: &mut JobTracker, _at: i64, jobs: &[BatchJob]) -> LifecycleEvents {
+        let mut w = t.begin();
         for j in jobs {
             t.observe(&mut w, j);
         }
@@ -196,11 +195,10 @@ mod tests {
                 job("old", "dead", 5, 1),        // already finished before: not again
                 job("c", "starting", 1_500, 0),  // new, active
                 job("d", "dead", 1_200, 30_000), // new, created and finished between polls
-                job("e", "success", 900, 1_000), // new to us, but created before the last walk
             ],
         );
         assert!(e.counted);
-        assert_eq!(e.submitted, 3);
+        assert_eq!(e.submitted, 2);
         assert_eq!(
             e.finished,
             vec![
@@ -217,11 +215,45 @@ mod tests {
     }
 
     #[test]
+    fn a_new_finished_job_counts_whatever_its_create_time_says() {
+        // DLI's clock a few seconds behind ours: a job that ran between two polls carries a
+        // create_time before our previous walk started. It is new to the exact list, so it
+        // ran since then.
+        let mut t = JobTracker::new();
+        walk(&mut t, 10_000, &[job("a", "running", 10, 0)]);
+        let e = walk(
+            &mut t,
+            20_000,
+            &[
+                job("a", "running", 10, 0),
+                job("late", "success", 9_000, 500),
+                job("skewed", "dead", i64::MIN, 0),
+            ],
+        );
+        assert_eq!(e.submitted, 2);
+        assert_eq!(
+            e.finished.iter().map(|f| f.state).collect::<Vec<_>>(),
+            vec!["success", "dead"]
+        );
+    }
+
+    #[test]
+    fn durations_that_overflow_are_unknown() {
+        let mut j = BatchJob::new("x", "success", None, Some(i64::MIN));
+        j.update_time = Some(i64::MAX);
+        assert_eq!(duration_seconds(&j), None);
+        j.duration = Some(-1);
+        assert_eq!(duration_seconds(&j), None);
+        j.duration = Some(i64::MAX);
+        assert!(duration_seconds(&j).is_some_and(|d| d > 0.0));
+    }
+
+    #[test]
     fn a_failed_walk_changes_nothing_and_the_next_catches_up() {
         let mut t = JobTracker::new();
         walk(&mut t, 1_000, &[job("a", "running", 10, 0)]);
         // A failed walk: staged, then dropped.
-        let mut w = t.begin(2_000);
+        let mut w = t.begin();
         t.observe(&mut w, &job("a", "success", 10, 5_000));
         drop(w);
         let e = walk(

@@ -3,12 +3,16 @@
 //! the outcome written to the [`SnapshotStore`].
 //!
 //! A walk that overruns delays the next one instead of overlapping it. All tasks share the
-//! clients' one request concurrency limit. It must not render metrics or serve HTTP.
+//! clients' one request concurrency limit. Each task is supervised: a poll that panics is
+//! caught, logged, counted in the store and recorded as a failed attempt, and the queue polls
+//! again at its next tick. It must not render metrics or serve HTTP.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use rand::Rng;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
@@ -17,8 +21,8 @@ use tokio_util::task::TaskTracker;
 use super::aggregate::SnapshotBuilder;
 use super::lifecycle::JobTracker;
 use crate::config::{PollConfig, Settings};
-use crate::dli::{DliClient, RetryPolicy, WalkOptions, walk_queue};
-use crate::store::{LifecycleSink, QueueKey, SnapshotStore, unix_now};
+use crate::dli::{DliClient, RetryPolicy, WalkOptions, WalkProgress, walk_queue_with_progress};
+use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
 
 /// The outcome of one poll of one queue.
 #[derive(Debug)]
@@ -61,19 +65,34 @@ impl PollContext {
 }
 
 /// Walks one queue once, and publishes the snapshot (and the lifecycle counters, when a tracker
-/// is given) only if every page was fetched.
+/// is given) only if every page was fetched and the queue is still configured as it was when the
+/// poll started (see [`SnapshotStore::commit_success`]).
 pub async fn poll_once(
     client: &DliClient,
     key: &QueueKey,
     ctx: &PollContext,
     tracker: Option<&mut JobTracker>,
 ) -> PollOutcome {
+    let epoch = ctx.store.epoch(key);
+    poll_at(client, key, ctx, tracker, epoch, &WalkProgress::default()).await
+}
+
+/// [`poll_once`] for a poller that started with the queue's `epoch`, counting answered pages
+/// into `progress`.
+async fn poll_at(
+    client: &DliClient,
+    key: &QueueKey,
+    ctx: &PollContext,
+    tracker: Option<&mut JobTracker>,
+    epoch: Option<u64>,
+    progress: &WalkProgress,
+) -> PollOutcome {
     let started = Instant::now();
-    let deadline = started + ctx.timeout;
+    // The timeout is bounded by validation; a deadline that cannot be represented only means
+    // that no retry waits.
+    let deadline = started.checked_add(ctx.timeout).unwrap_or(started);
     let mut builder = SnapshotBuilder::new();
-    let mut staging = tracker
-        .as_deref()
-        .map(|t| t.begin((unix_now() * 1000.0) as i64));
+    let mut staging = tracker.as_deref().map(JobTracker::begin);
     let result = {
         let tracking = tracker.as_deref();
         let mut sink = |job: crate::dli::BatchJob| {
@@ -82,26 +101,40 @@ pub async fn poll_once(
                 t.observe(s, &job);
             }
         };
-        let walk = walk_queue(client, &key.queue, &ctx.walk, deadline, &mut sink);
+        let walk =
+            walk_queue_with_progress(client, &key.queue, &ctx.walk, deadline, progress, &mut sink);
         tokio::time::timeout(ctx.timeout, walk).await
     };
     let duration = started.elapsed();
     match result {
         Ok(Ok(stats)) => {
             let jobs = stats.jobs;
-            ctx.store
-                .record_success(key, builder.finish(ctx.max_owners), duration, stats.pages);
-            if let (Some(t), Some(s)) = (tracker, staging) {
-                let events = t.commit(s);
-                if let Some(metrics) = &ctx.lifecycle {
+            let events = match (tracker, staging) {
+                (Some(t), Some(s)) => Some(t.commit(s)),
+                _ => None,
+            };
+            let report = || {
+                if let (Some(events), Some(sink)) = (&events, &ctx.lifecycle) {
                     if !events.counted {
-                        metrics.init_queue(key);
+                        sink.init_queue(key);
                     }
-                    metrics.record(key, &events);
+                    sink.record(key, events);
                 }
+            };
+            let committed = ctx.store.commit_success(
+                key,
+                epoch,
+                builder.finish(ctx.max_owners),
+                duration,
+                stats.pages,
+                report,
+            );
+            if !committed {
+                tracing::debug!(project_id = %key.project_id, queue = %key.queue,
+                    "poll finished after its queue was removed or re-added by a reload; not recorded");
             }
             tracing::debug!(project_id = %key.project_id, queue = %key.queue, pages = stats.pages, jobs,
-                duplicates = stats.duplicates, duration_ms = duration.as_millis() as u64, "poll succeeded");
+                duplicates = stats.duplicates, duration_ms = millis(duration), "poll succeeded");
             PollOutcome {
                 key: key.clone(),
                 success: true,
@@ -117,7 +150,7 @@ pub async fn poll_once(
                 .map(|r| r.reason().as_str())
                 .unwrap_or("max_pages");
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
-            ctx.store.record_failure(key, duration, e.pages());
+            ctx.store.commit_failure(key, epoch, duration, e.pages());
             PollOutcome {
                 key: key.clone(),
                 success: false,
@@ -128,24 +161,31 @@ pub async fn poll_once(
             }
         }
         Err(_) => {
+            // The walk was cut off: its pages still count (docs/architecture.md, "Snapshots and
+            // staleness").
+            let pages = progress.pages();
             let msg = format!(
-                "project {} queue {:?}: walk exceeded poll.timeout = {}",
+                "project {} queue {:?}: walk exceeded poll.timeout = {} after {pages} pages",
                 key.project_id,
                 key.queue,
                 humantime::format_duration(ctx.timeout)
             );
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason = "timeout", error = %msg, "poll failed; keeping the last good snapshot");
-            ctx.store.record_failure(key, duration, 0);
+            ctx.store.commit_failure(key, epoch, duration, pages);
             PollOutcome {
                 key: key.clone(),
                 success: false,
                 duration,
-                pages: 0,
+                pages,
                 jobs: 0,
                 error: Some(msg),
             }
         }
     }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The clients of every configured project, by project id.
@@ -186,30 +226,90 @@ pub fn spawn_pollers(
     trackers: &Trackers,
 ) {
     for (key, client) in targets {
-        let ctx = ctx.clone();
-        let cancel = cancel.clone();
-        let job_tracker = trackers.get(&key).cloned().unwrap_or_default();
-        tasks.spawn(async move {
-            // Spread the queues so they do not all hit DLI at the same instant.
-            let max_offset = (interval / 10).min(Duration::from_secs(5));
-            let offset = rand::rng().random_range(Duration::ZERO..=max_offset);
+        let tracker = trackers.get(&key).cloned().unwrap_or_default();
+        spawn_poller(
+            key,
+            client,
+            ctx.clone(),
+            interval,
+            cancel.clone(),
+            tasks,
+            tracker,
+        );
+    }
+}
+
+/// Starts the polling task of one queue on `tasks`; it stops when `cancel` fires.
+///
+/// The task is supervised: a panic inside a poll is caught, logged with the queue, counted in
+/// the store (`dli_exporter_poll_panics_total`) and recorded as a failed attempt, and the queue
+/// is polled again at its next tick. No other queue notices.
+pub fn spawn_poller(
+    key: QueueKey,
+    client: Arc<DliClient>,
+    ctx: PollContext,
+    interval: Duration,
+    cancel: CancellationToken,
+    tasks: &TaskTracker,
+    tracker: Arc<tokio::sync::Mutex<JobTracker>>,
+) {
+    // A queue removed by a reload and added again is a new queue: this poller only ever commits
+    // for the epoch the queue had when it started.
+    let epoch = ctx.store.epoch(&key);
+    // tokio refuses a zero period; validation never lets one through.
+    let interval = interval.max(Duration::from_millis(1));
+    tasks.spawn(async move {
+        // Spread the queues so they do not all hit DLI at the same instant.
+        let max_offset = (interval / 10).min(Duration::from_secs(5));
+        let offset = rand::rng().random_range(Duration::ZERO..=max_offset);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(offset) => {}
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(offset) => {}
+                _ = ticker.tick() => {}
             }
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                let mut tracked = job_tracker.lock().await;
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = poll_once(&client, &key, &ctx, Some(&mut tracked)) => {}
-                }
+            let mut tracked = tracker.lock().await;
+            let started = Instant::now();
+            let progress = WalkProgress::default();
+            let poll = AssertUnwindSafe(poll_at(
+                &client,
+                &key,
+                &ctx,
+                Some(&mut tracked),
+                epoch,
+                &progress,
+            ))
+            .catch_unwind();
+            let outcome = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                outcome = poll => outcome,
+            };
+            if let Err(panic) = outcome {
+                let message = panic_message(panic.as_ref());
+                tracing::error!(project_id = %key.project_id, queue = %key.queue, panic = %message,
+                    "poll panicked; counted in dli_exporter_poll_panics_total, the queue is polled again at its next interval");
+                ctx.store
+                    .record_panic(&key, epoch, started.elapsed(), progress.pages());
             }
-        });
+        }
+    });
+}
+
+/// The text of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".to_string()
     }
 }

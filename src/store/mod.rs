@@ -2,11 +2,16 @@
 //! configured project x queue.
 //!
 //! Pollers write into it (a successful walk replaces the snapshot whole, a failed one only marks
-//! the poll failed); the metrics collector and the readiness check read it. It never calls DLI
-//! and never renders anything.
+//! the poll failed, a panicked one is counted); the metrics collector and the readiness check
+//! read it. It never calls DLI and never renders anything.
+//!
+//! Each configured queue carries an epoch, new every time the queue is (re-)added: a poller
+//! commits only while the queue still has the epoch it started with, so a walk that finishes
+//! after a reload removed its queue leaves no trace (docs/architecture.md, "Reload").
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod generation;
@@ -53,6 +58,10 @@ pub struct QueueStatus {
     pub last_success_at: Option<Instant>,
     /// The last good snapshot; `None` until a poll succeeds.
     pub snapshot: Option<Arc<QueueSnapshot>>,
+    /// Polls of this queue that panicked (caught by the scheduler).
+    pub panics: u64,
+    /// Set when the queue was added; a poller commits only with the epoch it started with.
+    pub epoch: u64,
 }
 
 impl QueueStatus {
@@ -76,6 +85,8 @@ pub struct SnapshotStore {
     queues: RwLock<BTreeMap<QueueKey, QueueStatus>>,
     /// Bumped on every write, so `/metrics` knows its cached rendering is out of date.
     generation: Generation,
+    /// The last epoch handed to a queue.
+    epochs: AtomicU64,
 }
 
 pub fn unix_now() -> f64 {
@@ -92,17 +103,36 @@ impl SnapshotStore {
         store
     }
 
-    /// Makes the configured set exactly `keys`: new queues start empty, removed ones vanish,
-    /// kept ones keep their state.
+    /// The map for reading. A panic elsewhere while the lock was held (the scheduler catches
+    /// panics of polls) leaves every entry whole, so a poisoned lock is used as it is.
+    fn read(&self) -> RwLockReadGuard<'_, BTreeMap<QueueKey, QueueStatus>> {
+        self.queues.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, BTreeMap<QueueKey, QueueStatus>> {
+        self.queues.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the configured set exactly `keys`: new queues start empty with a new epoch,
+    /// removed ones vanish, kept ones keep their state and epoch.
     pub fn set_queues(&self, keys: impl IntoIterator<Item = QueueKey>) {
-        let keys: Vec<QueueKey> = keys.into_iter().collect();
-        if let Ok(mut q) = self.queues.write() {
+        let keys: std::collections::BTreeSet<QueueKey> = keys.into_iter().collect();
+        {
+            let mut q = self.write();
             q.retain(|k, _| keys.contains(k));
             for k in keys {
-                q.entry(k).or_default();
+                q.entry(k).or_insert_with(|| QueueStatus {
+                    epoch: self.epochs.fetch_add(1, Ordering::Relaxed) + 1,
+                    ..QueueStatus::default()
+                });
             }
         }
         self.generation.bump();
+    }
+
+    /// The queue's current epoch; `None` when it is not configured.
+    pub fn epoch(&self, key: &QueueKey) -> Option<u64> {
+        self.read().get(key).map(|s| s.epoch)
     }
 
     /// Changes with every write to the store.
@@ -114,13 +144,35 @@ impl SnapshotStore {
     /// then without any write), if one will.
     pub fn next_stale_at(&self, stale_after: Duration) -> Option<Instant> {
         let now = Instant::now();
-        let q = self.queues.read().ok()?;
+        let q = self.read();
         q.values()
             .filter(|s| s.snapshot.is_some())
             .filter_map(|s| s.last_success_at)
-            .map(|at| at + stale_after)
+            .filter_map(|at| at.checked_add(stale_after))
             .filter(|t| *t > now)
             .min()
+    }
+
+    /// Runs `change` on the queue's status if it is configured with `epoch` (any epoch when
+    /// `None`), under the write lock; returns whether it ran.
+    fn update(
+        &self,
+        key: &QueueKey,
+        epoch: Option<u64>,
+        change: impl FnOnce(&mut QueueStatus),
+    ) -> bool {
+        let done = {
+            let mut q = self.write();
+            match q.get_mut(key) {
+                Some(status) if epoch.is_none_or(|e| e == status.epoch) => {
+                    change(status);
+                    true
+                }
+                _ => false,
+            }
+        };
+        self.generation.bump();
+        done
     }
 
     /// A successful walk: the snapshot replaces the previous one in a single swap.
@@ -131,10 +183,25 @@ impl SnapshotStore {
         duration: Duration,
         pages: u32,
     ) {
+        self.commit_success(key, None, snapshot, duration, pages, || {});
+    }
+
+    /// A successful walk of a poller that started with `epoch`: the snapshot replaces the
+    /// previous one in a single swap, and `then` (the lifecycle report) runs under the same
+    /// lock, so that a reload removing the queue happens either before (nothing is recorded) or
+    /// after (and removes what was recorded). Returns false, running nothing, when the queue is
+    /// no longer configured with that epoch.
+    pub fn commit_success(
+        &self,
+        key: &QueueKey,
+        epoch: Option<u64>,
+        snapshot: QueueSnapshot,
+        duration: Duration,
+        pages: u32,
+        then: impl FnOnce(),
+    ) -> bool {
         let snapshot = Arc::new(snapshot);
-        if let Ok(mut q) = self.queues.write()
-            && let Some(status) = q.get_mut(key)
-        {
+        self.update(key, epoch, |status| {
             status.attempted = true;
             status.last_success = true;
             status.last_duration = duration;
@@ -142,45 +209,65 @@ impl SnapshotStore {
             status.last_success_unix = Some(unix_now());
             status.last_success_at = Some(Instant::now());
             status.snapshot = Some(snapshot);
-        }
-        self.generation.bump();
+            then();
+        })
     }
 
     /// A failed walk: the last good snapshot stays until it goes stale.
     pub fn record_failure(&self, key: &QueueKey, duration: Duration, pages: u32) {
-        if let Ok(mut q) = self.queues.write()
-            && let Some(status) = q.get_mut(key)
-        {
+        self.commit_failure(key, None, duration, pages);
+    }
+
+    /// [`SnapshotStore::record_failure`] of a poller that started with `epoch`.
+    pub fn commit_failure(
+        &self,
+        key: &QueueKey,
+        epoch: Option<u64>,
+        duration: Duration,
+        pages: u32,
+    ) -> bool {
+        self.update(key, epoch, |status| {
             status.attempted = true;
             status.last_success = false;
             status.last_duration = duration;
             status.last_pages = pages;
-        }
-        self.generation.bump();
+        })
+    }
+
+    /// A poll that panicked: a failed attempt (so readiness does not wait for it), counted.
+    pub fn record_panic(
+        &self,
+        key: &QueueKey,
+        epoch: Option<u64>,
+        duration: Duration,
+        pages: u32,
+    ) -> bool {
+        self.update(key, epoch, |status| {
+            status.attempted = true;
+            status.last_success = false;
+            status.last_duration = duration;
+            status.last_pages = pages;
+            status.panics = status.panics.saturating_add(1);
+        })
     }
 
     /// A consistent copy of every queue's status (snapshots are shared, not copied).
     pub fn view(&self) -> Vec<(QueueKey, QueueStatus)> {
-        match self.queues.read() {
-            Ok(q) => q.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     }
 
     /// Queues that have finished at least one poll attempt, and the number configured.
     pub fn attempted(&self) -> (usize, usize) {
-        match self.queues.read() {
-            Ok(q) => (q.values().filter(|s| s.attempted).count(), q.len()),
-            Err(_) => (0, 0),
-        }
+        let q = self.read();
+        (q.values().filter(|s| s.attempted).count(), q.len())
     }
 
     /// `dli_up`: the last poll of at least one queue succeeded.
     pub fn up(&self) -> bool {
-        self.queues
-            .read()
-            .map(|q| q.values().any(|s| s.last_success))
-            .unwrap_or(false)
+        self.read().values().any(|s| s.last_success)
     }
 }
 
@@ -213,6 +300,29 @@ mod tests {
                 .is_none()
         );
         assert!(!store.up());
+    }
+
+    #[test]
+    fn a_commit_with_a_stale_epoch_records_nothing() {
+        let k = QueueKey::new("p", "q");
+        let store = SnapshotStore::new([k.clone()]);
+        let first = store.epoch(&k).expect("configured");
+        store.set_queues([]);
+        store.set_queues([k.clone()]);
+        let second = store.epoch(&k).expect("configured again");
+        assert_ne!(first, second, "a re-added queue gets a new epoch");
+        let mut ran = false;
+        let snap = QueueSnapshot::default();
+        assert!(!store.commit_success(&k, Some(first), snap.clone(), Duration::ZERO, 1, || ran = true));
+        assert!(!ran, "the lifecycle report of a stale poller must not run");
+        assert!(!store.commit_failure(&k, Some(first), Duration::ZERO, 1));
+        assert_eq!(store.attempted(), (0, 1));
+        assert!(store.commit_success(&k, Some(second), snap, Duration::ZERO, 1, || ran = true));
+        assert!(ran);
+        assert!(store.record_panic(&k, Some(second), Duration::ZERO, 0));
+        let (_, st) = store.view().into_iter().next().expect("one queue");
+        assert_eq!(st.panics, 1);
+        assert!(st.attempted && !st.last_success);
     }
 
     #[test]

@@ -315,9 +315,12 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
 async fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Response<Body> {
     let web = state.web.as_ref().map(|w| w.current());
     let head = req.method() == Method::HEAD;
+    // Liveness is never rate limited: a probe refused because scrapers emptied the bucket would
+    // get a healthy exporter restarted.
+    let limited = req.uri().path() != "/-/healthy";
     let mut response = match web.as_ref().and_then(|w| w.rate_limit.as_ref()) {
         // Refused before authentication, so a flood costs no bcrypt work.
-        Some(limit) if !limit.allow() => {
+        Some(limit) if limited && !limit.allow() => {
             let mut r = text(
                 StatusCode::TOO_MANY_REQUESTS,
                 "429 too many requests (web config rate_limit)\n".into(),
