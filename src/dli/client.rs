@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
 use super::auth::token::{TokenLogin, TokenSource};
-use super::error::{DliError, Operation};
+use super::error::{DliError, MAX_ERROR_CODE, MAX_ERROR_MSG, Operation, bounded_text};
 use super::http::{ClientBuildError, ClientOptions};
 use super::model::{BatchPage, ListBatchesQuery, decode_page};
 use super::transport::{RawResponse, RequestObserver, Transport};
@@ -210,15 +210,19 @@ fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
         operation: Operation::ListBatches,
         url: url.to_string(),
         status: raw.status,
-        message: e.to_string(),
+        message: bounded_text(&e.to_string(), MAX_ERROR_MSG),
         request_id: raw.request_id(),
     })?;
     if page.is_success == Some(false) {
         // A v1-style failure wrapped in a 200: take its code and message as an API error.
         let mut error = raw.error(Operation::ListBatches, url);
         if let DliError::Api { body, .. } = &mut error {
-            body.error_code = page.error_code.clone().or(body.error_code.take());
-            body.error_msg = page.message.clone().or(body.error_msg.take());
+            if let Some(code) = &page.error_code {
+                body.error_code = Some(bounded_text(code, MAX_ERROR_CODE));
+            }
+            if let Some(message) = &page.message {
+                body.error_msg = Some(bounded_text(message, MAX_ERROR_MSG));
+            }
         }
         return Err(error);
     }

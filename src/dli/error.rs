@@ -220,7 +220,35 @@ pub fn classify(status: u16, error_code: Option<&str>) -> FailureReason {
 }
 
 /// Longest error message kept from a body, so a huge HTML error page does not flood the logs.
-const MAX_ERROR_MSG: usize = 512;
+pub const MAX_ERROR_MSG: usize = 512;
+/// Longest error code kept (real ones look like `APIGW.0308`, `DLI.0001`).
+pub const MAX_ERROR_CODE: usize = 64;
+/// Longest request id kept (real ones are 32 hex digits).
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// Server-supplied text made safe for logs and error messages: control characters (newlines,
+/// escape sequences, NUL) are shown escaped (`\n`, `\u{1b}`) so an answer cannot forge or
+/// garble log lines, and the result is at most `max` bytes, cut at a character boundary and
+/// ending in `…` when cut.
+pub fn bounded_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let piece: String = if c.is_control() {
+            c.escape_default().collect()
+        } else {
+            c.to_string()
+        };
+        if out.len().saturating_add(piece.len()) > max {
+            while out.len() > max.saturating_sub('…'.len_utf8()) {
+                out.pop();
+            }
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
 
 /// Reads `error_code`/`error_msg` from an error body the way the SDK does: the first of the
 /// pairs `error_code`+`error_msg`, `errorCode`+`errorMsg`, `code`+`message`, looking into nested
@@ -256,9 +284,11 @@ pub fn parse_error_body(
     }
     ApiErrorBody {
         status,
-        error_code: code,
-        error_msg: msg.map(|m| shorten(&m)),
-        request_id: header_request_id.or(body_request_id),
+        error_code: code.map(|c| bounded_text(&c, MAX_ERROR_CODE)),
+        error_msg: msg.map(|m| bounded_text(&m, MAX_ERROR_MSG)),
+        request_id: header_request_id
+            .or(body_request_id)
+            .map(|r| bounded_text(&r, MAX_REQUEST_ID)),
     }
 }
 
@@ -278,16 +308,6 @@ fn find_pair(v: &serde_json::Value, ck: &str, mk: &str, depth: usize) -> Option<
         .find_map(|child| find_pair(child, ck, mk, depth + 1))
 }
 
-fn shorten(s: &str) -> String {
-    if s.len() <= MAX_ERROR_MSG {
-        return s.to_string();
-    }
-    let mut end = MAX_ERROR_MSG;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
 
 #[cfg(test)]
 mod tests {
@@ -348,6 +368,32 @@ mod tests {
         let long = "x".repeat(5000);
         let b = parse_error_body(500, long.as_bytes(), None);
         assert!(b.error_msg.as_deref().is_some_and(|m| m.len() < 600));
+    }
+
+    #[test]
+    fn codes_messages_and_request_ids_are_bounded_and_control_free() {
+        let huge = "A".repeat(100_000);
+        let body = serde_json::json!({
+            "error_code": format!("DLI.\u{1b}[31m{huge}"),
+            "error_msg": format!("line one\nlevel=error msg=forged\r\u{0}{huge}"),
+        })
+        .to_string();
+        let b = parse_error_body(400, body.as_bytes(), Some(format!("rid\t{huge}")));
+        let code = b.error_code.expect("code");
+        let msg = b.error_msg.expect("message");
+        let rid = b.request_id.expect("request id");
+        assert!(code.len() <= MAX_ERROR_CODE && code.ends_with('…'), "{code}");
+        assert!(msg.len() <= MAX_ERROR_MSG && msg.ends_with('…'), "{}", msg.len());
+        assert!(rid.len() <= MAX_REQUEST_ID, "{}", rid.len());
+        for text in [&code, &msg, &rid] {
+            assert!(!text.chars().any(char::is_control), "{text:?}");
+        }
+        assert!(msg.starts_with("line one\\nlevel=error"), "{msg}");
+        assert!(code.starts_with("DLI.\\u{1b}[31m"), "{code}");
+        // Multi-byte text is cut at a character boundary.
+        let cut = bounded_text(&"用户".repeat(1000), 100);
+        assert!(cut.len() <= 100 && cut.ends_with('…'));
+        assert_eq!(bounded_text("short", 100), "short");
     }
 
     #[test]

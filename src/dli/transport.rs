@@ -11,7 +11,9 @@ use std::time::{Duration, Instant, SystemTime};
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
-use super::error::{DliError, FailureReason, Operation, parse_error_body};
+use super::error::{
+    DliError, FailureReason, MAX_REQUEST_ID, Operation, bounded_text, parse_error_body,
+};
 use super::throttle::{Throttle, ThrottlePolicy};
 
 /// Told about every HTTP request sent to DLI or IAM, once it has ended.
@@ -45,7 +47,7 @@ impl RawResponse {
         self.headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .map(|r| bounded_text(r, MAX_REQUEST_ID))
     }
 
     /// The error this response stands for when its status is not a success.
@@ -298,4 +300,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn retry_after_in_seconds_and_in_each_http_date_form() {
+        // Sun, 06 Nov 1994 08:49:37 GMT, less 10 s.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777 - 10);
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(parse_retry_after("120", now), secs(120));
+        assert_eq!(parse_retry_after(" 0 ", now), secs(0));
+        assert_eq!(parse_retry_after("18446744073709551615", now), secs(u64::MAX));
+        assert_eq!(parse_retry_after("99999999999999999999999", now), secs(u64::MAX));
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), secs(10));
+        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), secs(10));
+        assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), secs(10));
+        // A date in the past: retry now.
+        assert_eq!(parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), secs(0));
+        for junk in ["", "-1", "1.5", "soon", "+5", "Sun, 06 Nov 1994"] {
+            assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
+        }
+    }
 }

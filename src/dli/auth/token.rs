@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::dli::error::{DliError, Operation};
+use crate::dli::error::{DliError, Operation, bounded_text};
 use crate::dli::transport::{RawResponse, Transport};
 use crate::secret::Secret;
 use zeroize::Zeroize;
@@ -111,7 +111,12 @@ impl TokenSource {
             return Ok(t);
         }
         let (token, lifetime) = self.fetch().await?;
-        let refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime));
+        let now = Instant::now();
+        // IAM says when the token expires; a date centuries ahead must not overflow the clock
+        // (the token is then refreshed only when DLI rejects it).
+        let refresh_at = now
+            .checked_add(lifetime.saturating_sub(refresh_margin(lifetime)))
+            .unwrap_or(now + Duration::from_secs(24 * 3600));
         self.fetched.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.cached.lock() {
             *c = Some(Cached {
@@ -200,16 +205,15 @@ fn parse_token_response(raw: RawResponse, url: &str) -> Result<(Secret, Duration
         .pointer("/token/expires_at")
         .and_then(|v| v.as_str())
         .ok_or_else(|| decode("token.expires_at missing".into()))?;
-    let expires = OffsetDateTime::parse(expires_at, &Rfc3339).map_err(|e| {
-        decode(format!(
-            "token.expires_at {expires_at:?} is not RFC 3339: {e}"
-        ))
-    })?;
+    // The value comes from the server: shown bounded and without control characters.
+    let shown = bounded_text(expires_at, 64);
+    let expires = OffsetDateTime::parse(expires_at, &Rfc3339)
+        .map_err(|e| decode(format!("token.expires_at {shown:?} is not RFC 3339: {e}")))?;
     let remaining = expires - OffsetDateTime::now_utc();
     let lifetime = Duration::try_from(remaining).unwrap_or(Duration::ZERO);
     if lifetime.is_zero() {
         return Err(decode(format!(
-            "token.expires_at {expires_at} is already past (is the local clock right?)"
+            "token.expires_at {shown} is already past (is the local clock right?)"
         )));
     }
     Ok((token, lifetime))
