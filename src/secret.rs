@@ -62,22 +62,61 @@ impl fmt::Display for Secret {
 }
 
 impl<'de> serde::Deserialize<'de> for Secret {
+    /// Only a string is a secret. Anything else (an unquoted number or boolean in a file) is an
+    /// error that does not repeat the value: the default serde message would
+    /// (`invalid type: floating point `3.14``). Environment overrides of secret keys are always
+    /// strings (see `config::load`).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const NOT_A_STRING: &str =
+            "a secret must be a quoted string (the value given is not shown)";
         struct SecretVisitor;
-        impl serde::de::Visitor<'_> for SecretVisitor {
+        impl<'de> serde::de::Visitor<'de> for SecretVisitor {
             type Value = Secret;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+            fn visit_str<E: Error>(self, v: &str) -> Result<Secret, E> {
                 Ok(Secret::new(v))
             }
-            // Environment overrides may turn an all-digit value into a number; it is still a secret.
-            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secret, E> {
-                Ok(Secret::new(v.to_string()))
+            fn visit_string<E: Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret::new(v))
             }
-            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secret, E> {
-                Ok(Secret::new(v.to_string()))
+            fn visit_bool<E: Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_i64<E: Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_i128<E: Error>(self, _: i128) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u64<E: Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u128<E: Error>(self, _: u128) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_f64<E: Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_char<E: Error>(self, _: char) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_bytes<E: Error>(self, _: &[u8]) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_unit<E: Error>(self) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_none<E: Error>(self) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(A::Error::custom(NOT_A_STRING))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(A::Error::custom(NOT_A_STRING))
             }
         }
         d.deserialize_any(SecretVisitor)

@@ -59,11 +59,19 @@ async fn retry_after_beyond_any_instant_does_not_end_the_poller() {
         )
         .queue("etl"),
     );
-    let app = start(&settings(vec![project(&sim, &["etl"], aksk())], fast_poll())).await;
+    let app = start(&settings(
+        vec![project(&sim, &["etl"], aksk())],
+        fast_poll(),
+    ))
+    .await;
     let success = series("dli_poll_success", PID, "etl");
-    wait_for(&http(), &app, "a throttled poll", Duration::from_secs(5), |t| {
-        value(t, &success) == Some(0.0)
-    })
+    wait_for(
+        &http(),
+        &app,
+        "a throttled poll",
+        Duration::from_secs(5),
+        |t| value(t, &success) == Some(0.0),
+    )
     .await;
     // The poller lives on: it succeeds once the 429s stop, and again after that.
     let first = success_after(&app, "etl", 0.0, Duration::from_secs(10)).await;
@@ -95,7 +103,11 @@ async fn two_429s_asking_for_a_day_do_not_hold_the_project_for_a_day() {
     );
     // Interval 300 ms: no hold may outlast it, and Retry-After counts only up to the 250 ms
     // timeout.
-    let app = start(&settings(vec![project(&sim, &["etl"], aksk())], fast_poll())).await;
+    let app = start(&settings(
+        vec![project(&sim, &["etl"], aksk())],
+        fast_poll(),
+    ))
+    .await;
     success_after(&app, "etl", 0.0, Duration::from_secs(5)).await;
     assert_eq!(sim.stats().faults_injected, 2);
     app.shutdown().await;
@@ -142,8 +154,8 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
     let mut boom_project = project(&sim, &["etl"], aksk());
     boom_project.project_id = BOOM.into();
     let options = ClientOptions::new(poll.request_timeout);
-    let boom_client = DliClient::new(&boom_project, &options, limit.clone(), panicky.clone())
-        .expect("client");
+    let boom_client =
+        DliClient::new(&boom_project, &options, limit.clone(), panicky.clone()).expect("client");
     let good_client = DliClient::new(
         &project(&sim, &["etl"], aksk()),
         &options,
@@ -195,10 +207,7 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
         Some(0.0)
     );
     assert_eq!(
-        value(
-            &text,
-            &series("dli_exporter_poll_panics_total", PID, "etl")
-        ),
+        value(&text, &series("dli_exporter_poll_panics_total", PID, "etl")),
         Some(0.0)
     );
     assert_eq!(
@@ -310,7 +319,9 @@ async fn a_walk_finishing_after_its_queue_was_removed_records_no_lifecycle_serie
 
     // The next walk is slow; a reload removes the queue while it runs (the store first, then
     // the series, as the reload does).
-    sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(300))));
+    sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
+        300,
+    ))));
     let walk = poll_once(&client, &key, &ctx, Some(&mut tracker));
     let reload = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -375,7 +386,8 @@ fn durations_beyond_their_bounds_are_rejected_naming_the_key() {
             ),
         }
     }
-    let text = format!("[poll]\ninterval = \"24h\"\ntimeout = \"23h\"\nstale_after = \"7d\"\n{base}");
+    let text =
+        format!("[poll]\ninterval = \"24h\"\ntimeout = \"23h\"\nstale_after = \"7d\"\n{base}");
     load_toml_str(&text, &Env::new()).expect("the bounds themselves are allowed");
 }
 
@@ -400,8 +412,16 @@ async fn the_rate_limit_does_not_apply_to_healthy() {
     assert_eq!(get(&url("/metrics")).await.0, 200, "the burst");
     assert_eq!(get(&url("/metrics")).await.0, 429, "the bucket is empty");
     for _ in 0..5 {
-        assert_eq!(get(&url("/-/healthy")).await.0, 200, "liveness is never limited");
+        assert_eq!(
+            get(&url("/-/healthy")).await.0,
+            200,
+            "liveness is never limited"
+        );
     }
-    assert_eq!(get(&url("/-/ready")).await.0, 429, "other endpoints still are");
+    assert_eq!(
+        get(&url("/-/ready")).await.0,
+        429,
+        "other endpoints still are"
+    );
     app.shutdown().await;
 }

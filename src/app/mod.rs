@@ -15,7 +15,6 @@ mod signals;
 
 pub use run::{RunError, check_config, once, serve};
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use reload::{Control, Running};
 
-use crate::config::{ConfigError, Env, Settings};
+use crate::config::{ConfigError, Env, Settings, WebConfig};
 use crate::dli::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
@@ -47,7 +46,8 @@ pub enum StartError {
     Listener(#[from] std::io::Error),
 }
 
-/// Why a reload did not take effect (the previous configuration keeps running).
+/// Why a reload did not take effect: nothing was changed, the previous configuration (and web
+/// configuration) keep running. Shown to whoever asked for the reload: never holds a secret.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
     #[error(
@@ -60,6 +60,8 @@ pub enum ReloadError {
     Client(#[from] ClientBuildError),
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    #[error("reading the web config failed: {0}")]
+    Task(String),
 }
 
 /// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
@@ -73,6 +75,12 @@ pub struct StartOptions {
     pub web_config_poll: std::time::Duration,
     /// Server limits (sizes, timeouts, concurrency).
     pub limits: Limits,
+    /// `--web.enable-lifecycle`: `POST /-/reload` reloads (on) or answers 403 (off; SIGHUP
+    /// still reloads).
+    pub enable_lifecycle: bool,
+    /// `[web]` of the config file before flags were applied, so a reload can tell a change
+    /// that needs a restart; `None`: the settings' own `[web]`.
+    pub file_web: Option<WebConfig>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -83,6 +91,8 @@ impl std::fmt::Debug for StartOptions {
             .field("web", &self.web)
             .field("web_config_poll", &self.web_config_poll)
             .field("limits", &self.limits)
+            .field("enable_lifecycle", &self.enable_lifecycle)
+            .field("file_web", &self.file_web)
             .finish()
     }
 }
@@ -94,6 +104,8 @@ impl Default for StartOptions {
             web: None,
             web_config_poll: WEB_CONFIG_POLL_INTERVAL,
             limits: Limits::default(),
+            enable_lifecycle: true,
+            file_web: None,
         }
     }
 }
@@ -111,9 +123,6 @@ pub fn build_clients(settings: &Settings, metrics: &Metrics) -> Result<Clients, 
     let options = ClientOptions::for_poll(&settings.poll);
     let mut clients = Clients::new();
     for project in &settings.projects {
-        if clients.contains_key(&project.project_id) {
-            continue;
-        }
         let client = DliClient::new(project, &options, limit.clone(), metrics.observer())?;
         clients.insert(project.project_id.clone(), Arc::new(client));
     }
@@ -171,6 +180,8 @@ impl App {
             web,
             web_config_poll,
             limits,
+            enable_lifecycle,
+            file_web,
         } = options;
         let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
         let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
@@ -184,11 +195,10 @@ impl App {
             shutdown: shutdown.clone(),
             source,
             web: web.clone(),
-            running: tokio::sync::Mutex::new(Running {
-                settings: settings.clone(),
-                pollers: shutdown.child_token(),
-                trackers: HashMap::new(),
-            }),
+            running: tokio::sync::Mutex::new(Running::new(
+                settings.clone(),
+                file_web.unwrap_or_else(|| settings.web.clone()),
+            )),
         });
         let reload: ReloadFn = {
             let control = Arc::downgrade(&control);
@@ -202,14 +212,16 @@ impl App {
                 })
             })
         };
-        let state = Arc::new(ServerState::with_options(
+        let mut state = ServerState::with_options(
             metrics.clone(),
             store.clone(),
             settings.web.telemetry_path.clone(),
             Some(reload.clone()),
             web.clone(),
             limits,
-        ));
+        );
+        state.lifecycle_api = enable_lifecycle;
+        let state = Arc::new(state);
         tasks.spawn(server::serve(listener, state, shutdown.clone()));
         if let Some(web) = web {
             tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
@@ -219,7 +231,8 @@ impl App {
                 .running
                 .try_lock()
                 .map_err(|_| std::io::Error::other("reload state busy at start"))?;
-            control.apply(settings.clone(), &mut running)?;
+            let plan = control.plan(settings.clone(), &running)?;
+            control.apply(plan, &mut running);
         }
         Ok(App {
             addr,

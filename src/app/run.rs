@@ -34,17 +34,55 @@ pub enum RunError {
     Start(#[from] StartError),
     #[error("writing to stdout: {0}")]
     Stdout(std::io::Error),
+    /// Names the variable, never its value (it may be a credential).
+    #[error(
+        "environment variable {name} is not valid UTF-8 text; dli_exporter reads every DLI_EXPORTER__* and HUAWEICLOUD_SDK_* variable, so fix or unset it"
+    )]
+    Environment { name: String },
 }
 
+/// Prefixes of the environment variables the exporter reads itself. (The proxy variables are
+/// read by the HTTP client, which ignores values that are not UTF-8.)
+const OWN_ENV_PREFIXES: [&str; 2] = ["DLI_EXPORTER__", "HUAWEICLOUD_SDK_"];
+
 /// The process environment, for `DLI_EXPORTER__*` overrides and the SDK's credential variables.
-fn process_env() -> Env {
-    std::env::vars().collect()
+fn process_env() -> Result<Env, RunError> {
+    own_env(std::env::vars_os())
+}
+
+/// The variables of `vars` the exporter reads. Any other variable is ignored, whatever bytes it
+/// holds; one of ours that is not UTF-8 (name or value) is an error naming it.
+fn own_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<Env, RunError> {
+    let own = |name: &str| OWN_ENV_PREFIXES.iter().any(|p| name.starts_with(p));
+    let mut env = Env::new();
+    for (name, value) in vars {
+        let shown = name.to_string_lossy();
+        if !own(&shown) {
+            continue;
+        }
+        match (name.to_str(), value.into_string()) {
+            (Some(name), Ok(value)) => {
+                env.insert(name.to_string(), value);
+            }
+            _ => {
+                return Err(RunError::Environment {
+                    name: shown.into_owned(),
+                });
+            }
+        }
+    }
+    Ok(env)
 }
 
 /// `--check-config`: loads and validates the config (and the web config, if given), prints a
 /// summary without secrets to stdout or the problems to stderr; exit 0 or 1.
 pub fn check_config(flags: &Flags) -> ExitCode {
-    let mut ok = match config::load(&flags.config_file, &process_env()) {
+    let loaded = process_env()
+        .map_err(|e| e.to_string())
+        .and_then(|env| config::load(&flags.config_file, &env).map_err(|e| e.to_string()));
+    let mut ok = match loaded {
         Ok(settings) => {
             print!("{}", config::summary(&settings));
             true
@@ -80,7 +118,7 @@ fn settings(flags: &Flags, env: &Env) -> Result<Settings, RunError> {
 /// `--once`: polls every queue one time, prints the exposition to stdout and each failure to
 /// stderr; exit 1 if any queue failed.
 pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
-    let settings = settings(flags, &process_env())?;
+    let settings = settings(flags, &process_env()?)?;
     let (exposition, outcomes) = super::poll_once(&settings).await?;
     std::io::stdout()
         .write_all(&exposition)
@@ -109,10 +147,11 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
         let (sim, settings) = demo::start().await.map_err(RunError::Demo)?;
         (settings, Some(sim), None)
     } else {
-        let env = process_env();
+        let env = process_env()?;
         let settings = config::load(&flags.config_file, &env)?;
         (settings, None, Some((flags.config_file.clone(), env)))
     };
+    let file_web = settings.web.clone();
     flags.apply(&mut settings).map_err(RunError::Flag)?;
 
     let address = settings.web.listen_address.clone();
@@ -126,6 +165,8 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
         StartOptions {
             source,
             web,
+            enable_lifecycle: flags.lifecycle_enabled(),
+            file_web: Some(file_web),
             ..StartOptions::default()
         },
     )?;
@@ -141,4 +182,40 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
     signals::reload_on_sighup(app.reload_handle());
     app.run_until_cancelled().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    use super::*;
+
+    fn os(bytes: &[u8]) -> OsString {
+        OsString::from_vec(bytes.to_vec())
+    }
+
+    #[test]
+    fn foreign_variables_are_ignored_whatever_they_hold_and_ours_must_be_text() {
+        let env = own_env([
+            (os(b"LANG"), os(b"\xff\xfe")),
+            (os(b"\xffWEIRD"), os(b"x")),
+            (os(b"DLI_EXPORTER__POLL__INTERVAL"), os(b"30s")),
+            (os(b"HUAWEICLOUD_SDK_AK"), os(b"ak")),
+            (os(b"PATH"), os(b"/bin")),
+        ])
+        .expect("foreign variables do not matter");
+        assert_eq!(env.len(), 2);
+        assert_eq!(
+            env.get("HUAWEICLOUD_SDK_AK").map(String::as_str),
+            Some("ak")
+        );
+
+        let e = own_env([(os(b"HUAWEICLOUD_SDK_SK"), os(b"s3cr\xffet"))]).expect_err("ours");
+        let msg = e.to_string();
+        assert!(msg.contains("HUAWEICLOUD_SDK_SK"), "{msg}");
+        assert!(!msg.contains("s3cr"), "{msg}");
+        let e = own_env([(os(b"DLI_EXPORTER__AUTH__\xff"), os(b"v"))]).expect_err("ours");
+        assert!(e.to_string().contains("DLI_EXPORTER__AUTH__"), "{e}");
+    }
 }

@@ -10,7 +10,7 @@ pub mod malloc;
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{ArgAction, Parser, ValueEnum};
 
 use crate::config::Settings;
 
@@ -61,6 +61,28 @@ pub struct Flags {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Enable POST /-/reload (on by default; anyone who reaches the port can use it unless
+    /// basic auth is configured). `--web.enable-lifecycle=false` or
+    /// `--no-web.enable-lifecycle` makes it answer 403; SIGHUP still reloads.
+    #[arg(
+        long = "web.enable-lifecycle",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+        overrides_with = "no_enable_lifecycle"
+    )]
+    pub enable_lifecycle: bool,
+
+    /// Same as `--web.enable-lifecycle=false`.
+    #[arg(
+        long = "no-web.enable-lifecycle",
+        overrides_with = "enable_lifecycle",
+        hide = true
+    )]
+    pub no_enable_lifecycle: bool,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -103,6 +125,12 @@ impl Flags {
         } else {
             Mode::Serve
         }
+    }
+
+    /// Whether `POST /-/reload` is served (`--web.enable-lifecycle`, the last of it and its
+    /// `--no-` form winning).
+    pub fn lifecycle_enabled(&self) -> bool {
+        self.enable_lifecycle && !self.no_enable_lifecycle
     }
 
     /// Flags given on the command line win over the configuration file.
@@ -162,6 +190,31 @@ mod tests {
         assert!(f.once);
         assert!(Flags::try_parse_from(["dli_exporter", "--demo", "--once"]).is_err());
         assert!(Flags::try_parse_from(["dli_exporter", "--log.level", "trace"]).is_err());
+    }
+
+    #[test]
+    fn lifecycle_flag_defaults_on_and_turns_off_both_ways() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["dli_exporter"];
+            all.extend_from_slice(args);
+            Flags::try_parse_from(all)
+                .expect("parses")
+                .lifecycle_enabled()
+        };
+        assert!(parse(&[]));
+        assert!(parse(&["--web.enable-lifecycle"]));
+        assert!(parse(&["--web.enable-lifecycle=true"]));
+        assert!(!parse(&["--web.enable-lifecycle=false"]));
+        assert!(!parse(&["--no-web.enable-lifecycle"]));
+        assert!(parse(&[
+            "--no-web.enable-lifecycle",
+            "--web.enable-lifecycle"
+        ]));
+        assert!(!parse(&[
+            "--web.enable-lifecycle",
+            "--no-web.enable-lifecycle"
+        ]));
+        assert!(Flags::try_parse_from(["x", "--web.enable-lifecycle=maybe"]).is_err());
     }
 
     #[test]

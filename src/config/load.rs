@@ -10,6 +10,16 @@ use super::validate::validate;
 use super::yaml_position;
 use super::{ConfigError, ENV_PREFIX, ENV_SEPARATOR, Env};
 
+/// Keys whose values are secrets (`Secret` in the model): an environment override of one is
+/// taken as a string, never parsed.
+const SECRET_FIELDS: [&str; 5] = [
+    "access_key",
+    "secret_key",
+    "security_token",
+    "password",
+    "proxy_url",
+];
+
 #[derive(Clone, Copy)]
 enum Format {
     Toml,
@@ -87,12 +97,29 @@ fn load_str(
         Format::Toml => config::FileFormat::Toml,
         Format::Yaml => config::FileFormat::Yaml,
     };
-    let overrides: HashMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}{ENV_SEPARATOR}")))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let built = config::Config::builder()
+    // Overrides of secret keys are kept as the strings they are: `try_parsing` would turn
+    // `3.14`, `true` or `007` into a number or boolean (changing the secret, and making an error
+    // message quote it). Every other override is parsed, so `PAGE_SIZE=50` is a number.
+    let prefix = format!("{ENV_PREFIX}{ENV_SEPARATOR}");
+    let mut overrides: HashMap<String, String> = HashMap::new();
+    let mut secret_overrides: Vec<(String, String)> = Vec::new();
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            continue;
+        };
+        let key = rest
+            .split(ENV_SEPARATOR)
+            .collect::<Vec<_>>()
+            .join(".")
+            .to_lowercase();
+        let field = key.rsplit('.').next().unwrap_or("");
+        if SECRET_FIELDS.contains(&field) {
+            secret_overrides.push((key, v.clone()));
+        } else {
+            overrides.insert(k.clone(), v.clone());
+        }
+    }
+    let mut builder = config::Config::builder()
         .add_source(config::File::from_str(text, file_format))
         .add_source(
             config::Environment::with_prefix(ENV_PREFIX)
@@ -100,9 +127,13 @@ fn load_str(
                 .separator(ENV_SEPARATOR)
                 .try_parsing(true)
                 .source(Some(overrides)),
-        )
-        .build()
-        .map_err(|e| parse_err(e.to_string()))?;
+        );
+    for (key, value) in secret_overrides {
+        builder = builder
+            .set_override(key.as_str(), value)
+            .map_err(|e| parse_err(e.to_string()))?;
+    }
+    let built = builder.build().map_err(|e| parse_err(e.to_string()))?;
     let config: Config = built.try_deserialize().map_err(|e| {
         let message = e.to_string();
         // YAML errors come without a position: find an unknown key in the text ourselves. One

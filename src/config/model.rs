@@ -28,7 +28,7 @@ pub struct Config {
     pub projects: Vec<ProjectConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebConfig {
     pub listen_address: String,
@@ -44,7 +44,7 @@ impl Default for WebConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PollConfig {
     /// Time between the starts of two polls of one queue.
@@ -84,7 +84,7 @@ impl Default for PollConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub owner_breakdown: bool,

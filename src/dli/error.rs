@@ -308,7 +308,6 @@ fn find_pair(v: &serde_json::Value, ck: &str, mk: &str, depth: usize) -> Option<
         .find_map(|child| find_pair(child, ck, mk, depth + 1))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,8 +381,15 @@ mod tests {
         let code = b.error_code.expect("code");
         let msg = b.error_msg.expect("message");
         let rid = b.request_id.expect("request id");
-        assert!(code.len() <= MAX_ERROR_CODE && code.ends_with('…'), "{code}");
-        assert!(msg.len() <= MAX_ERROR_MSG && msg.ends_with('…'), "{}", msg.len());
+        assert!(
+            code.len() <= MAX_ERROR_CODE && code.ends_with('…'),
+            "{code}"
+        );
+        assert!(
+            msg.len() <= MAX_ERROR_MSG && msg.ends_with('…'),
+            "{}",
+            msg.len()
+        );
         assert!(rid.len() <= MAX_REQUEST_ID, "{}", rid.len());
         for text in [&code, &msg, &rid] {
             assert!(!text.chars().any(char::is_control), "{text:?}");

@@ -18,7 +18,8 @@ pub use error::{DliError, FailureReason, Operation};
 pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{
-    RetryPolicy, WalkError, WalkOptions, WalkProgress, WalkStats, walk_queue, walk_queue_with_progress,
+    RetryPolicy, WalkError, WalkOptions, WalkProgress, WalkStats, walk_queue,
+    walk_queue_with_progress,
 };
 pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};

@@ -476,7 +476,9 @@ impl Layout {
             _ => self.latest_shift,
         };
         self.latest_shift = shift;
-        let start = i64::try_from(from).unwrap_or(i64::MAX).saturating_sub(shift);
+        let start = i64::try_from(from)
+            .unwrap_or(i64::MAX)
+            .saturating_sub(shift);
         let stop = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
         if len < self.step {
             self.known_end = self.known_end.min(stop);

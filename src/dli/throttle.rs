@@ -196,10 +196,18 @@ mod tests {
     fn retry_after_is_honoured_up_to_the_timeout_and_no_hold_outlasts_the_interval() {
         let t = Throttle::new(policy().bounded_by(Duration::from_secs(4), Duration::from_secs(5)));
         t.throttled(Some(Duration::from_secs(86_400)));
-        let h = t.throttled(Some(Duration::from_secs(86_400))).expect("hold");
-        assert_eq!(h, Duration::from_secs(4), "Retry-After honoured up to poll.timeout");
+        let h = t
+            .throttled(Some(Duration::from_secs(86_400)))
+            .expect("hold");
+        assert_eq!(
+            h,
+            Duration::from_secs(4),
+            "Retry-After honoured up to poll.timeout"
+        );
         // The largest Retry-After a header can carry: no overflow, no panic.
-        let h = t.throttled(Some(Duration::from_secs(u64::MAX))).expect("hold");
+        let h = t
+            .throttled(Some(Duration::from_secs(u64::MAX)))
+            .expect("hold");
         assert_eq!(h, Duration::from_secs(4));
         assert!(t.held_for().is_some_and(|d| d <= Duration::from_secs(4)));
         // A computed hold beyond the interval is cut to it.

@@ -74,7 +74,9 @@ impl RawResponse {
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
     if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX)));
+        return Some(Duration::from_secs(
+            value.parse::<u64>().unwrap_or(u64::MAX),
+        ));
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
@@ -235,7 +237,9 @@ impl Transport {
                 body,
             })
         };
-        let backstop = self.request_timeout.saturating_add(Duration::from_millis(250));
+        let backstop = self
+            .request_timeout
+            .saturating_add(Duration::from_millis(250));
         match tokio::time::timeout(backstop, work).await {
             Ok(r) => r,
             Err(_) => Err(DliError::Timeout {
@@ -314,13 +318,28 @@ mod tests {
         let secs = |s| Some(Duration::from_secs(s));
         assert_eq!(parse_retry_after("120", now), secs(120));
         assert_eq!(parse_retry_after(" 0 ", now), secs(0));
-        assert_eq!(parse_retry_after("18446744073709551615", now), secs(u64::MAX));
-        assert_eq!(parse_retry_after("99999999999999999999999", now), secs(u64::MAX));
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), secs(10));
-        assert_eq!(parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now), secs(10));
+        assert_eq!(
+            parse_retry_after("18446744073709551615", now),
+            secs(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            secs(u64::MAX)
+        );
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            secs(10)
+        );
+        assert_eq!(
+            parse_retry_after("Sunday, 06-Nov-94 08:49:37 GMT", now),
+            secs(10)
+        );
         assert_eq!(parse_retry_after("Sun Nov  6 08:49:37 1994", now), secs(10));
         // A date in the past: retry now.
-        assert_eq!(parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now), secs(0));
+        assert_eq!(
+            parse_retry_after("Sat, 05 Nov 1994 08:49:37 GMT", now),
+            secs(0)
+        );
         for junk in ["", "-1", "1.5", "soon", "+5", "Sun, 06 Nov 1994"] {
             assert_eq!(parse_retry_after(junk, now), None, "{junk:?}");
         }

@@ -157,7 +157,10 @@ impl Collector for JobsCollector {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
             // Every configured queue has the counter from the start, so `increase()` sees the
             // first panic.
-            panics.push(counter(&[("project_id", p), ("queue", q)], status.panics as f64));
+            panics.push(counter(
+                &[("project_id", p), ("queue", q)],
+                status.panics as f64,
+            ));
             if status.attempted {
                 up |= status.last_success;
                 out[3].push(gauge(

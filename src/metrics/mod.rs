@@ -65,7 +65,7 @@ impl ReloadMetrics {
 }
 
 /// What the job collector needs to know from the configuration (may change on reload).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CollectorOptions {
     pub owner_breakdown: bool,
     pub stale_after: Duration,

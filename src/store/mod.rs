@@ -313,7 +313,10 @@ mod tests {
         assert_ne!(first, second, "a re-added queue gets a new epoch");
         let mut ran = false;
         let snap = QueueSnapshot::default();
-        assert!(!store.commit_success(&k, Some(first), snap.clone(), Duration::ZERO, 1, || ran = true));
+        assert!(
+            !store.commit_success(&k, Some(first), snap.clone(), Duration::ZERO, 1, || ran =
+                true)
+        );
         assert!(!ran, "the lifecycle report of a stale poller must not run");
         assert!(!store.commit_failure(&k, Some(first), Duration::ZERO, 1));
         assert_eq!(store.attempted(), (0, 1));

@@ -124,6 +124,8 @@ pub struct ServerState {
     pub limits: Limits,
     /// Render slots and the bounded queue in front of them.
     pub scrapes: ScrapeGate,
+    /// `--web.enable-lifecycle`: when false, `POST /-/reload` answers 403 (SIGHUP still works).
+    pub lifecycle_api: bool,
 }
 
 impl ServerState {
@@ -161,6 +163,7 @@ impl ServerState {
             web,
             limits,
             scrapes,
+            lifecycle_api: true,
         }
     }
 }
@@ -452,6 +455,11 @@ async fn route(req: Request<()>, state: &ServerState) -> Response<Body> {
                 )
             }
         }
+        "/-/reload" if method == Method::POST && !state.lifecycle_api => text(
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled (--web.enable-lifecycle=false); send SIGHUP to reload\n"
+                .into(),
+        ),
         "/-/reload" if method == Method::POST => match &state.reload {
             Some(reload) => match reload().await {
                 Ok(()) => text(StatusCode::OK, "Reloaded\n".into()),

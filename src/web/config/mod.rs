@@ -23,7 +23,7 @@ use super::basic_auth::BasicAuth;
 use super::rate_limit::RateLimiter;
 
 pub use parse::{load, parse};
-pub use watch::WebConfigWatcher;
+pub use watch::{PreparedWebConfig, Watched, WebConfigWatcher};
 
 /// How often the watcher looks at the web config file and the files it names.
 pub const WEB_CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(5);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use super::{ActiveWebConfig, WebConfigError};
+use super::{ActiveWebConfig, Watched, WebConfigError};
 use crate::secret::Secret;
 use crate::web::basic_auth::{self, BasicAuth};
 use crate::web::rate_limit::RateLimiter;
@@ -24,12 +24,13 @@ const ALLOWED_HEADERS: [(&str, &[&str]); 5] = [
     ("Content-Security-Policy", &[]),
 ];
 
-/// Parses `text` (the content of `file`) and reads the files it names. `watched` collects those
-/// files even when loading fails, so the watcher notices when a missing one appears.
+/// Parses `text` (the content of `file`) and reads the files it names. `watched` records those
+/// files, with what was read from them, even when loading fails, so the watcher notices when a
+/// missing one appears or one changes after it was read.
 pub fn parse(
     file: &Path,
     text: &str,
-    watched: &mut Vec<PathBuf>,
+    watched: &mut Watched,
 ) -> Result<ActiveWebConfig, WebConfigError> {
     let cx = Cx {
         file,
@@ -97,13 +98,17 @@ pub fn parse(
     Ok(config)
 }
 
-/// Reads and parses `file`; see [`parse`].
-pub fn load(file: &Path, watched: &mut Vec<PathBuf>) -> Result<ActiveWebConfig, WebConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| WebConfigError {
+/// Reads and parses `file`; see [`parse`]. `file` itself is recorded in `watched` too.
+pub fn load(file: &Path, watched: &mut Watched) -> Result<ActiveWebConfig, WebConfigError> {
+    let err = |message: String| WebConfigError {
         file: file.to_path_buf(),
         key: String::new(),
-        message: format!("cannot read: {e}"),
-    })?;
+        message,
+    };
+    let bytes = watched
+        .read(file)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes).map_err(|_| err("cannot read: not UTF-8 text".into()))?;
     parse(file, &text, watched)
 }
 
@@ -225,11 +230,11 @@ impl Cx<'_> {
         &self,
         key: &str,
         p: &str,
-        watched: &mut Vec<PathBuf>,
+        watched: &mut Watched,
     ) -> Result<Vec<u8>, WebConfigError> {
         let path = self.path(p);
-        watched.push(path.clone());
-        std::fs::read(&path)
+        watched
+            .read(&path)
             .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))
     }
 
@@ -273,7 +278,7 @@ mod tests {
     use super::*;
 
     fn parse_str(text: &str) -> Result<ActiveWebConfig, WebConfigError> {
-        parse(Path::new("/etc/dli/web.yml"), text, &mut Vec::new())
+        parse(Path::new("/etc/dli/web.yml"), text, &mut Watched::default())
     }
 
     fn err_of(text: &str) -> String {
@@ -369,7 +374,7 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_the_file() {
-        let mut watched = Vec::new();
+        let mut watched = Watched::default();
         let e = parse(
             Path::new("/etc/dli/web.yml"),
             "tls_server_config:\n  cert_file: tls/c.pem\n  key_file: tls/k.pem\n",
@@ -380,6 +385,9 @@ mod tests {
             e.to_string().contains("cannot read /etc/dli/tls/c.pem"),
             "{e}"
         );
-        assert_eq!(watched, vec![PathBuf::from("/etc/dli/tls/c.pem")]);
+        assert_eq!(
+            watched.paths().collect::<Vec<_>>(),
+            vec![Path::new("/etc/dli/tls/c.pem")]
+        );
     }
 }

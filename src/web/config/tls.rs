@@ -2,7 +2,6 @@
 //! rustls server configuration (aws-lc-rs provider, chosen explicitly) and the client
 //! certificate policy (`client_auth_type`, `client_allowed_sans`).
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use rustls::client::danger::HandshakeSignatureValid;
@@ -16,14 +15,14 @@ use tokio_rustls::TlsAcceptor;
 use yaml_rust2::Yaml;
 
 use super::parse::Cx;
-use super::{ClientAuth, WebConfigError};
+use super::{ClientAuth, Watched, WebConfigError};
 use crate::secret::Secret;
 
 impl Cx<'_> {
     pub(super) fn tls(
         &self,
         v: &Yaml,
-        watched: &mut Vec<PathBuf>,
+        watched: &mut Watched,
         warnings: &mut Vec<String>,
     ) -> Result<(Option<TlsAcceptor>, ClientAuth), WebConfigError> {
         const S: &str = "tls_server_config";
@@ -346,7 +345,7 @@ fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
 
