@@ -3,8 +3,9 @@
 //! It owns the check of one `Authorization` header: decoding, the bcrypt verification (on the
 //! blocking pool, one at a time, so a flood of wrong passwords cannot take every core) and the
 //! cache of verified credentials (so a scrape with known-good credentials costs a hash, not a
-//! bcrypt run). It must never log or print a password or a hash, and its `Debug` shows only
-//! user names.
+//! bcrypt run). The slot is held until the bcrypt run itself ends, also when the client went
+//! away meanwhile, and at most [`MAX_BCRYPT_WAITERS`] checks wait for it. It must never log or
+//! print a password or a hash, and its `Debug` shows only user names.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -26,9 +27,22 @@ pub const CHALLENGE: &str = "Basic realm=\"dli_exporter\"";
 /// (cached, good credentials never wait), so a flood of wrong passwords holds few connections.
 pub const MAX_BCRYPT_WAITERS: usize = 32;
 
-/// A valid cost-10 bcrypt hash that no password is known for: an unknown user name costs the
-/// same bcrypt run as a known one, so response times do not tell which user names exist.
-const DECOY_HASH: &str = "$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+/// Salt and digest of the decoy hash (a valid bcrypt hash that no password is known for); its
+/// cost is that of the configured hashes, so an unknown user name costs the same bcrypt run as
+/// a known one and response times do not tell which user names exist.
+const DECOY_SALT_AND_HASH: &str = "QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi";
+/// Cost of the decoy when no hash tells otherwise.
+const DEFAULT_COST: u32 = 10;
+
+/// The decoy hash with the highest cost among `hashes` (the slowest a known user can be).
+fn decoy_hash<'a>(hashes: impl Iterator<Item = &'a str>) -> Secret {
+    let cost = hashes
+        .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+        .map(|p| p.get_cost())
+        .max()
+        .unwrap_or(DEFAULT_COST);
+    Secret::new(format!("$2y${cost:02}${DECOY_SALT_AND_HASH}"))
+}
 
 /// Users and their bcrypt hashes, with a cache of credentials that verified.
 pub struct BasicAuth {
@@ -40,14 +54,18 @@ pub struct BasicAuth {
     salt: [u8; 32],
     /// One bcrypt run at a time.
     bcrypt_slot: Arc<Semaphore>,
-    /// Requests waiting for or holding `bcrypt_slot`.
-    bcrypt_waiters: AtomicUsize,
+    /// Checks waiting for `bcrypt_slot`, and bcrypt runs holding it (also those whose client
+    /// has gone).
+    bcrypt_waiters: Arc<AtomicUsize>,
+    /// What an unknown user name is checked against.
+    decoy: Secret,
 }
 
-/// Decrements the waiter count however the check ends.
-struct Waiter<'a>(&'a AtomicUsize);
+/// Decrements the waiter count when dropped: when the check ends, or, once its bcrypt run has
+/// started, when that run ends.
+struct Waiter(Arc<AtomicUsize>);
 
-impl Drop for Waiter<'_> {
+impl Drop for Waiter {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -67,12 +85,14 @@ impl fmt::Debug for BasicAuth {
 impl BasicAuth {
     /// `users` maps user names to bcrypt hashes (validated by the web config loader).
     pub fn new(users: HashMap<String, Secret>) -> Self {
+        let decoy = decoy_hash(users.values().map(Secret::expose));
         BasicAuth {
             users,
             verified: Mutex::new(HashMap::new()),
             salt: rand::random(),
             bcrypt_slot: Arc::new(Semaphore::new(1)),
-            bcrypt_waiters: AtomicUsize::new(0),
+            bcrypt_waiters: Arc::new(AtomicUsize::new(0)),
+            decoy,
         }
     }
 
@@ -107,21 +127,26 @@ impl BasicAuth {
         if hit && known.is_some() {
             return true;
         }
-        let waiter = Waiter(&self.bcrypt_waiters);
+        let waiter = Waiter(self.bcrypt_waiters.clone());
         if self.bcrypt_waiters.fetch_add(1, Ordering::AcqRel) >= MAX_BCRYPT_WAITERS {
             tracing::debug!("too many basic auth verifications waiting; refusing without one");
             return false;
         }
-        let hash = Secret::new(known.map(|h| h.expose()).unwrap_or(DECOY_HASH));
-        let Ok(_slot) = self.bcrypt_slot.clone().acquire_owned().await else {
+        let hash = known.unwrap_or(&self.decoy).clone();
+        let Ok(slot) = self.bcrypt_slot.clone().acquire_owned().await else {
             return false;
         };
+        // The slot and the waiter count go into the blocking task: a client that disconnects
+        // drops this future, not the bcrypt run, which keeps both until it ends. Otherwise a
+        // loop of wrong passwords and disconnects would start one run per request.
         let ok = tokio::task::spawn_blocking(move || {
-            bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false)
+            let ok = bcrypt::verify(password.expose(), hash.expose()).unwrap_or(false);
+            drop(slot);
+            drop(waiter);
+            ok
         })
         .await
         .unwrap_or(false);
-        drop(waiter);
         let ok = ok && known.is_some();
         if ok && let Ok(mut m) = self.verified.lock() {
             m.insert(user, digest);
@@ -184,8 +209,52 @@ mod tests {
     }
 
     #[test]
-    fn decoy_is_a_bcrypt_hash() {
-        assert!(is_bcrypt_hash(DECOY_HASH));
+    fn decoy_is_a_bcrypt_hash_with_the_configured_cost() {
+        let cost = |h: &Secret| {
+            h.expose()
+                .parse::<bcrypt::HashParts>()
+                .expect("a bcrypt hash")
+                .get_cost()
+        };
+        assert_eq!(cost(&decoy_hash(std::iter::empty())), DEFAULT_COST);
+        let cheap = bcrypt::hash("x", 4).expect("hash");
+        let dear = bcrypt::hash("y", 6).expect("hash");
+        assert_eq!(cost(&decoy_hash([cheap.as_str()].into_iter())), 4);
+        assert_eq!(cost(&decoy_hash([cheap.as_str(), dear.as_str()].into_iter())), 6);
+        let auth = BasicAuth::new(HashMap::from([("a".to_string(), Secret::new(cheap))]));
+        assert_eq!(cost(&auth.decoy), 4);
         assert!(!is_bcrypt_hash("plain"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_that_gives_up_does_not_free_the_slot_before_its_bcrypt_ends() {
+        // Cost 12: a run takes long enough (hundreds of ms) to look at it while it runs.
+        let hash = bcrypt::hash("right", 12).expect("hash");
+        let auth = Arc::new(BasicAuth::new(HashMap::from([(
+            "alice".to_string(),
+            Secret::new(hash),
+        )])));
+        // The client sends a wrong password and disconnects: the check's future is dropped.
+        let wrong = header("alice", "wrong");
+        let check = auth.check(Some(&wrong));
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(30), check)
+                .await
+                .is_err(),
+            "a cost-12 bcrypt run ended within 30 ms"
+        );
+        assert_eq!(
+            auth.bcrypt_slot.available_permits(),
+            0,
+            "the slot was freed while the abandoned bcrypt run goes on"
+        );
+        assert_eq!(auth.bcrypt_waiters.load(Ordering::Acquire), 1);
+        // Once the run ends, the slot is free again.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while auth.bcrypt_slot.available_permits() == 0 {
+            assert!(std::time::Instant::now() < deadline, "the slot never came back");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(auth.bcrypt_waiters.load(Ordering::Acquire), 0);
     }
 }
