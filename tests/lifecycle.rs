@@ -220,6 +220,33 @@ async fn a_failed_poll_counts_nothing_and_the_next_one_catches_up() {
 }
 
 #[tokio::test]
+async fn a_job_new_since_the_last_poll_counts_as_finished_whatever_its_create_time_says() {
+    // DLI's clock runs behind ours: a job submitted and finished between two polls carries a
+    // create_time before our previous poll started. The list is walked exactly, so an id that
+    // was not there at the previous walk is a job that ran since.
+    let mut h = Harness::new().await;
+    let old = now_ms() - 3_600_000;
+    h.sim
+        .set_jobs(PID, Q, vec![SimJob::new("a", "running", Some("o"), old)]);
+    assert!(h.poll().await);
+    let behind = now_ms() - 30_000;
+    let mut late = SimJob::new("late", "success", Some("o"), behind);
+    late.duration = 4_000;
+    h.sim.insert_front(
+        PID,
+        Q,
+        vec![late, SimJob::new("late-dead", "dead", Some("o"), behind)],
+    );
+    assert!(h.poll().await);
+    assert_eq!(h.finished("success"), Some(1.0));
+    assert_eq!(h.finished("dead"), Some(1.0));
+    assert_eq!(h.submitted(), Some(2.0));
+    // Counted once.
+    assert!(h.poll().await);
+    assert_eq!(h.finished("success"), Some(1.0));
+}
+
+#[tokio::test]
 async fn an_exporter_restart_starts_counters_from_zero_without_recounting() {
     let mut h = Harness::new().await;
     let old = now_ms() - 3_600_000;

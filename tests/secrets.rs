@@ -410,3 +410,81 @@ async fn an_unreachable_proxy_with_credentials_is_reported_without_them() {
     secrets.push(AK.to_string());
     assert_clean("unreachable proxy", &out.outputs(), &secrets);
 }
+
+/// `--check-config` of `config` with the environment cleared and `env` set (values as bytes).
+fn check_config_with_env(config: &str, env: &[(&[u8], &[u8])]) -> (Option<i32>, String) {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("c.toml"), config).expect("write");
+    let mut command = std::process::Command::new(child::BIN);
+    command
+        .args(["--check-config", "--config.file", "c.toml"])
+        .current_dir(dir.path())
+        .env_clear();
+    for (k, v) in env {
+        command.env(
+            std::ffi::OsStr::from_bytes(k),
+            std::ffi::OsStr::from_bytes(v),
+        );
+    }
+    let out = command.output().expect("run");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn plain_config(secret_key_line: &str) -> String {
+    format!(
+        "[auth]\naccess_key = \"{AK}\"\n{secret_key_line}\n[[projects]]\nproject_id = \"{PID}\"\n\
+         region = \"cn-north-4\"\nqueues = [\"etl\"]\n"
+    )
+}
+
+#[test]
+fn environment_variables_that_are_not_utf8_are_ignored_unless_they_are_ours() {
+    let config = plain_config(&format!("secret_key = \"{SK}\""));
+    let (code, out) = check_config_with_env(&config, &[(b"LANG", b"\xff\xfe"), (b"\xffX", b"1")]);
+    assert_eq!(code, Some(0), "{out}");
+    for ours in [&b"DLI_EXPORTER__POLL__INTERVAL"[..], b"HUAWEICLOUD_SDK_SK"] {
+        let (code, out) = check_config_with_env(&config, &[(ours, b"Sk\xffSecretPart042")]);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(
+            out.contains(std::str::from_utf8(ours).expect("ascii")),
+            "{out}"
+        );
+        assert!(
+            !out.contains("SecretPart042") && !out.contains("panicked"),
+            "{out}"
+        );
+    }
+}
+
+#[test]
+fn secrets_that_look_like_numbers_are_strings_and_never_shown() {
+    // From the environment: a string, whatever it looks like.
+    let config = plain_config("");
+    for value in ["3.14159265", "true", "0042424242"] {
+        let (code, out) = check_config_with_env(
+            &config,
+            &[(b"DLI_EXPORTER__AUTH__SECRET_KEY", value.as_bytes())],
+        );
+        assert_eq!(code, Some(0), "{value}: {out}");
+        assert!(!out.contains(value), "{out}");
+    }
+    // Unquoted in the file: an error naming the key, not the value.
+    for value in ["3.14159265", "true", "4242424242"] {
+        let (code, out) =
+            check_config_with_env(&plain_config(&format!("secret_key = {value}")), &[]);
+        assert_eq!(code, Some(1), "{value}: {out}");
+        assert!(out.contains("secret_key"), "{out}");
+        assert!(
+            !out.contains(&format!("= {value}")) && !out.contains(&format!("`{value}`")),
+            "{out}"
+        );
+    }
+}

@@ -32,7 +32,7 @@ impl LifecycleMetrics {
         let finished = IntCounterVec::new(
             Opts::new(
                 "dli_batch_jobs_finished_total",
-                "Jobs seen entering a terminal state (success, dead, ...) since the exporter started; jobs created and finished between two polls included, jobs already finished at the first poll not.",
+                "Jobs seen entering a terminal state (success, dead, ...) since the exporter started; jobs that appeared and finished between two polls included, jobs already finished at the first poll not.",
             ),
             &["project_id", "queue", "state"],
         )?;

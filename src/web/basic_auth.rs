@@ -220,7 +220,10 @@ mod tests {
         let cheap = bcrypt::hash("x", 4).expect("hash");
         let dear = bcrypt::hash("y", 6).expect("hash");
         assert_eq!(cost(&decoy_hash([cheap.as_str()].into_iter())), 4);
-        assert_eq!(cost(&decoy_hash([cheap.as_str(), dear.as_str()].into_iter())), 6);
+        assert_eq!(
+            cost(&decoy_hash([cheap.as_str(), dear.as_str()].into_iter())),
+            6
+        );
         let auth = BasicAuth::new(HashMap::from([("a".to_string(), Secret::new(cheap))]));
         assert_eq!(cost(&auth.decoy), 4);
         assert!(!is_bcrypt_hash("plain"));
@@ -252,7 +255,10 @@ mod tests {
         // Once the run ends, the slot is free again.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while auth.bcrypt_slot.available_permits() == 0 {
-            assert!(std::time::Instant::now() < deadline, "the slot never came back");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the slot never came back"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         assert_eq!(auth.bcrypt_waiters.load(Ordering::Acquire), 0);
