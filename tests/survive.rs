@@ -425,3 +425,88 @@ async fn the_rate_limit_does_not_apply_to_healthy() {
     );
     app.shutdown().await;
 }
+
+/// Records the failure reason of every request.
+#[derive(Default)]
+struct Reasons(Mutex<Vec<Option<FailureReason>>>);
+
+impl RequestObserver for Reasons {
+    fn observe(&self, _: Operation, _: Duration, failure: Option<FailureReason>) {
+        self.0.lock().expect("lock").push(failure);
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_off_by_the_connection_is_connect_and_retried_a_short_complete_one_is_decode() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A server whose first answer announces 4000 bytes, sends 13 and closes; then the page
+    // whole and the empty page after it; then a complete answer whose JSON is cut
+    // (Content-Length matches what is sent).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let page = br#"{"total":1,"sessions":[{"id":"a","state":"running"}]}"#;
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((mut conn, _)) = listener.accept().await {
+            n += 1;
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = conn.read(&mut buf).await;
+            let answer: Vec<u8> = match n {
+                1 => b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 4000\r\n\r\n{\"sessions\":[".to_vec(),
+                2 | 3 => {
+                    // The page, then the empty page that ends the walk.
+                    let body: &[u8] = if n == 2 { page } else { br#"{"sessions":[]}"# };
+                    [
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes(),
+                        body.to_vec(),
+                    ]
+                    .concat()
+                }
+                _ => b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: 13\r\n\r\n{\"sessions\":[".to_vec(),
+            };
+            let _ = conn.write_all(&answer).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    let mut p = project_at(&format!("http://{addr}"));
+    p.queues = vec!["etl".into()];
+    let reasons = Arc::new(Reasons::default());
+    let client = DliClient::new(
+        &p,
+        &ClientOptions::new(Duration::from_secs(2)),
+        Arc::new(Semaphore::new(1)),
+        reasons.clone(),
+    )
+    .expect("client");
+    let (stats, jobs) = walk(&client, "etl", &walk_options(100, 1, 2))
+        .await
+        .expect("the cut body is retried");
+    assert_eq!((stats.requests, stats.pages, jobs.len()), (3, 2, 1));
+    // The next walk meets the complete but truncated body: decode, not retried.
+    let e = walk(&client, "etl", &walk_options(100, 1, 2))
+        .await
+        .expect_err("truncated JSON");
+    let reason = e.request_error().map(|r| r.reason());
+    assert_eq!(reason, Some(FailureReason::Decode), "{e}");
+    assert_eq!(
+        *reasons.0.lock().expect("lock"),
+        vec![
+            Some(FailureReason::Connect),
+            None,
+            None,
+            Some(FailureReason::Decode)
+        ]
+    );
+}
+
+fn project_at(endpoint: &str) -> dli_exporter::config::Project {
+    dli_exporter::config::Project {
+        project_id: PID.into(),
+        region: None,
+        endpoint: endpoint.into(),
+        queues: Vec::new(),
+        credentials: aksk(),
+        ca_file: None,
+        proxy: None,
+    }
+}

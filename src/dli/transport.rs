@@ -225,7 +225,25 @@ impl Transport {
                     .map_or(16 * 1024, |l| l as usize)
                     .min(self.max_body_bytes),
             );
-            while let Some(chunk) = response.chunk().await.map_err(fail)? {
+            // An error while the body streams in is the connection failing mid-answer (reset,
+            // closed before Content-Length bytes, a broken chunked stream): a transport failure,
+            // `connect`, retried. reqwest calls it a decode error; a body that arrived whole and
+            // is not the expected JSON is `decode` (docs/architecture.md, "Failures, retries and
+            // hold-off").
+            let cut = |e: reqwest::Error| {
+                if e.is_timeout() {
+                    return self.map_error(operation, url, e);
+                }
+                DliError::Connect {
+                    operation,
+                    url: url.to_string(),
+                    message: format!(
+                        "the connection failed while the body of an HTTP {status} answer was read: {}",
+                        error_chain(&e)
+                    ),
+                }
+            };
+            while let Some(chunk) = response.chunk().await.map_err(cut)? {
                 if body.len() + chunk.len() > self.max_body_bytes {
                     return Err(self.too_large(operation, url));
                 }
