@@ -153,13 +153,19 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
         ok.pages, ok.duration
     );
 
-    // The same walk under a 250 ms poll.timeout: it fails as a timeout, on time, nothing published.
+    // Pages of 300 ms under a 250 ms poll.timeout: the whole walk would need 1.2 s (a first page,
+    // then three rounds of four); it fails as a timeout, on time, nothing published. The bound
+    // below leaves room for a loaded machine and still tells a timeout from a finished walk.
+    sim.clear_faults();
+    sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
+        300,
+    ))));
     let poll = slow_poll(250, 200);
     let store = Arc::new(SnapshotStore::new([key.clone()]));
     let ctx = PollContext::new(store.clone(), &poll, 200);
     let cl = client(
         &project(&sim, &["etl"], aksk()),
-        Duration::from_millis(200),
+        Duration::from_millis(1000),
         4,
     );
     let started = Instant::now();
@@ -169,11 +175,11 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
     let msg = failed.error.clone().unwrap_or_default();
     assert!(msg.contains("exceeded poll.timeout = 250ms"), "{msg}");
     assert!(
-        took < Duration::from_millis(400),
+        took < Duration::from_millis(900),
         "bounded by poll.timeout: {took:?}"
     );
     assert!(store.view()[0].1.snapshot.is_none(), "nothing published");
-    println!("every page +80 ms, poll.timeout 250ms: failed after {took:?}: {msg}");
+    println!("every page +300 ms, poll.timeout 250ms: failed after {took:?}: {msg}");
 
     // Pages slower than poll.request_timeout: each request times out (class timeout).
     sim.clear_faults();
