@@ -3,7 +3,7 @@
 to repeat one check).
 
   python3 .ci/deploy_checks.py deploy [--binary target/debug/dli_exporter]   # what deploy-checks.sh runs
-  python3 .ci/deploy_checks.py k8s-lint                                       # one check
+  python3 .ci/deploy_checks.py k8s-render deploy/kubernetes                   # one check
   python3 .ci/deploy_checks.py --help                                         # every subcommand
 
 A single check prints what it found and exits 1 if it failed; a suite prints one line per check and ends
@@ -64,6 +64,8 @@ def main(argv=None):
     add("demo-contract", binary.demo_contract, "contract metrics in a saved demo exposition", ("exposition",))
     add("k8s-validate", kubernetes.validate_files, "kubernetes-validate --strict on the manifest files")
     add("k8s-lint", kubernetes.lint, "cross-references between the manifests")
+    add("k8s-render", None, "kubectl kustomize DIR (default: every kustomization under deploy/), validated",
+        ("dirs", {"nargs": "*", "type": pathlib.Path}))
     add("systemd-lint", hostfiles.systemd_lint, "systemd unit hardening settings, env file syntax")
     add("dockerfile", hostfiles.dockerfile_lint, "Dockerfile structure")
     add("shellcheck", hostfiles.shellcheck, "shellcheck on the CI scripts")
@@ -82,6 +84,10 @@ def main(argv=None):
         if args.command == "deploy":
             return suites.deploy_suite(work, args.binary, args.timeout, args.verbose)
         try:
+            if args.command == "k8s-render":
+                for d in args.dirs or kubernetes.kustomization_dirs():
+                    print(kubernetes.render(d, work))
+                return 0
             params = {k: v for k, v in vars(args).items()
                       if k not in ("command", "fn", "work", "keep", "verbose", "timeout")}
             if args.command == "reload":

@@ -5,7 +5,7 @@ Layout:
   runner.py      Suite (ok/FAIL lines, the closing "N passed, M failed" line), subprocess and tool helpers
   prometheus.py  alert/recording rules, the PrometheusRule, metric references, the end-to-end scrape
   grafana.py     dashboard structure and queries
-  kubernetes.py  manifests and their cross-references
+  kubernetes.py  manifests, cross-references, kustomize rendering of every overlay
   hostfiles.py   systemd unit, Dockerfile, CI files (static)
   binary.py      the exporter binary: configs, reloads, the demo exposition
   suites.py      which checks run in which order

@@ -40,6 +40,9 @@ def static_checks(s, work, binary=None):
     s.note("kubernetes")
     s.check("kubernetes-validate --strict (built-in kinds, offline schemas)", kubernetes.validate_files)
     s.check("manifests agree (labels, ports, probes, volumes, CRDs, kustomization)", kubernetes.lint)
+    for directory in kubernetes.kustomization_dirs():
+        rel = directory.relative_to(ROOT)
+        s.check(f"kubectl kustomize {rel}: rendered, validated, references", kubernetes.render, directory, work)
 
     s.note("systemd, docker, CI files")
     s.check("systemd unit settings and env file syntax", hostfiles.systemd_lint)
