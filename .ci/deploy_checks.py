@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""The deploy checks of CI (.ci/deploy-checks.sh calls this file after installing the tools; run it directly
-to repeat one check).
+"""The deploy and image checks of CI (.ci/deploy-checks.sh and .ci/image-checks.sh call this file after
+installing the tools; run it directly to repeat one check).
 
   python3 .ci/deploy_checks.py deploy [--binary target/debug/dli_exporter]   # what deploy-checks.sh runs
+  python3 .ci/deploy_checks.py image --binary target/release/dli_exporter --docker-host unix:///... \\
+      --standin /var/cache/.../standin.tar                                    # what image-checks.sh runs
   python3 .ci/deploy_checks.py k8s-render deploy/kubernetes                   # one check
   python3 .ci/deploy_checks.py --help                                         # every subcommand
 
@@ -20,7 +22,7 @@ import tempfile
 sys.dont_write_bytecode = True  # keep __pycache__ out of the work tree
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from ci_checks import binary, grafana, hostfiles, kubernetes, prometheus, suites  # noqa: E402
+from ci_checks import binary, grafana, hostfiles, image, kubernetes, prometheus, suites  # noqa: E402
 from ci_checks.common import Failed  # noqa: E402
 
 
@@ -53,6 +55,16 @@ def main(argv=None):
     # the suites
     add("deploy", None, "every deploy check; with --binary also the exporter, its demo and a real Prometheus",
         ("--binary", {"type": existing_executable, "help": "the built dli_exporter (omit: static checks only)"}))
+    add("image", None, "build deploy/Dockerfile on the stand-in base and run the container",
+        ("--binary", {"type": existing_executable, "required": True, "help": "the release dli_exporter"}),
+        ("--docker-host", {"required": True, "help": "unix:///... socket of the daemon to use"}),
+        ("--docker", {"default": "docker", "help": "docker CLI (default: docker on PATH)"}),
+        ("--standin", {"type": pathlib.Path, "required": True, "help": "tar made by standin-rootfs"}),
+        ("--net-before", {"help": "network interfaces before the daemon started (space-separated): the "
+                                  "suite checks that none was added"}))
+    add("standin-rootfs", image.standin_rootfs,
+        "make the distroless stand-in base tar from a debootstrapped Debian 12 tree",
+        ("rootfs", {"type": pathlib.Path}), ("out", {"type": pathlib.Path}))
     # single checks
     add("rules-lint", prometheus.rules_lint, "alerts, runbook sections, rule tests coverage")
     add("promrule", prometheus.promrule, "PrometheusRule == recording.yml + alerts.yml; writes its spec",
@@ -67,7 +79,8 @@ def main(argv=None):
     add("k8s-render", None, "kubectl kustomize DIR (default: every kustomization under deploy/), validated",
         ("dirs", {"nargs": "*", "type": pathlib.Path}))
     add("systemd-lint", hostfiles.systemd_lint, "systemd unit hardening settings, env file syntax")
-    add("dockerfile", hostfiles.dockerfile_lint, "Dockerfile structure")
+    add("dockerfile", hostfiles.dockerfile_lint, "Dockerfile and Dockerfile.build structure")
+    add("hadolint", hostfiles.hadolint, "hadolint on every Dockerfile")
     add("shellcheck", hostfiles.shellcheck, "shellcheck on the CI scripts")
     add("ruff", hostfiles.ruff, "ruff check on the CI and deploy Python")
     add("e2e", prometheus.e2e, "queries against a Prometheus scraping the demo (waits up to --timeout)",
@@ -83,6 +96,9 @@ def main(argv=None):
     try:
         if args.command == "deploy":
             return suites.deploy_suite(work, args.binary, args.timeout, args.verbose)
+        if args.command == "image":
+            return suites.image_suite(work, args.binary, args.docker, args.docker_host, args.standin.resolve(),
+                                      args.net_before, args.timeout, args.verbose)
         try:
             if args.command == "k8s-render":
                 for d in args.dirs or kubernetes.kustomization_dirs():

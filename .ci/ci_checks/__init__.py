@@ -6,7 +6,8 @@ Layout:
   prometheus.py  alert/recording rules, the PrometheusRule, metric references, the end-to-end scrape
   grafana.py     dashboard structure and queries
   kubernetes.py  manifests, cross-references, kustomize rendering of every overlay
-  hostfiles.py   systemd unit, Dockerfile, CI files (static)
+  hostfiles.py   systemd unit, Dockerfiles, CI files (static)
   binary.py      the exporter binary: configs, reloads, the demo exposition
+  image.py       the container image: stand-in base, build, run, hardening, SIGTERM
   suites.py      which checks run in which order
 """

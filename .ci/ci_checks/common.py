@@ -15,6 +15,15 @@ K8S = DEPLOY / "kubernetes"
 GRAFANA = DEPLOY / "grafana"
 SYSTEMD = DEPLOY / "systemd"
 
+# The image (deploy/Dockerfile): the base users pull, and the build context deploy/README.md tells users
+# to make (and image-checks makes): a directory holding exactly these files.
+DISTROLESS = "gcr.io/distroless/cc-debian12:nonroot"
+IMAGE_CONTEXT = {"dli_exporter": "the binary of `cargo build --release --locked`",
+                 "config.example.toml": "config.example.toml of the repository root"}
+IMAGE_USER = "65532:65532"
+IMAGE_ENTRYPOINT = ["/usr/local/bin/dli_exporter"]
+IMAGE_PORT = 10049
+
 
 class Failed(Exception):
     """A finding of a check; the message says what is wrong (one problem per line)."""

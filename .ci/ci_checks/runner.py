@@ -110,6 +110,19 @@ def run(cmd, *, quiet=False, env=None, stdin=None, timeout=600, cwd=None, echo=T
     return p.stdout
 
 
+def run_status(cmd, *, env=None, timeout=600):
+    """(exit code, output) of CMD, for commands whose failure is the expected outcome."""
+    try:
+        p = subprocess.run([str(c) for c in cmd], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, errors="replace",
+                           env=None if env is None else {**os.environ, **env}, timeout=timeout)
+    except FileNotFoundError:
+        raise Failed(f"{cmd[0]}: command not found") from None
+    except subprocess.TimeoutExpired as e:
+        raise Failed(f"{shlex.join(str(c) for c in cmd)}: no exit within {timeout}s\n{e.output or ''}") from None
+    return p.returncode, p.stdout
+
+
 def tool(name):
     """Path of NAME on PATH or among the scripts of this Python (where pip puts console scripts)."""
     found = shutil.which(name) or shutil.which(name, path=sysconfig.get_path("scripts"))
