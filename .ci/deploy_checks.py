@@ -83,6 +83,7 @@ def main(argv=None):
     add("hadolint", hostfiles.hadolint, "hadolint on every Dockerfile")
     add("shellcheck", hostfiles.shellcheck, "shellcheck on the CI scripts")
     add("ruff", hostfiles.ruff, "ruff check on the CI and deploy Python")
+    add("actionlint", hostfiles.actionlint, "actionlint on .github/workflows")
     add("e2e", prometheus.e2e, "queries against a Prometheus scraping the demo (waits up to --timeout)",
         ("base", {"help": "the Prometheus URL, http://127.0.0.1:PORT"}))
     add("reload", binary.reload, "SIGHUP and POST /-/reload with good and broken config files",

@@ -1,8 +1,9 @@
 """Static checks of the files that are neither rules nor manifests: the systemd unit, the Dockerfiles,
-and the CI's own scripts (linters)."""
+and the CI's own scripts and workflow (linters)."""
 
 import json
 import re
+import shlex
 import sys
 
 from .common import (DEPLOY, DISTROLESS, IMAGE_CONTEXT, IMAGE_ENTRYPOINT, IMAGE_PORT, IMAGE_USER, ROOT, SYSTEMD,
@@ -208,3 +209,15 @@ def ruff():
         compile(f.read_text(encoding="utf-8"), str(f), "exec")
     return f"{len(files)} Python files clean"
 
+
+def workflows():
+    return sorted((ROOT / ".github" / "workflows").glob("*.y*ml"))
+
+
+def actionlint():
+    """actionlint on every workflow (with shellcheck on PATH it checks the `run:` scripts too)."""
+    files = workflows()
+    if not files:
+        fail("no .github/workflows/*.yml")
+    run([tool("actionlint"), "-no-color", *files], quiet=True, cwd=ROOT)
+    return f"{len(files)} workflows clean: {', '.join(shlex.quote(f.name) for f in files)}"

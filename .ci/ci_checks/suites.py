@@ -56,6 +56,7 @@ def static_checks(s, work, binary=None):
     s.check("hadolint deploy/Dockerfile*", hostfiles.hadolint)
     s.check("shellcheck .ci scripts", hostfiles.shellcheck)
     s.check("ruff check + compile (.ci and deploy Python)", hostfiles.ruff)
+    s.check("actionlint .github/workflows", hostfiles.actionlint)
     s.info("the image itself is built and run by .ci/image-checks.sh")
 
 
