@@ -34,7 +34,7 @@ def fail(msg):
 
 
 def fail_if(problems):
-    """Raises Failed listing PROBLEMS (duplicates once, in order) if there are any."""
+    """Raises Failed listing PROBLEMS (each one once, in order) if there are any."""
     if problems:
         raise Failed("\n".join(dict.fromkeys(problems)))
 
