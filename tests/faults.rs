@@ -121,16 +121,17 @@ fn slow_poll(timeout_ms: u64, request_timeout_ms: u64) -> PollConfig {
     }
 }
 
-/// Polls `etl` of `sim` once with `poll` (through a client with its request timeout): the
-/// outcome, how long it took, and the store it published into.
+/// Polls `etl` of `sim` once with `poll`, through a client whose requests time out after
+/// `request_timeout`: the outcome, how long it took, and the store it published into.
 async fn timed_poll(
     sim: &Simulator,
     poll: &PollConfig,
+    request_timeout: Duration,
 ) -> (PollOutcome, Duration, Arc<SnapshotStore>) {
     let key = QueueKey::new(PID, "etl");
     let store = Arc::new(SnapshotStore::new([key.clone()]));
     let ctx = PollContext::new(store.clone(), poll, 200);
-    let cl = client(&project(sim, &["etl"], aksk()), poll.request_timeout, 4);
+    let cl = client(&project(sim, &["etl"], aksk()), request_timeout, 4);
     let started = Instant::now();
     let outcome = scheduler::poll_once(&cl, &key, &ctx, None).await;
     (outcome, started.elapsed(), store)
@@ -143,7 +144,8 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(80))));
 
     // 10 pages at 80 ms each, 4 at a time: well inside a 2 s walk timeout.
-    let (ok, _, _) = timed_poll(&sim, &slow_poll(2000, 1000)).await;
+    let poll = slow_poll(2000, 1000);
+    let (ok, _, _) = timed_poll(&sim, &poll, poll.request_timeout).await;
     assert!(ok.success, "{:?}", ok.error);
     assert_eq!(ok.jobs, 1000);
     println!(
@@ -151,24 +153,32 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
         ok.pages, ok.duration
     );
 
-    // The same walk under a 250 ms poll.timeout: it fails as a timeout, on time, nothing published.
-    let (failed, took, store) = timed_poll(&sim, &slow_poll(250, 200)).await;
+    // Pages of 300 ms under a 250 ms poll.timeout: the whole walk would need 1.2 s (a first page,
+    // then three rounds of four); it fails as a timeout, on time, nothing published. The bound
+    // below leaves room for a loaded machine and still tells a timeout from a finished walk.
+    sim.clear_faults();
+    sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
+        300,
+    ))));
+    let (failed, took, store) =
+        timed_poll(&sim, &slow_poll(250, 200), Duration::from_millis(1000)).await;
     assert!(!failed.success);
     let msg = failed.error.clone().unwrap_or_default();
     assert!(msg.contains("exceeded poll.timeout = 250ms"), "{msg}");
     assert!(
-        took < Duration::from_millis(400),
+        took < Duration::from_millis(900),
         "bounded by poll.timeout: {took:?}"
     );
     assert!(store.view()[0].1.snapshot.is_none(), "nothing published");
-    println!("every page +80 ms, poll.timeout 250ms: failed after {took:?}: {msg}");
+    println!("every page +300 ms, poll.timeout 250ms: failed after {took:?}: {msg}");
 
     // Pages slower than poll.request_timeout: each request times out (class timeout).
     sim.clear_faults();
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
         400,
     ))));
-    let (failed, took, _) = timed_poll(&sim, &slow_poll(1500, 150)).await;
+    let (failed, took, _) =
+        timed_poll(&sim, &slow_poll(1500, 150), Duration::from_millis(150)).await;
     let msg = failed.error.unwrap_or_default();
     assert!(msg.contains("timed out after 150ms"), "{msg}");
     assert!(took < Duration::from_millis(500), "{took:?}");
