@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::child::{self};
+use common::child;
 use common::*;
 use dli_exporter::app::{App, StartOptions};
 use dli_exporter::config::Env;
@@ -48,7 +48,8 @@ fn requests(sim: &Simulator, project_id: &str) -> usize {
         .count()
 }
 
-async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+/// Waits until `check` holds (state the exposition does not show: the store, the simulator).
+async fn until(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;
     while !check() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -106,14 +107,14 @@ async fn reload_without_changes_keeps_walks_clients_and_tokens() {
     std::fs::write(&path, config(&sim, &["etl"], "", "")).expect("write");
     let app = start_from(&path, None).await;
     // The slow queue's first walk (one request, the queue is empty) is in flight.
-    eventually("the first slow request", Duration::from_secs(5), || {
+    until("the first slow request", Duration::from_secs(5), || {
         requests(&sim, TOKEN_PID) == 1
     })
     .await;
     let (status, body) = post_reload(&app).await;
     assert_eq!(status, 200, "{body}");
     app.reload().await.expect("reload");
-    eventually("the slow walk's success", Duration::from_secs(5), || {
+    until("the slow walk's success", Duration::from_secs(5), || {
         succeeded(&app, TOKEN_PID, "slow")
     })
     .await;
@@ -123,7 +124,7 @@ async fn reload_without_changes_keeps_walks_clients_and_tokens() {
         "the walk in flight was cancelled and started again"
     );
     // The next interval polls with the same client and token: still one login.
-    eventually("the second slow poll", Duration::from_secs(6), || {
+    until("the second slow poll", Duration::from_secs(6), || {
         requests(&sim, TOKEN_PID) >= 2
     })
     .await;
@@ -135,7 +136,7 @@ async fn reload_without_changes_keeps_walks_clients_and_tokens() {
         "a reload logged in again"
     );
     assert!(succeeded(&app, PID, "etl"));
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -148,7 +149,7 @@ async fn reload_restarts_only_the_queues_whose_settings_changed() {
     let path = dir.path().join("c.toml");
     std::fs::write(&path, config(&sim, &["etl"], "", "")).expect("write");
     let app = start_from(&path, None).await;
-    eventually("the first slow request", Duration::from_secs(5), || {
+    until("the first slow request", Duration::from_secs(5), || {
         requests(&sim, TOKEN_PID) == 1
     })
     .await;
@@ -158,11 +159,11 @@ async fn reload_restarts_only_the_queues_whose_settings_changed() {
     std::fs::write(&path, config(&sim, &["etl", "adhoc"], &ca_line, "")).expect("write");
     let (status, body) = post_reload(&app).await;
     assert_eq!(status, 200, "{body}");
-    eventually("adhoc polled", Duration::from_secs(5), || {
+    until("adhoc polled", Duration::from_secs(5), || {
         succeeded(&app, PID, "adhoc")
     })
     .await;
-    eventually("the slow walk's success", Duration::from_secs(5), || {
+    until("the slow walk's success", Duration::from_secs(5), || {
         succeeded(&app, TOKEN_PID, "slow")
     })
     .await;
@@ -177,7 +178,7 @@ async fn reload_restarts_only_the_queues_whose_settings_changed() {
     // rebuilt, which shows as a new login.
     std::fs::write(&path, config(&sim, &["etl", "adhoc"], &ca_line, &ca_line)).expect("write");
     assert_eq!(post_reload(&app).await.0, 200);
-    eventually(
+    until(
         "a login by the rebuilt client",
         Duration::from_secs(5),
         || sim.stats().iam_token_requests == 2,
@@ -185,7 +186,7 @@ async fn reload_restarts_only_the_queues_whose_settings_changed() {
     .await;
     std::fs::write(&ca, common::net::test_pki(false).ca_pem).expect("rotate ca");
     assert_eq!(post_reload(&app).await.0, 200);
-    eventually(
+    until(
         "a login after the CA changed",
         Duration::from_secs(5),
         || sim.stats().iam_token_requests == 3,
@@ -203,7 +204,7 @@ async fn reload_restarts_only_the_queues_whose_settings_changed() {
         ]
     );
     assert_eq!(sim.stats().iam_token_requests, 3);
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -215,7 +216,7 @@ async fn a_broken_web_config_fails_the_reload_and_applies_nothing() {
     std::fs::write(&path, config(&sim, &["etl"], "", "")).expect("write");
     std::fs::write(&web, "{}\n").expect("write");
     let app = start_from(&path, Some(&web)).await;
-    eventually("etl polled", Duration::from_secs(5), || {
+    until("etl polled", Duration::from_secs(5), || {
         succeeded(&app, PID, "etl")
     })
     .await;
@@ -239,11 +240,11 @@ async fn a_broken_web_config_fails_the_reload_and_applies_nothing() {
     std::fs::write(&web, "rate_limit:\n  interval: 1ms\n  burst: 1000\n").expect("write");
     let (status, body) = post_reload(&app).await;
     assert_eq!(status, 200, "{body}");
-    eventually("adhoc polled", Duration::from_secs(5), || {
+    until("adhoc polled", Duration::from_secs(5), || {
         succeeded(&app, PID, "adhoc")
     })
     .await;
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -267,12 +268,7 @@ async fn a_rejected_reload_never_quotes_a_secret() {
         assert!(body.contains("secret_key"), "{body}");
         assert!(!body.contains(shown), "{body}");
     }
-    app.shutdown().await;
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -280,7 +276,7 @@ async fn with_the_lifecycle_api_off_post_reload_is_refused_and_sighup_still_relo
     let sim = slow_sim().await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("c.toml"), config(&sim, &["etl"], "", "")).expect("write");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = child::free_listen_address();
     let mut daemon = child::spawn(
         dir.path(),
         "daemon",
@@ -294,18 +290,12 @@ async fn with_the_lifecycle_api_off_post_reload_is_refused_and_sighup_still_relo
         &[],
     );
     let base = format!("http://{listen}");
-    let metrics = || async {
-        match http().get(format!("{base}/metrics")).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics().await.contains("queue=\"etl\",state=\"running\"") {
-        daemon.assert_running();
-        assert!(Instant::now() < deadline, "{}", daemon.outputs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let metrics_url = format!("{base}/metrics");
+    daemon
+        .scrape_until(&metrics_url, "etl polled", Duration::from_secs(10), |t| {
+            t.contains("queue=\"etl\",state=\"running\"")
+        })
+        .await;
     std::fs::write(
         dir.path().join("c.toml"),
         config(&sim, &["etl", "adhoc"], "", ""),
@@ -317,17 +307,20 @@ async fn with_the_lifecycle_api_off_post_reload_is_refused_and_sighup_still_relo
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 403);
-    assert!(!metrics().await.contains("queue=\"adhoc\""));
+    let (_, text) = get(&http(), &metrics_url).await;
+    assert!(
+        !text.contains("queue=\"adhoc\""),
+        "reloaded although refused"
+    );
     daemon.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !metrics()
-        .await
-        .contains("queue=\"adhoc\",state=\"running\"")
-    {
-        daemon.assert_running();
-        assert!(Instant::now() < deadline, "{}", daemon.outputs());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    daemon
+        .scrape_until(
+            &metrics_url,
+            "adhoc after SIGHUP",
+            Duration::from_secs(10),
+            |t| t.contains("queue=\"adhoc\",state=\"running\""),
+        )
+        .await;
     let status = daemon.terminate(Duration::from_secs(10)).await;
     assert!(status.success(), "{}", daemon.outputs());
 }

@@ -42,11 +42,6 @@ fn config(sim: &Simulator, with_churn: bool) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// VmRSS of `pid`, in bytes.
 fn rss(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -119,7 +114,7 @@ async fn start(sim: &Simulator) -> Exporter {
         format!("basic_auth_users:\n  {USER}: {hash}\n"),
     )
     .expect("write");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = child::free_listen_address();
     let child = child::spawn(
         dir.path(),
         "soak",
@@ -143,7 +138,8 @@ async fn start(sim: &Simulator) -> Exporter {
     }
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
+/// A GET with the soak's basic-auth credentials; `None` when it got no answer.
+async fn get_authed(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
     let r = client
         .get(url)
         .basic_auth(USER, Some(PASSWORD))
@@ -152,10 +148,6 @@ async fn get(client: &reqwest::Client, url: &str) -> Option<(u16, String)> {
         .ok()?;
     let status = r.status().as_u16();
     Some((status, r.text().await.ok()?))
-}
-
-fn series(name: &str, project_id: &str, queue: &str) -> String {
-    format!("{name}{{project_id=\"{project_id}\",queue=\"{queue}\"}}")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +171,7 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         exporter.child.assert_running();
-        if let Some((200, _)) = get(&client, &format!("{}/-/ready", exporter.base)).await {
+        if let Some((200, _)) = get_authed(&client, &format!("{}/-/ready", exporter.base)).await {
             break;
         }
         assert!(Instant::now() < deadline, "{}", exporter.child.outputs());
@@ -318,7 +310,7 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
     // Watch: memory every second; the steady queue must keep succeeding.
     let started = Instant::now();
     let mut samples: Vec<(Duration, u64)> = Vec::new();
-    let steady_ts = series("dli_last_successful_poll_timestamp_seconds", PID, "steady");
+    let steady_ts = project_series("dli_last_successful_poll_timestamp_seconds", PID, "steady");
     let mut last_steady = 0.0;
     let mut last_advance = Instant::now();
     let mut longest_gap = Duration::ZERO;
@@ -328,7 +320,7 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
         if let Some(bytes) = rss(exporter.child.pid()) {
             samples.push((started.elapsed(), bytes));
         }
-        if let Some((200, text)) = get(&client, &metrics_url).await {
+        if let Some((200, text)) = get_authed(&client, &metrics_url).await {
             if let Some(t) = value(&text, &steady_ts)
                 && t > last_steady
             {
@@ -363,10 +355,18 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
     assert_eq!(status, 200, "{body}");
     let deadline = Instant::now() + Duration::from_secs(15);
     let text = loop {
-        let text = get(&client, &metrics_url).await.map(|(_, t)| t).unwrap_or_default();
-        let all_ok = [(PID, "steady"), (PID, "flaky"), (PID, "churn"), (TOKEN_PID, "tok")]
-            .iter()
-            .all(|(p, q)| value(&text, &series("dli_poll_success", p, q)) == Some(1.0));
+        let text = get_authed(&client, &metrics_url)
+            .await
+            .map(|(_, t)| t)
+            .unwrap_or_default();
+        let all_ok = [
+            (PID, "steady"),
+            (PID, "flaky"),
+            (PID, "churn"),
+            (TOKEN_PID, "tok"),
+        ]
+        .iter()
+        .all(|(p, q)| value(&text, &project_series("dli_poll_success", p, q)) == Some(1.0));
         if all_ok {
             break text;
         }
@@ -379,8 +379,10 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
     };
     assert!(text.contains("dli_exporter_config_last_reload_successful 1"));
 
-    let [ok, failed, reloaded, rejected, faults] =
-        counters.as_ref().each_ref().map(|c| c.load(Ordering::Relaxed));
+    let [ok, failed, reloaded, rejected, faults] = counters
+        .as_ref()
+        .each_ref()
+        .map(|c| c.load(Ordering::Relaxed));
     // Memory: after a warm-up fifth, the second half of the run against the first.
     let warm: Vec<u64> = samples
         .iter()
@@ -404,13 +406,24 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
         mib(first_max),
         mib(second_max)
     );
-    assert_eq!(panics_seen, 0.0, "a poll panicked\n{}", exporter.child.outputs());
+    assert_eq!(
+        panics_seen,
+        0.0,
+        "a poll panicked\n{}",
+        exporter.child.outputs()
+    );
     assert!(
         longest_gap < Duration::from_secs(10),
         "the steady queue went {longest_gap:?} without a successful poll"
     );
-    assert!(ok > 100 && failed * 20 < ok, "scrapes: {ok} ok, {failed} failed");
-    assert!(reloaded > 20 && rejected > 5, "reloads: {reloaded} ok, {rejected} rejected");
+    assert!(
+        ok > 100 && failed * 20 < ok,
+        "scrapes: {ok} ok, {failed} failed"
+    );
+    assert!(
+        reloaded > 20 && rejected > 5,
+        "reloads: {reloaded} ok, {rejected} rejected"
+    );
     assert!(
         second_median <= first_median + first_median / 10 + 2 * 1024 * 1024,
         "RSS grew: median {:.1} -> {:.1} MiB",

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use dli_exporter::app::{App, StartOptions};
-use dli_exporter::config::{Env, PollConfig, Settings, load_toml_str};
+use dli_exporter::config::{Env, PollConfig, load_toml_str};
 use dli_exporter::dli::{ClientOptions, DliClient, FailureReason, Operation, RequestObserver};
 use dli_exporter::metrics::{CollectorOptions, Metrics};
 use dli_exporter::poll::lifecycle::JobTracker;
@@ -25,18 +25,9 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-async fn start(settings: &Settings) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    App::start(settings, listener).expect("exporter starts")
-}
-
-fn series(name: &str, project_id: &str, queue: &str) -> String {
-    format!("{name}{{project_id=\"{project_id}\",queue=\"{queue}\"}}")
-}
-
 /// Waits until the queue's last successful poll is later than `after` (unix seconds).
 async fn success_after(app: &App, queue: &str, after: f64, within: Duration) -> f64 {
-    let ts = series("dli_last_successful_poll_timestamp_seconds", PID, queue);
+    let ts = project_series("dli_last_successful_poll_timestamp_seconds", PID, queue);
     let text = wait_for(&http(), app, "a newer successful poll", within, |t| {
         value(t, &ts).is_some_and(|v| v > after)
     })
@@ -64,7 +55,7 @@ async fn retry_after_beyond_any_instant_does_not_end_the_poller() {
         fast_poll(),
     ))
     .await;
-    let success = series("dli_poll_success", PID, "etl");
+    let success = project_series("dli_poll_success", PID, "etl");
     wait_for(
         &http(),
         &app,
@@ -85,7 +76,7 @@ async fn retry_after_beyond_any_instant_does_not_end_the_poller() {
         Some(4.0),
         "{text}"
     );
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -110,7 +101,7 @@ async fn two_429s_asking_for_a_day_do_not_hold_the_project_for_a_day() {
     .await;
     success_after(&app, "etl", 0.0, Duration::from_secs(5)).await;
     assert_eq!(sim.stats().faults_injected, 2);
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 /// A request observer that panics while armed: a panic deep inside one project's walk.
@@ -122,12 +113,6 @@ impl RequestObserver for Panicky {
             panic!("injected panic inside a poll");
         }
     }
-}
-
-async fn get(url: &str) -> (u16, String) {
-    let r = http().get(url).send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.text().await.expect("body"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,10 +173,10 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
     );
 
     let url = format!("http://{addr}/metrics");
-    let panics = series("dli_exporter_poll_panics_total", BOOM, "etl");
+    let panics = project_series("dli_exporter_poll_panics_total", BOOM, "etl");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (_, text) = get(&url).await;
+        let (_, text) = get(&http(), &url).await;
         if value(&text, &panics).is_some_and(|n| n >= 3.0) {
             break text;
         }
@@ -203,22 +188,25 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
     };
     // Each panicked attempt is a failed attempt: readiness does not wait for the queue.
     assert_eq!(
-        value(&text, &series("dli_poll_success", BOOM, "etl")),
+        value(&text, &project_series("dli_poll_success", BOOM, "etl")),
         Some(0.0)
     );
     assert_eq!(
-        value(&text, &series("dli_exporter_poll_panics_total", PID, "etl")),
+        value(
+            &text,
+            &project_series("dli_exporter_poll_panics_total", PID, "etl")
+        ),
         Some(0.0)
     );
     assert_eq!(
-        value(&text, &series("dli_poll_success", PID, "etl")),
+        value(&text, &project_series("dli_poll_success", PID, "etl")),
         Some(1.0)
     );
-    let (status, body) = get(&format!("http://{addr}/-/ready")).await;
-    assert_eq!(status, 200, "{body}");
+    let (status, body) = get(&http(), &format!("http://{addr}/-/ready")).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     assert!(text.contains("# TYPE dli_exporter_poll_panics_total counter"));
     promtool_check(&text);
-    let good_ts = series("dli_last_successful_poll_timestamp_seconds", PID, "etl");
+    let good_ts = project_series("dli_last_successful_poll_timestamp_seconds", PID, "etl");
     let before = value(&text, &good_ts).expect("good queue polled");
 
     // The panics stop: the same poller succeeds at a following interval, the other queue never
@@ -226,8 +214,8 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
     panicky.0.store(false, Ordering::SeqCst);
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (_, text) = get(&url).await;
-        if value(&text, &series("dli_poll_success", BOOM, "etl")) == Some(1.0) {
+        let (_, text) = get(&http(), &url).await;
+        if value(&text, &project_series("dli_poll_success", BOOM, "etl")) == Some(1.0) {
             break text;
         }
         assert!(
@@ -408,22 +396,29 @@ async fn the_rate_limit_does_not_apply_to_healthy() {
         },
     )
     .expect("start");
-    let url = |path: &str| format!("http://{}{path}", app.addr);
-    assert_eq!(get(&url("/metrics")).await.0, 200, "the burst");
-    assert_eq!(get(&url("/metrics")).await.0, 429, "the bucket is empty");
+    assert_eq!(
+        get(&http(), &url(&app, "/metrics")).await.0.as_u16(),
+        200,
+        "the burst"
+    );
+    assert_eq!(
+        get(&http(), &url(&app, "/metrics")).await.0.as_u16(),
+        429,
+        "the bucket is empty"
+    );
     for _ in 0..5 {
         assert_eq!(
-            get(&url("/-/healthy")).await.0,
+            get(&http(), &url(&app, "/-/healthy")).await.0.as_u16(),
             200,
             "liveness is never limited"
         );
     }
     assert_eq!(
-        get(&url("/-/ready")).await.0,
+        get(&http(), &url(&app, "/-/ready")).await.0.as_u16(),
         429,
         "other endpoints still are"
     );
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 /// Records the failure reason of every request.
