@@ -203,7 +203,7 @@ async fn soak_faults_reload_storms_and_scrapes_keep_polls_succeeding_and_memory_
                 sim.add_fault(fault(i, queue));
                 counters[4].fetch_add(1, Ordering::Relaxed);
                 i += 1;
-                if i % 40 == 0 {
+                if i.is_multiple_of(40) {
                     // Keep the simulator's rule list short; used-up rules stay otherwise.
                     sim.clear_faults();
                 }
