@@ -204,12 +204,19 @@ mod tests {
     }
 
     #[test]
-    fn numbers_from_the_environment_stay_secrets() {
-        let s: Secret = serde_json::from_str("12345").expect("number");
-        assert_eq!(s.expose(), "12345");
+    fn only_strings_are_secrets_and_errors_never_show_the_value() {
         let s: Secret = serde_json::from_str("\"sk \"").expect("string");
         assert_eq!(s.expose(), "sk");
-        assert!(serde_json::from_str::<Secret>("[1]").is_err());
+        // Environment overrides of secret keys arrive as strings (config::load keeps them so);
+        // a number or boolean in a file is an error that does not repeat it.
+        for value in ["12345", "3.1415926", "true", "[1]", "{\"a\":1}", "null"] {
+            let e = serde_json::from_str::<Secret>(value).expect_err(value);
+            let msg = e.to_string();
+            assert!(msg.contains("quoted string"), "{value}: {msg}");
+            for shown in ["12345", "3.1415926", "true"] {
+                assert!(!msg.contains(shown), "{value}: {msg}");
+            }
+        }
     }
 
     #[test]
