@@ -505,3 +505,33 @@ fn project_at(endpoint: &str) -> dli_exporter::config::Project {
         proxy: None,
     }
 }
+
+#[tokio::test]
+async fn a_total_that_swings_from_i64_max_to_one_overflows_nothing() {
+    // The first page claims i64::MAX jobs, every later one 1: the page layout's shift is almost
+    // -i64::MAX, so offsets minus shifts overflow unless the arithmetic saturates.
+    let sim = sim(SimConfig::default()).await;
+    sim.set_jobs(PID, "etl", numbered_jobs("e", 250));
+    sim.add_fault(FaultRule::always(Fault::WrongTotal(1)).queue("etl"));
+    sim.add_fault(
+        FaultRule::always(Fault::WrongTotal(i64::MAX))
+            .queue("etl")
+            .from(0),
+    );
+    let poll = PollConfig {
+        timeout: Duration::from_secs(5),
+        interval: Duration::from_secs(6),
+        request_timeout: Duration::from_secs(2),
+        ..fast_poll()
+    };
+    let p = project(&sim, &["etl"], aksk());
+    let client = client(&p, poll.request_timeout, 4);
+    let key = QueueKey::new(PID, "etl");
+    let store = Arc::new(SnapshotStore::new([key.clone()]));
+    let ctx = PollContext::new(store.clone(), &poll, 200);
+    // Whether such a walk is trusted is the walker's business; it must end, and not by a panic.
+    let outcome = poll_once(&client, &key, &ctx, None).await;
+    assert_eq!(outcome.key, key);
+    assert_eq!(store.attempted(), (1, 1));
+    assert!(sim.stats().list_batches_requests >= 2);
+}

@@ -1,7 +1,8 @@
 //! Everything that talks to DLI and IAM: request signing and tokens (`auth`), the serde model
 //! (`model`), the HTTP client with its TLS roots, proxy and timeouts (`http`), one request
 //! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`)
-//! and the page walk (`paging`). Nothing here knows about Prometheus or the daemon's schedule.
+//! and the page walk (`paging`, with its page count `progress`). Nothing here knows about
+//! Prometheus or the daemon's schedule.
 
 pub(crate) mod auth;
 mod client;
@@ -9,6 +10,7 @@ mod error;
 mod http;
 pub mod model;
 pub mod paging;
+mod progress;
 pub mod states;
 mod throttle;
 mod transport;
@@ -18,8 +20,8 @@ pub use error::{DliError, FailureReason, Operation};
 pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{
-    RetryPolicy, WalkError, WalkOptions, WalkProgress, WalkStats, walk_queue,
-    walk_queue_with_progress,
+    RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue, walk_queue_with_progress,
 };
+pub use progress::WalkProgress;
 pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};

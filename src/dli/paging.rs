@@ -8,7 +8,6 @@
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -18,6 +17,7 @@ use rand::Rng;
 use super::client::DliClient;
 use super::error::DliError;
 use super::model::{BatchJob, BatchPage, ListBatchesQuery};
+use super::progress::WalkProgress;
 
 /// Retries of one request: exponential backoff with jitter, `Retry-After` honoured.
 #[derive(Debug, Clone)]
@@ -105,9 +105,7 @@ impl WalkError {
             WalkError::TooManyPages { max_pages, .. } => *max_pages,
         }
     }
-}
 
-impl WalkError {
     /// The request error behind the walk failure, if one was.
     pub fn request_error(&self) -> Option<&DliError> {
         match self {
@@ -157,17 +155,6 @@ pub fn id_key(id: &str) -> u128 {
     let mut b = DefaultHasher::new();
     (0x9e37_79b9_7f4a_7c15_u64, id).hash(&mut b);
     (u128::from(a.finish()) << 64) | u128::from(b.finish())
-}
-
-/// Pages answered so far by a walk, readable while it runs and after its future was dropped (a
-/// walk cut off by `poll.timeout` still reports the pages it got in `dli_poll_pages`).
-#[derive(Debug, Default)]
-pub struct WalkProgress(AtomicU32);
-
-impl WalkProgress {
-    pub fn pages(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
-    }
 }
 
 /// Walks every page of `queue` and hands each distinct job to `sink`.
@@ -237,7 +224,7 @@ impl Walk<'_> {
     /// One more page answered.
     fn answered(&mut self) {
         self.stats.pages = self.stats.pages.saturating_add(1);
-        self.progress.0.store(self.stats.pages, Ordering::Relaxed);
+        self.progress.set(self.stats.pages);
     }
 
     fn feed(&mut self, jobs: Vec<BatchJob>, sink: &mut impl FnMut(BatchJob)) {
@@ -469,16 +456,13 @@ impl Layout {
     /// Records a page; returns the starting position just past what it covered.
     fn record(&mut self, from: u64, total: Option<i64>, len: usize) -> i64 {
         self.consistent &= total == Some(self.first_total);
-        // Every number here may come from a lying server (`total` up to i64::MAX on one page and
-        // 1 on the next): saturate instead of overflowing.
+        // A lying server (`total` i64::MAX, then 1) must not overflow anything: saturate.
         let shift = match total {
             Some(t) if t > 0 => t.saturating_sub(self.first_total),
             _ => self.latest_shift,
         };
         self.latest_shift = shift;
-        let start = i64::try_from(from)
-            .unwrap_or(i64::MAX)
-            .saturating_sub(shift);
+        let start = (from.min(i64::MAX as u64) as i64).saturating_sub(shift);
         let stop = start.saturating_add(i64::try_from(len).unwrap_or(i64::MAX));
         if len < self.step {
             self.known_end = self.known_end.min(stop);
@@ -563,13 +547,9 @@ async fn fetch_with_retries(
             Some(asked) => asked.max(options.retry.backoff(attempt)),
             None => options.retry.backoff(attempt),
         };
-        // A huge `Retry-After` (the header can carry any number) must not overflow: a wait that
-        // cannot be represented, like one past the deadline, ends the walk with the error.
-        let retry = error.is_retryable()
-            && attempt < options.retry.retries
-            && Instant::now()
-                .checked_add(wait)
-                .is_some_and(|at| at < deadline);
+        // A wait past the deadline, or too large for a clock (any Retry-After), ends the walk.
+        let fits = matches!(Instant::now().checked_add(wait), Some(at) if at < deadline);
+        let retry = error.is_retryable() && attempt < options.retry.retries && fits;
         if !retry {
             return Err((error, attempt + 1));
         }
@@ -644,19 +624,6 @@ mod tests {
         l.record(100, None, 100);
         l.record(200, Some(300), 100);
         assert!(!l.count_confirmed(), "a page without total: probe");
-    }
-
-    #[test]
-    fn layout_arithmetic_survives_totals_that_would_overflow() {
-        // The first page claims i64::MAX jobs, later ones 1 (a shift of almost -i64::MAX), and
-        // an offset beyond i64::MAX: nothing may overflow.
-        let mut l = Layout::new(i64::MAX, 100);
-        l.record(100, Some(1), 100);
-        l.record(u64::MAX, Some(i64::MAX), 100);
-        l.record(200, Some(i64::MAX), usize::MAX);
-        let _ = l.holes();
-        let _ = l.count_confirmed();
-        let _ = l.last_page_full(u64::MAX);
     }
 
     #[test]
