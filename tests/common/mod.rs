@@ -4,6 +4,7 @@
 
 pub mod child;
 pub mod net;
+pub mod web;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
