@@ -36,7 +36,7 @@ use crate::web::write_timeout::WriteTimeout;
 
 /// HTTP/2 response bodies are handed to hyper in pieces of this size, so that a client that
 /// stops granting flow-control window is seen as a body that stops being read.
-const H2_CHUNK: usize = 16 * 1024;
+const H2_CHUNK: usize = 8 * 1024;
 /// HTTP/2 receive windows: request bodies are tiny here (a few KiB at most are read), so a
 /// client cannot park more than this much unread data per stream and per connection.
 const H2_STREAM_WINDOW: u32 = 64 * 1024;
