@@ -12,7 +12,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::config::Settings;
+use crate::config::{
+    LISTEN_ADDRESS_RULE, Settings, TELEMETRY_PATH_RULE, is_valid_telemetry_path,
+    normalize_listen_address,
+};
 
 /// Log verbosity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -108,33 +111,19 @@ impl Flags {
     /// Flags given on the command line win over the configuration file.
     pub fn apply(&self, settings: &mut Settings) -> Result<(), String> {
         if let Some(addr) = &self.listen_address {
-            settings.web.listen_address = normalize_listen_address(addr).ok_or_else(|| {
-                format!("--web.listen-address {addr:?}: expected HOST:PORT, [IPv6]:PORT or :PORT")
-            })?;
+            settings.web.listen_address = normalize_listen_address(addr)
+                .ok_or_else(|| format!("--web.listen-address {addr:?} {LISTEN_ADDRESS_RULE}"))?;
         }
         if let Some(path) = &self.telemetry_path {
-            if !path.starts_with('/') || path.len() < 2 || path.starts_with("/-/") {
+            if !is_valid_telemetry_path(path) {
                 return Err(format!(
-                    "--web.telemetry-path {path:?}: must start with '/' and not be '/' or under '/-/'"
+                    "--web.telemetry-path {path:?} {TELEMETRY_PATH_RULE}"
                 ));
             }
             settings.web.telemetry_path = path.clone();
         }
         Ok(())
     }
-}
-
-/// `:10049` means every IPv4 interface, as in other exporters; `HOST:PORT` and `[v6]:PORT` pass.
-pub fn normalize_listen_address(addr: &str) -> Option<String> {
-    let (host, port) = addr.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    if host.is_empty() {
-        return Some(format!("0.0.0.0:{port}"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return None;
-    }
-    Some(addr.to_string())
 }
 
 #[cfg(test)]
@@ -165,6 +154,41 @@ mod tests {
     }
 
     #[test]
+    fn flags_follow_the_same_rules_as_the_config_keys() {
+        let toml = r#"
+[auth]
+access_key = "ak"
+secret_key = "sk"
+[[projects]]
+project_id = "p1"
+region = "cn-north-4"
+queues = ["q"]
+"#;
+        let mut settings =
+            crate::config::load_toml_str(toml, &crate::config::Env::new()).expect("valid config");
+        let flags = |args: &[&str]| {
+            let mut all = vec!["dli_exporter"];
+            all.extend_from_slice(args);
+            Flags::try_parse_from(all).expect("parses")
+        };
+        for bad in ["/m?x", "/m#x", "/m x", "/-/metrics", "/", "metrics"] {
+            let e = flags(&["--web.telemetry-path", bad])
+                .apply(&mut settings)
+                .expect_err(bad);
+            assert!(e.contains("--web.telemetry-path") && e.contains(bad), "{e}");
+        }
+        flags(&["--web.telemetry-path", "/m", "--web.listen-address", ":1"])
+            .apply(&mut settings)
+            .expect("valid flags");
+        assert_eq!(settings.web.telemetry_path, "/m");
+        assert_eq!(settings.web.listen_address, "0.0.0.0:1");
+        let e = flags(&["--web.listen-address", "local host:1"])
+            .apply(&mut settings)
+            .expect_err("space");
+        assert!(e.contains("--web.listen-address"), "{e}");
+    }
+
+    #[test]
     fn listen_addresses() {
         assert_eq!(
             normalize_listen_address(":10049").as_deref(),
@@ -180,6 +204,7 @@ mod tests {
         );
         assert_eq!(normalize_listen_address("::1:1"), None);
         assert_eq!(normalize_listen_address("10049"), None);
+        assert_eq!(normalize_listen_address("local host:1"), None);
         assert_eq!(normalize_listen_address("h:99999"), None);
     }
 }

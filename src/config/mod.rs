@@ -22,7 +22,10 @@ use std::path::PathBuf;
 pub use endpoints::{dli_endpoint_for, iam_endpoint_for, is_valid_project_id};
 pub use load::{load, load_toml_str};
 pub use model::*;
-pub use validate::{check_ca_file, validate};
+pub use validate::{
+    LISTEN_ADDRESS_RULE, TELEMETRY_PATH_RULE, check_ca_file, is_valid_telemetry_path,
+    normalize_listen_address, validate,
+};
 
 /// Environment variables are read through this map so tests never touch the process environment.
 pub type Env = HashMap<String, String>;

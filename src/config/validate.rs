@@ -22,15 +22,18 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         })
     };
 
-    validate_listen_address(&config.web.listen_address, &mut problem);
+    let listen_address = normalize_listen_address(&config.web.listen_address);
+    if listen_address.is_none() {
+        problem(
+            "web.listen_address",
+            format!("{:?} {LISTEN_ADDRESS_RULE}", config.web.listen_address),
+        );
+    }
     let tp = &config.web.telemetry_path;
-    if !tp.starts_with('/') || tp.len() < 2 || tp.starts_with("/-/") || tp.contains(['?', '#', ' '])
-    {
+    if !is_valid_telemetry_path(tp) {
         problem(
             "web.telemetry_path",
-            format!(
-                "{tp:?} must be a path such as \"/metrics\" (starting with '/', not '/' itself nor under '/-/')"
-            ),
+            format!("{tp:?} {TELEMETRY_PATH_RULE}"),
         );
     }
 
@@ -194,9 +197,8 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         });
     }
     let mut web = config.web;
-    if let Some(rest) = web.listen_address.strip_prefix(':') {
-        // ":10049" means every interface, as with other exporters.
-        web.listen_address = format!("0.0.0.0:{rest}");
+    if let Some(address) = listen_address {
+        web.listen_address = address;
     }
     Ok(Settings {
         web,
@@ -207,21 +209,34 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     })
 }
 
-fn validate_listen_address(addr: &str, problem: &mut impl FnMut(&str, String)) {
-    let ok = match addr.rsplit_once(':') {
-        Some((host, port)) => {
-            port.parse::<u16>().is_ok()
-                && !host.contains(char::is_whitespace)
-                && (!host.contains(':') || (host.starts_with('[') && host.ends_with(']')))
-        }
-        None => false,
-    };
-    if !ok {
-        problem(
-            "web.listen_address",
-            format!("{addr:?} must be HOST:PORT, [IPv6]:PORT or :PORT (e.g. \":10049\")"),
-        );
+/// What [`normalize_listen_address`] accepts, as said in errors.
+pub const LISTEN_ADDRESS_RULE: &str = "must be HOST:PORT, [IPv6]:PORT or :PORT (e.g. \":10049\")";
+
+/// `HOST:PORT` and `[v6]:PORT` as given; `:PORT` means every IPv4 interface, as with other
+/// exporters. `None` for anything else. The one rule for the key and for `--web.listen-address`.
+pub fn normalize_listen_address(addr: &str) -> Option<String> {
+    let (host, port) = addr.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    if host.contains(char::is_whitespace)
+        || (host.contains(':') && !(host.starts_with('[') && host.ends_with(']')))
+    {
+        return None;
     }
+    if host.is_empty() {
+        return Some(format!("0.0.0.0:{port}"));
+    }
+    Some(addr.to_string())
+}
+
+/// What [`is_valid_telemetry_path`] accepts, as said in errors.
+pub const TELEMETRY_PATH_RULE: &str = "must be a path such as \"/metrics\" (starting with '/', not '/' itself nor under '/-/', without '?', '#' or spaces)";
+
+/// A path `/metrics` can be served at: the one rule for the key and for `--web.telemetry-path`.
+pub fn is_valid_telemetry_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() >= 2
+        && !path.starts_with("/-/")
+        && !path.contains(['?', '#', ' '])
 }
 
 /// Reads a CA bundle and checks that it holds at least one PEM certificate.
