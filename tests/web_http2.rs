@@ -78,7 +78,7 @@ async fn status_of(send: &mut SendRequest<Full<Bytes>>, req: hyper::Request<Full
 async fn https_server(tls_extra: &str, limits: Limits) -> (Ca, Served, tempfile::TempDir) {
     let ca = Ca::new("test CA");
     let (dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), tls_extra, &[]);
-    let served = start_limited(&path, limits).await;
+    let served = serve_web_limited(&path, limits).await;
     (ca, served, dir)
 }
 
@@ -122,7 +122,7 @@ async fn http2_is_chosen_by_alpn_and_http11_stays_available() {
     let mut yml = std::fs::read_to_string(&path).expect("read");
     yml.push_str("http_server_config:\n  http2: false\n");
     std::fs::write(&path, yml).expect("write");
-    let s = start_limited(&path, Limits::default()).await;
+    let s = serve_web_limited(&path, Limits::default()).await;
     assert!(
         load_web(&path)
             .expect("loads")
@@ -142,7 +142,7 @@ async fn plain_http_does_not_speak_http2() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("web.yml");
     std::fs::write(&path, "http_server_config:\n  http2: true\n").expect("write");
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let tcp = TcpStream::connect(s.app.addr).await.expect("connect");
     // HTTP/2 with prior knowledge (h2c) is not served.
     let result = tokio::time::timeout(Duration::from_secs(3), async {

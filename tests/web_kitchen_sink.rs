@@ -84,7 +84,7 @@ async fn the_kitchen_sink_web_config_loads_and_behaves_as_the_toolkits() {
         "TLS: on (HTTP/2 and HTTP/1.1), client certificates: RequireAndVerifyClientCert, \
          basic auth users: 1, extra headers: 5, rate limit: 1 request per 1s, bursts of 20"
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let addr = s.app.addr;
     let leak = |l: Leaf| -> &'static Leaf { Box::leak(Box::new(l)) };
     let prometheus = leak(client(pki, &["prometheus.monitoring.svc"]));
@@ -224,7 +224,7 @@ async fn the_inline_kitchen_sink_loads_and_behaves_as_the_toolkits() {
         "{:?}",
         current.warnings
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let offer = |identity: Option<&'static Leaf>| Offer {
         cas: vec![],
         identity,

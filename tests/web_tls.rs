@@ -17,7 +17,7 @@ use reqwest::StatusCode;
 async fn tls_scrape_with_a_trusted_ca_works_and_plain_http_does_not() {
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let r = https(&[&ca], None)
         .get(https_url(&s.app, "/metrics"))
         .send()
@@ -43,7 +43,7 @@ async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start_limited(
+    let s = serve_web_limited(
         &path,
         Limits {
             header_read_timeout: Duration::from_millis(300),
@@ -81,7 +81,7 @@ async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
 async fn expired_and_untrusted_certificates_are_rejected_by_a_verifying_client() {
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, true), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let e = status(&https(&[&ca], None), &https_url(&s.app, "/metrics"))
         .await
         .expect_err("expired certificate accepted");
@@ -89,7 +89,7 @@ async fn expired_and_untrusted_certificates_are_rejected_by_a_verifying_client()
 
     let other = Ca::new("other CA");
     let (_dir2, path2) = tls_dir(&other.leaf("localhost", Usage::Server, false), "", &[]);
-    let s2 = start(&path2).await;
+    let s2 = serve_web(&path2).await;
     let e = status(&https(&[&ca], None), &https_url(&s2.app, "/metrics"))
         .await
         .expect_err("untrusted certificate accepted");
@@ -106,7 +106,7 @@ async fn mtls_require_and_verify_client_cert() {
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.pem\n  min_version: TLS12\n",
         &[("clients.pem", &client_ca.pem())],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let no_cert = status(&https(&[&server_ca], None), &url).await;
     assert!(
@@ -136,7 +136,7 @@ async fn client_allowed_sans_are_enforced() {
          client_allowed_sans: [prometheus.example]\n",
         &[("clients.pem", &client_ca.pem())],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let allowed = client_ca.leaf("prometheus.example", Usage::Client, false);
     assert_eq!(
@@ -168,7 +168,7 @@ fn auth_config(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn basic_auth_on_every_endpoint_and_extra_headers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = start(&auth_config(dir.path())).await;
+    let s = serve_web(&auth_config(dir.path())).await;
     let client = http();
     for path in ["/metrics", "/", "/-/healthy", "/-/ready"] {
         let url = format!("http://{}{}", s.app.addr, path);
@@ -245,7 +245,7 @@ async fn rotated_certificates_are_served_without_restart_and_broken_files_keep_t
     let old_ca = Ca::new("old CA");
     let new_ca = Ca::new("new CA");
     let (dir, path) = tls_dir(&old_ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let trusts_old = https(&[&old_ca], None);
     let trusts_new = https(&[&new_ca], None);
@@ -433,7 +433,7 @@ async fn rate_limit_refuses_requests_beyond_the_bucket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("web.yml");
     std::fs::write(&path, "rate_limit:\n  interval: 10s\n  burst: 3\n").expect("write");
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let client = http();
     let url = format!("http://{}/metrics", s.app.addr);
     for i in 0..3 {

@@ -24,7 +24,7 @@ struct Server {
 async fn server(tls_extra: &str) -> Server {
     let ca = Ca::new("test CA");
     let (dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), tls_extra, &[]);
-    let served = start(&path).await;
+    let served = serve_web(&path).await;
     Server {
         ca,
         served,

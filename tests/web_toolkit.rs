@@ -34,7 +34,7 @@ async fn self_signed_ca_true_client_certificates_listed_in_the_ca_file_are_accep
         &format!("{VERIFY}  client_ca_file: clients.pem\n"),
         &[("clients.pem", &pool)],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     assert!(
         passes(&server_ca, Some(&listed), &url).await,
@@ -71,7 +71,7 @@ async fn inline_client_ca_the_old_policy_name_and_files_winning_over_inline_form
         &format!("{VERIFY}  client_ca: |\n{}", indent(&client.cert)),
         &[],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     assert!(passes(&server_ca, Some(&client), &url).await);
     assert!(!passes(&server_ca, None, &url).await);
@@ -84,7 +84,7 @@ async fn inline_client_ca_the_old_policy_name_and_files_winning_over_inline_form
     );
     let web = load_web(&path).expect("RequireClientCert loads");
     assert!(web.current().summary().contains("RequireAnyClientCert"));
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let stranger = self_signed_client("anyone", &["anyone.example"], false);
     assert!(
@@ -117,7 +117,7 @@ async fn inline_client_ca_the_old_policy_name_and_files_winning_over_inline_form
             "{key}: {warnings}"
         );
     }
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     assert!(
         passes(&server_ca, Some(&client), &url).await,
@@ -163,7 +163,7 @@ async fn client_allowed_sans_match_dns_ip_uri_and_email_under_every_policy() {
             &format!("  client_auth_type: {policy}\n  client_ca_file: ca.pem\n{sans}"),
             &[("ca.pem", &client_ca.pem())],
         );
-        let s = start(&path).await;
+        let s = serve_web(&path).await;
         let url = https_url(&s.app, "/metrics");
         for (i, g) in good.iter().enumerate() {
             assert!(
@@ -190,7 +190,7 @@ async fn client_allowed_sans_match_dns_ip_uri_and_email_under_every_policy() {
         &format!("  client_auth_type: RequireAnyClientCert\n{sans}"),
         &[],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let stranger = self_signed_client("x", &["prometheus.example"], false);
     assert!(passes(&server_ca, Some(&stranger), &url).await);
@@ -203,7 +203,7 @@ async fn rate_limit_burst_zero_refuses_every_request() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("web.yml");
     std::fs::write(&path, "rate_limit:\n  interval: 1s\n  burst: 0\n").expect("write");
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let client = common::http();
     let url = format!("http://{}/metrics", s.app.addr);
     let t = Instant::now();
@@ -234,7 +234,7 @@ async fn unquoted_header_values_are_sent_as_written() {
          Strict-Transport-Security: max-age=31536000\n",
     )
     .expect("write");
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let r = common::http()
         .get(format!("http://{}/-/healthy", s.app.addr))
         .send()

@@ -356,11 +356,11 @@ pub struct Served {
     _sim: Simulator,
 }
 
-pub async fn start(web_config: &Path) -> Served {
-    start_limited(web_config, Limits::default()).await
+pub async fn serve_web(web_config: &Path) -> Served {
+    serve_web_limited(web_config, Limits::default()).await
 }
 
-pub async fn start_limited(web_config: &Path, limits: Limits) -> Served {
+pub async fn serve_web_limited(web_config: &Path, limits: Limits) -> Served {
     let sim = super::sim(SimConfig::default()).await;
     let settings = super::settings(
         vec![super::project(&sim, &["q"], super::aksk())],
