@@ -215,13 +215,21 @@ impl Cx<'_> {
                 .map(|w| format!("{S}.cipher_suites {w}")),
         );
 
-        let cas = self.client_cas(&s, watched, warnings)?;
-        if client_auth == ClientAuth::NoClientCert && cas.is_some() {
+        let ca_key = k(if s.client_ca_file.is_empty() {
+            "client_ca"
+        } else {
+            "client_ca_file"
+        });
+        // Checked before the file is read: the missing policy is the mistake to report.
+        if client_auth == ClientAuth::NoClientCert
+            && !(s.client_ca_file.is_empty() && s.client_ca.is_empty())
+        {
             return Err(self.err(
-                &k(if s.client_ca_file.is_empty() { "client_ca" } else { "client_ca_file" }),
+                &ca_key,
                 "client CAs are configured but client_auth_type is NoClientCert; set client_auth_type",
             ));
         }
+        let cas = self.client_cas(&s, watched, warnings)?;
         match &s.allowed_sans {
             Some(_) if client_auth == ClientAuth::NoClientCert => {
                 return Err(self.err(
@@ -251,11 +259,6 @@ impl Cx<'_> {
             cas: cas.map_or(Cas::System, Cas::Listed),
             allowed_sans: s.allowed_sans.clone(),
         };
-        let ca_key = k(if s.client_ca_file.is_empty() {
-            "client_ca"
-        } else {
-            "client_ca_file"
-        });
         let verifier =
             client_cert::verifier(policy, &provider, warnings).map_err(|m| self.err(&ca_key, m))?;
 
