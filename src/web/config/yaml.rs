@@ -64,12 +64,30 @@ enum Open {
     Map(Vec<(Node, Node)>, Option<Node>, usize),
 }
 
+/// Most values a document may hold once aliases are expanded (against alias bombs).
+const MAX_NODES: usize = 100_000;
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
     docs: Vec<Node>,
-    anchors: Vec<(usize, Node)>,
+    /// Anchor id, the node, and how many values it holds.
+    anchors: Vec<(usize, Node, usize)>,
+    /// Values so far, aliases expanded.
+    nodes: usize,
     error: Option<String>,
+}
+
+/// How many values `node` holds, itself included.
+fn size(node: &Node) -> usize {
+    match node {
+        Node::Null | Node::Scalar(_) => 1,
+        Node::Seq(items) => items.iter().map(size).fold(1, usize::saturating_add),
+        Node::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| size(k).saturating_add(size(v)))
+            .fold(1, usize::saturating_add),
+    }
 }
 
 impl Builder {
@@ -85,9 +103,22 @@ impl Builder {
 
     fn remember(&mut self, anchor: usize, node: &Node) {
         if anchor > 0 {
-            self.anchors.retain(|(a, _)| *a != anchor);
-            self.anchors.push((anchor, node.clone()));
+            self.anchors.retain(|(a, _, _)| *a != anchor);
+            self.anchors.push((anchor, node.clone(), size(node)));
         }
+    }
+
+    /// Counts `n` more values; false (and an error) past [`MAX_NODES`].
+    fn count(&mut self, n: usize, mark: Marker) -> bool {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_NODES {
+            self.fail(
+                mark,
+                format!("more than {MAX_NODES} values (aliases expanded)"),
+            );
+            return false;
+        }
+        true
     }
 
     fn add(&mut self, node: Node, mark: Marker) {
@@ -149,15 +180,20 @@ impl MarkedEventReceiver for Builder {
                 self.add(node, mark);
             }
             Event::Scalar(text, style, anchor, tag) => {
+                if !self.count(1, mark) {
+                    return;
+                }
                 let node = scalar(text, style, tag);
                 self.remember(anchor, &node);
                 self.add(node, mark);
             }
             Event::Alias(anchor) => {
-                match self.anchors.iter().find(|(a, _)| *a == anchor) {
-                    Some((_, node)) => {
-                        let node = node.clone();
-                        self.add(node, mark);
+                match self.anchors.iter().find(|(a, _, _)| *a == anchor) {
+                    Some((_, node, n)) => {
+                        let (node, n) = (node.clone(), *n);
+                        if self.count(n, mark) {
+                            self.add(node, mark);
+                        }
                     }
                     None => self.fail(mark, "alias to an unknown anchor".into()),
                 };
@@ -221,6 +257,19 @@ mod tests {
         let e = load("a: 1\na: 2\n").expect_err("duplicate");
         assert!(e.contains("duplicate key \"a\""), "{e}");
         assert!(load("a: 1\n---\nb: 2\n").is_err());
+        // An alias bomb stops at the node limit instead of eating memory.
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            let prev = if i == 0 {
+                "a".to_string()
+            } else {
+                format!("b{}", i - 1)
+            };
+            let refs = vec![format!("*{prev}"); 10].join(", ");
+            bomb.push_str(&format!("b{i}: &b{i} [{refs}]\n"));
+        }
+        let e = load(&bomb).expect_err("alias bomb");
+        assert!(e.contains("more than 100000 values"), "{e}");
         assert!(load("a: [\n").is_err());
     }
 }
