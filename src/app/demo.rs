@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use crate::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use crate::config::{
+    Credentials, DiscoveryConfig, MetricsConfig, PollConfig, Project, QueueFilter, Settings,
+    WebConfig,
+};
 use crate::secret::Secret;
 use crate::sim::{
     DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_QUEUES, DEMO_REGION, DEMO_SECRET_KEY, Simulator,
@@ -27,17 +30,30 @@ pub fn demo_poll() -> PollConfig {
     }
 }
 
+/// The queue list is fetched every 30 s, so CU usage moves on the dashboard.
+pub fn demo_discovery() -> DiscoveryConfig {
+    DiscoveryConfig {
+        interval: Duration::from_secs(30),
+        ..DiscoveryConfig::default()
+    }
+}
+
 /// Settings that poll `sim` with the demo credentials.
 pub fn settings_for(sim: &Simulator) -> Settings {
     Settings {
         web: WebConfig::default(),
         poll: demo_poll(),
         metrics: MetricsConfig::default(),
+        discovery: demo_discovery(),
         projects: vec![Project {
             project_id: DEMO_PROJECT_ID.to_string(),
+            project_id_from_region: false,
             region: Some(DEMO_REGION.to_string()),
             endpoint: sim.base_url(),
-            queues: DEMO_QUEUES.iter().map(|q| q.to_string()).collect(),
+            iam_endpoint: Some(sim.base_url()),
+            // `queues = ["*"]`: the demo finds its queues as a real account's are found.
+            queues: Vec::new(),
+            discover: Some(QueueFilter::default()),
             credentials: Credentials::AkSk {
                 access_key: Secret::new(DEMO_ACCESS_KEY),
                 secret_key: Secret::new(DEMO_SECRET_KEY),
