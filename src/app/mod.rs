@@ -9,13 +9,14 @@
 //! It is the one module that may import every other; flag parsing and logging setup are `cli`'s.
 
 mod demo;
+mod discovery;
 mod reload;
 mod run;
 mod signals;
 
+pub use discovery::{ResolveError, discover_targets, resolve_project_ids};
 pub use run::{RunError, check_config, once, serve};
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot read the listening address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// Why a reload did not take effect (the previous configuration keeps running).
@@ -60,6 +63,8 @@ pub enum ReloadError {
     Client(#[from] ClientBuildError),
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
@@ -124,6 +129,10 @@ fn collector_options(settings: &Settings) -> CollectorOptions {
     CollectorOptions {
         owner_breakdown: settings.metrics.owner_breakdown,
         stale_after: settings.poll.stale_after,
+        queue_list_stale_after: settings
+            .discovery
+            .interval
+            .saturating_add(settings.poll.stale_after),
     }
 }
 
@@ -160,11 +169,38 @@ impl App {
     }
 
     /// Like [`App::start`], with a web config (watched for changes), tuned server limits and
-    /// the reload source.
+    /// the reload source. Every project id must be known: see [`App::launch`] for settings with
+    /// ids still to be looked up from regions.
     pub fn start_with(
         settings: &Settings,
         listener: TcpListener,
         options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
+        Self::assemble(settings, listener, options, store, metrics)
+    }
+
+    /// Looks up the project ids of entries that give only a region (the requests counted in the
+    /// exporter's own API metrics), then starts as [`App::start_with`]. A failed lookup is a
+    /// start-up error naming the entry and the region.
+    pub async fn launch(
+        mut settings: Settings,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new([]));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(&settings))?);
+        resolve_project_ids(&mut settings, metrics.observer()).await?;
+        Self::assemble(&settings, listener, options, store, metrics)
+    }
+
+    fn assemble(
+        settings: &Settings,
+        listener: TcpListener,
+        options: StartOptions,
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
     ) -> Result<App, StartError> {
         let StartOptions {
             source,
@@ -172,23 +208,21 @@ impl App {
             web_config_poll,
             limits,
         } = options;
-        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
-        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|this| Control {
+            this: this.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             source,
             web: web.clone(),
-            running: tokio::sync::Mutex::new(Running {
-                settings: settings.clone(),
-                pollers: shutdown.child_token(),
-                trackers: HashMap::new(),
-            }),
+            running: tokio::sync::Mutex::new(Running::new(
+                settings.clone(),
+                shutdown.child_token(),
+            )),
         });
         let reload: ReloadFn = {
             let control = Arc::downgrade(&control);
@@ -259,13 +293,28 @@ impl App {
     }
 }
 
-/// `--once`: polls every queue one time and returns the exposition and each queue's outcome.
-pub async fn poll_once(settings: &Settings) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
-    let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
-    let metrics = Metrics::new(store.clone(), collector_options(settings))?;
-    let clients = build_clients(settings, &metrics)?;
+/// What `--once` did: the exposition, each queue's poll, and the error of each failed queue
+/// list (discovery and the queue metrics).
+pub struct OnceReport {
+    pub exposition: Vec<u8>,
+    pub polls: Vec<PollOutcome>,
+    pub list_errors: Vec<String>,
+}
+
+/// `--once`: looks up project ids, discovers queues, polls every queue once and returns the
+/// exposition and each outcome.
+pub async fn poll_once(settings: &Settings) -> Result<OnceReport, StartError> {
+    let mut settings = settings.clone();
+    let store = Arc::new(SnapshotStore::new([]));
+    let metrics = Metrics::new(store.clone(), collector_options(&settings))?;
+    resolve_project_ids(&mut settings, metrics.observer()).await?;
+    let clients = build_clients(&settings, &metrics)?;
+    let (targets, list_errors) = discover_targets(&settings, &clients, &store).await;
     let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
-    let targets = scheduler::queue_targets(settings, &clients);
-    let outcomes = scheduler::poll_all_once(&targets, &context).await;
-    Ok((metrics.render(), outcomes))
+    let polls = scheduler::poll_all_once(&targets, &context).await;
+    Ok(OnceReport {
+        exposition: metrics.render(),
+        polls,
+        list_errors,
+    })
 }

@@ -100,7 +100,8 @@ impl JobsCollector {
     }
 }
 
-fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+/// One gauge sample with these labels (names in alphabetical order).
+pub(super) fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
     let pairs = labels
         .iter()
         .map(|(n, v)| {
