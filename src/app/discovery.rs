@@ -55,10 +55,9 @@ pub async fn resolve_project_ids(
         let (limit, observer) = (limit.clone(), observer.clone());
         let (options, retry) = (&options, &retry);
         async move {
-            let id = crate::dli::lookup_project_id(
-                project, options, limit, observer, retry, deadline,
-            )
-            .await;
+            let id =
+                crate::dli::lookup_project_id(project, options, limit, observer, retry, deadline)
+                    .await;
             (i, id)
         }
     });
@@ -215,20 +214,31 @@ impl Control {
         let first = !running.discovered.contains_key(id);
         let set = match (&outcome.discovered, &outcome.error) {
             (Some(set), _) => {
-                tracing::debug!(project_id = id, listed = outcome.listed,
-                    discovered = set.len(), "queue discovery succeeded");
+                tracing::debug!(
+                    project_id = id,
+                    listed = outcome.listed,
+                    discovered = set.len(),
+                    "queue discovery succeeded"
+                );
                 set.clone()
             }
             (None, error) => {
                 let error = error.as_deref().unwrap_or("no queue list");
                 let kept = running.discovered.get(id).cloned().unwrap_or_default();
                 if first {
-                    tracing::warn!(project_id = id, error,
+                    tracing::warn!(
+                        project_id = id,
+                        error,
                         listed_queues = project.queues.len(),
-                        "first queue discovery failed: polling only the project's listed queues until a discovery succeeds");
+                        "first queue discovery failed: polling only the project's listed queues until a discovery succeeds"
+                    );
                 } else {
-                    tracing::warn!(project_id = id, error, kept = kept.len(),
-                        "queue discovery failed; keeping the last discovered queues");
+                    tracing::warn!(
+                        project_id = id,
+                        error,
+                        kept = kept.len(),
+                        "queue discovery failed; keeping the last discovered queues"
+                    );
                 }
                 kept
             }
@@ -313,7 +323,8 @@ project_id = "p1"
 region = "cn-north-4"
 queues = ["etl", "*"]
 "#;
-        let settings = crate::config::load_toml_str(toml, &crate::config::Env::new()).expect("valid");
+        let settings =
+            crate::config::load_toml_str(toml, &crate::config::Env::new()).expect("valid");
         let project = &settings.projects[0];
         let discovered: BTreeSet<String> = ["adhoc", "etl"].iter().map(|s| s.to_string()).collect();
         assert_eq!(wanted(project, &discovered), vec!["etl", "adhoc"]);
@@ -321,6 +332,9 @@ queues = ["etl", "*"]
             next_wait(&settings, true, false),
             settings.poll.interval.min(settings.discovery.interval)
         );
-        assert_eq!(next_wait(&settings, true, true), settings.discovery.interval);
+        assert_eq!(
+            next_wait(&settings, true, true),
+            settings.discovery.interval
+        );
     }
 }

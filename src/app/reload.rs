@@ -9,8 +9,7 @@ use std::sync::{Arc, Weak};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::discovery::resolve_project_ids;
-use super::{ReloadError, build_clients, collector_options};
+use super::{ReloadError, build_clients, collector_options, resolve_project_ids};
 use crate::config::{self, Env, Settings};
 use crate::dli::ClientBuildError;
 use crate::metrics::Metrics;
@@ -124,7 +123,10 @@ impl Control {
         let mut wanted: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for project in &settings.projects {
             let entry = wanted.entry(project.project_id.clone()).or_default();
-            match (&project.discover, running.discovered.get(&project.project_id)) {
+            match (
+                &project.discover,
+                running.discovered.get(&project.project_id),
+            ) {
                 (Some(_), None) => {}
                 (_, kept) => {
                     for q in project.queues.iter().chain(kept.into_iter().flatten()) {
@@ -138,7 +140,10 @@ impl Control {
         let old_keys: Vec<QueueKey> = self.store.keys();
         let new_keys: BTreeSet<QueueKey> = wanted
             .iter()
-            .flat_map(|(p, qs)| qs.iter().map(move |q| QueueKey::new(p.as_str(), q.as_str())))
+            .flat_map(|(p, qs)| {
+                qs.iter()
+                    .map(move |q| QueueKey::new(p.as_str(), q.as_str()))
+            })
             .collect();
         for old in old_keys.iter().filter(|k| !new_keys.contains(*k)) {
             self.metrics.lifecycle.remove_queue(old);

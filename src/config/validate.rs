@@ -333,7 +333,10 @@ pub fn project_id_problems(projects: &[Project]) -> Vec<Problem> {
         for (j, q) in p.queues.iter().enumerate() {
             let first = pairs.get(&(p.project_id.as_str(), q.as_str())).copied();
             if first.is_none() {
-                pairs.insert((p.project_id.as_str(), q.as_str()), p.project_id_from_region);
+                pairs.insert(
+                    (p.project_id.as_str(), q.as_str()),
+                    p.project_id_from_region,
+                );
             }
             if first.is_some_and(|looked_up| looked_up || p.project_id_from_region) {
                 problems.push(Problem {

@@ -138,16 +138,26 @@ impl DliClient {
     /// One ListBatches request. The query string is built once, sorted and encoded, and sent
     /// exactly as signed.
     pub async fn list_batches(&self, query: &ListBatchesQuery) -> Result<BatchPage, DliError> {
-        self.get(Operation::ListBatches, &self.path, &query.pairs(), parse_page)
-            .await
+        self.get(
+            Operation::ListBatches,
+            &self.path,
+            &query.pairs(),
+            parse_page,
+        )
+        .await
     }
 
     /// One ListQueues request (`GET /v1.0/{project_id}/queues?queue_type=…`), authenticated like
     /// ListBatches. `queue_type` is always sent: the API's default (`sql`) hides Spark queues.
     pub async fn list_queues(&self, queue_type: &str) -> Result<QueueList, DliError> {
         let pairs = [("queue_type", queue_type.to_string())];
-        self.get(Operation::ListQueues, &self.queues_path, &pairs, parse_queue_list)
-            .await
+        self.get(
+            Operation::ListQueues,
+            &self.queues_path,
+            &pairs,
+            parse_queue_list,
+        )
+        .await
     }
 
     /// A GET of `path` on the DLI endpoint with `pairs` as its query, signed or carrying the
@@ -178,8 +188,7 @@ impl DliClient {
                 let mut request = self.transport.http().get(&url);
                 for (name, value) in headers {
                     if matches!(name, "Authorization" | "X-Security-Token") {
-                        request =
-                            request.header(name, sensitive_header(operation, &value, &url)?);
+                        request = request.header(name, sensitive_header(operation, &value, &url)?);
                     } else {
                         request = request.header(name, value);
                     }

@@ -275,8 +275,12 @@ mod tests {
     fn unusable_answers_are_errors() {
         assert!(parse_projects(raw(200, "{}"), "u", "r").is_err());
         assert!(parse_projects(raw(200, "nope"), "u", "r").is_err());
-        let e = parse_projects(raw(403, r#"{"error":{"code":403,"message":"no"}}"#), "u", "r")
-            .expect_err("403");
+        let e = parse_projects(
+            raw(403, r#"{"error":{"code":403,"message":"no"}}"#),
+            "u",
+            "r",
+        )
+        .expect_err("403");
         assert_eq!(e.operation(), Operation::ListProjects);
         assert_eq!(e.reason(), crate::dli::FailureReason::Auth);
     }

@@ -148,7 +148,12 @@ mod tests {
         assert_eq!(etl.queue_name, "etl");
         assert_eq!(etl.queue_type.as_deref(), Some("general"));
         assert_eq!(
-            (etl.cu_count, etl.used_cu, etl.cu_scale_out_limit, etl.cu_scale_in_limit),
+            (
+                etl.cu_count,
+                etl.used_cu,
+                etl.cu_scale_out_limit,
+                etl.cu_scale_in_limit
+            ),
             (Some(16.0), Some(4.5), Some(64.0), Some(16.0))
         );
         assert_eq!((etl.resource_mode, etl.charging_mode), (Some(1), Some(2)));
@@ -171,9 +176,18 @@ mod tests {
         assert_eq!(list.skipped, 6);
         let a = &list.queues[0];
         assert_eq!(a.cu_count, None, "a repeated name keeps its first entry");
-        assert_eq!((a.used_cu, a.cu_scale_out_limit, a.cu_scale_in_limit), (None, None, None));
+        assert_eq!(
+            (a.used_cu, a.cu_scale_out_limit, a.cu_scale_in_limit),
+            (None, None, None)
+        );
         assert_eq!((a.resource_mode, a.charging_mode), (None, None));
-        assert_eq!((a.queue_type.as_deref(), a.elastic_resource_pool_name.as_deref()), (None, None));
+        assert_eq!(
+            (
+                a.queue_type.as_deref(),
+                a.elastic_resource_pool_name.as_deref()
+            ),
+            (None, None)
+        );
         assert_eq!(list.queues[1].queue_name, "7");
         assert_eq!(list.queues[1].charging_mode, Some(2));
     }
@@ -186,8 +200,10 @@ mod tests {
         assert!(decode_queue_list(b"[]").is_err());
         assert!(decode_queue_list(b"<html>").is_err());
         assert!(decode_queue_list(br#"{"queues":[{"queue_name":"a""#).is_err());
-        let failed = decode_queue_list(br#"{"is_success":false,"message":"no right","error_code":"DLI.0013"}"#)
-            .expect("a failure answer decodes");
+        let failed = decode_queue_list(
+            br#"{"is_success":false,"message":"no right","error_code":"DLI.0013"}"#,
+        )
+        .expect("a failure answer decodes");
         assert_eq!(failed.is_success, Some(false));
         assert_eq!(failed.error_code.as_deref(), Some("DLI.0013"));
         let empty = decode_queue_list(br#"{"is_success":true,"queues":[]}"#).expect("decodes");
@@ -197,7 +213,9 @@ mod tests {
     #[test]
     fn long_and_control_character_names_are_dropped() {
         let long = "q".repeat(MAX_QUEUE_NAME_BYTES + 1);
-        let body = format!(r#"{{"queues":[{{"queue_name":"{long}"}},{{"queue_name":"a\nb"}},{{"queue_name":"ok"}}]}}"#);
+        let body = format!(
+            r#"{{"queues":[{{"queue_name":"{long}"}},{{"queue_name":"a\nb"}},{{"queue_name":"ok"}}]}}"#
+        );
         let list = decode_queue_list(body.as_bytes()).expect("decodes");
         assert_eq!(list.queues.len(), 1);
         assert_eq!(list.skipped, 2);

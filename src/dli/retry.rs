@@ -28,8 +28,7 @@ where
             Some(asked) => asked.max(policy.backoff(attempt)),
             None => policy.backoff(attempt),
         };
-        if !error.is_retryable() || attempt >= policy.retries || Instant::now() + wait >= deadline
-        {
+        if !error.is_retryable() || attempt >= policy.retries || Instant::now() + wait >= deadline {
             return Err(error);
         }
         tracing::debug!(operation = error.operation().as_str(), attempt,

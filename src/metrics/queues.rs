@@ -109,7 +109,9 @@ fn resource_mode(mode: Option<i64>) -> String {
 
 fn info_labels(info: &QueueInfo) -> [String; 4] {
     [
-        info.charging_mode.map(|n| n.to_string()).unwrap_or_default(),
+        info.charging_mode
+            .map(|n| n.to_string())
+            .unwrap_or_default(),
         info.elastic_resource_pool.clone().unwrap_or_default(),
         info.queue_type.clone().unwrap_or_default(),
         resource_mode(info.resource_mode),

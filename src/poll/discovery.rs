@@ -45,7 +45,11 @@ pub fn select_queues(
 ) -> BTreeSet<String> {
     list.queues
         .iter()
-        .filter(|q| q.queue_type.as_deref().is_some_and(|t| discovery.keeps_type(t)))
+        .filter(|q| {
+            q.queue_type
+                .as_deref()
+                .is_some_and(|t| discovery.keeps_type(t))
+        })
         .filter(|q| filter.keeps(&q.queue_name))
         .map(|q| q.queue_name.clone())
         .collect()
@@ -97,8 +101,11 @@ pub async fn refresh_queue_list(
     match result {
         Ok(list) => {
             if list.skipped > 0 {
-                tracing::warn!(project_id, skipped = list.skipped,
-                    "queue list: entries without a usable queue_name, or repeating one, were ignored");
+                tracing::warn!(
+                    project_id,
+                    skipped = list.skipped,
+                    "queue list: entries without a usable queue_name, or repeating one, were ignored"
+                );
             }
             store.record_queue_list(&project_id, infos(&list));
             let discovered = project
@@ -164,7 +171,9 @@ mod tests {
             exclude: patterns(&["tmp"]),
         };
         assert_eq!(
-            select_queues(&list(), &d, &f).into_iter().collect::<Vec<_>>(),
+            select_queues(&list(), &d, &f)
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec!["adhoc", "etl", "tmp_x"]
         );
         let f = QueueFilter {
@@ -172,7 +181,9 @@ mod tests {
             exclude: patterns(&[".*_tmp|tmp_.*"]),
         };
         assert_eq!(
-            select_queues(&list(), &d, &f).into_iter().collect::<Vec<_>>(),
+            select_queues(&list(), &d, &f)
+                .into_iter()
+                .collect::<Vec<_>>(),
             vec!["adhoc", "etl"]
         );
         let sql_only = DiscoveryConfig {

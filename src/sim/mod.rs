@@ -41,12 +41,12 @@ use tokio_util::sync::CancellationToken;
 use crate::secret::Secret;
 
 pub use faults::{Fault, FaultRule, SimApi};
-pub use queues::SimQueue;
 pub use jobs::{JOB_STATES, SimJob};
 pub use lively::{
     DEMO_SQL_QUEUES, LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, demo_queue_list, start_lively,
     start_lively_with,
 };
+pub use queues::SimQueue;
 
 /// Access key accepted by [`SimConfig::default`].
 pub const DEMO_ACCESS_KEY: &str = "DLIDEMOACCESSKEY0001";

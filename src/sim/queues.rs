@@ -57,8 +57,14 @@ impl SimQueue {
         put("queue_type", self.queue_type.as_ref().map(|v| json!(v)));
         put("cu_count", self.cu_count.map(|v| json!(v)));
         put("used_cu", self.used_cu.map(|v| json!(v)));
-        put("cu_scale_out_limit", self.cu_scale_out_limit.map(|v| json!(v)));
-        put("cu_scale_in_limit", self.cu_scale_in_limit.map(|v| json!(v)));
+        put(
+            "cu_scale_out_limit",
+            self.cu_scale_out_limit.map(|v| json!(v)),
+        );
+        put(
+            "cu_scale_in_limit",
+            self.cu_scale_in_limit.map(|v| json!(v)),
+        );
         put("resource_mode", self.resource_mode.map(|v| json!(v)));
         put("charging_mode", self.charging_mode.map(|v| json!(v)));
         put(

@@ -36,7 +36,12 @@ pub(crate) fn respond(
 }
 
 /// A DLI/APIG error: `{"error_code","error_msg"}`, plus `request_id` for gateway (`APIG*`) codes.
-pub(crate) fn error_response(status: u16, code: &str, msg: &str, request_id: &str) -> Response<Body> {
+pub(crate) fn error_response(
+    status: u16,
+    code: &str,
+    msg: &str,
+    request_id: &str,
+) -> Response<Body> {
     let body = if code.starts_with("APIG") {
         json!({"error_code": code, "error_msg": msg, "request_id": request_id})
     } else {
@@ -51,7 +56,11 @@ pub(crate) struct Applied {
     pub(crate) terminal: Option<Fault>,
 }
 
-pub(crate) async fn apply_faults(inner: &Inner, target: Target<'_>, insert: impl Fn(usize)) -> Applied {
+pub(crate) async fn apply_faults(
+    inner: &Inner,
+    target: Target<'_>,
+    insert: impl Fn(usize),
+) -> Applied {
     let actions = faults::select(&mut lock(&inner.faults), target);
     bump(&inner.counters.faults_injected, actions.len() as u64);
     let mut applied = Applied {
@@ -124,4 +133,3 @@ pub(crate) async fn answer_fault(
         }
     }
 }
-

@@ -8,7 +8,9 @@ pub mod net;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dli_exporter::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use dli_exporter::config::{
+    Credentials, DiscoveryConfig, MetricsConfig, PollConfig, Project, Settings, WebConfig,
+};
 use dli_exporter::dli::{
     BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions,
     WalkStats, walk_queue,
@@ -64,9 +66,12 @@ pub fn token_auth(sim: &Simulator) -> Credentials {
 pub fn project(sim: &Simulator, queues: &[&str], credentials: Credentials) -> Project {
     Project {
         project_id: PID.into(),
+        project_id_from_region: false,
         region: Some("cn-north-4".into()),
         endpoint: sim.base_url(),
+        iam_endpoint: Some(sim.base_url()),
         queues: queues.iter().map(|q| q.to_string()).collect(),
+        discover: None,
         credentials,
         ca_file: None,
         proxy: None,
@@ -95,6 +100,7 @@ pub fn settings(projects: Vec<Project>, poll: PollConfig) -> Settings {
         },
         poll,
         metrics: MetricsConfig::default(),
+        discovery: DiscoveryConfig::default(),
         projects,
         source: None,
     }
