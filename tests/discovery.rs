@@ -467,3 +467,32 @@ async fn queue_metrics_of_listed_queues_go_stale_while_polling_goes_on() {
     app.shutdown().await;
     s.shutdown();
 }
+
+#[tokio::test]
+async fn readiness_waits_for_the_first_discovery() {
+    let s = sim_with_queues(vec![SimQueue::new("etl", "general")]).await;
+    s.add_fault(FaultRule::once(Fault::Latency(Duration::from_millis(1500))).queue_list());
+    let app = start(&settings_with(
+        vec![discovering(&s, &[], &[], &[])],
+        fast_poll(),
+    ))
+    .await;
+    let c = http();
+    let ready = c
+        .get(format!("http://{}/-/ready", app.addr))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.expect("body");
+    assert!(body.contains("discovery"), "{body}");
+    wait_for(&c, &app, "etl polled", WITHIN, |t| polled(t, "etl")).await;
+    let ready = c
+        .get(format!("http://{}/-/ready", app.addr))
+        .send()
+        .await
+        .expect("ready");
+    assert_eq!(ready.status(), 200);
+    app.shutdown().await;
+    s.shutdown();
+}

@@ -28,9 +28,12 @@ use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("projects[{index}].project_id: {source}")]
-    Lookup { index: usize, source: LookupError },
+    Lookup {
+        index: usize,
+        source: Box<LookupError>,
+    },
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] Box<ConfigError>),
 }
 
 /// Looks up the project id of every `[[projects]]` entry that has none, from its region, all at
@@ -62,7 +65,10 @@ pub async fn resolve_project_ids(
         }
     });
     for (index, result) in futures_util::future::join_all(lookups).await {
-        let id = result.map_err(|source| ResolveError::Lookup { index, source })?;
+        let id = result.map_err(|source| ResolveError::Lookup {
+            index,
+            source: Box::new(source),
+        })?;
         let project = &mut settings.projects[index];
         tracing::info!(index, region = project.region.as_deref().unwrap_or("-"), project_id = %id,
             "project id looked up from the region");
@@ -70,10 +76,10 @@ pub async fn resolve_project_ids(
     }
     let problems = project_id_problems(&settings.projects);
     if !problems.is_empty() {
-        return Err(ConfigError::Invalid {
+        return Err(Box::new(ConfigError::Invalid {
             path: settings.source.clone(),
             problems,
-        }
+        })
         .into());
     }
     Ok(())

@@ -209,6 +209,13 @@ impl App {
             limits,
         } = options;
         let addr = listener.local_addr()?;
+        // Readiness waits for the first discoveries from the first request on.
+        store.set_queue_list_projects(
+            settings
+                .projects
+                .iter()
+                .map(|p| (p.project_id.clone(), p.discover.is_some())),
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let control = Arc::new_cyclic(|this| Control {

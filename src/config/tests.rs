@@ -499,7 +499,10 @@ fn no_queues_key_or_star_discovers_and_names_are_listed_beside_it() {
     assert_eq!(p.queues, vec!["etl"]);
     let filter = p.discover.as_ref().expect("discovers");
     assert!(filter.keeps("abc") && !filter.keeps("a_tmp") && !filter.keeps("xa"));
-    assert!(!filter.keeps("etl"), "filters apply to discovered queues only");
+    assert!(
+        !filter.keeps("etl"),
+        "filters apply to discovered queues only"
+    );
     assert_eq!(s.discovery.interval, Duration::from_secs(120));
     assert!(s.discovery.keeps_type("GENERAL") && !s.discovery.keeps_type("all"));
     // The patterns match whole names, as Prometheus relabel regexes do.
@@ -531,14 +534,20 @@ fn discovery_rules_name_their_keys() {
     );
     assert_eq!(
         err_keys(
-            &format!("[discovery]\ninterval = \"500ms\"\nqueue_types = []\n{}", project("")),
+            &format!(
+                "[discovery]\ninterval = \"500ms\"\nqueue_types = []\n{}",
+                project("")
+            ),
             &Env::new()
         ),
         vec!["discovery.interval", "discovery.queue_types"]
     );
     assert_eq!(
         err_keys(
-            &format!("[discovery]\nqueue_types = [\"general\", \" \"]\n{}", project("")),
+            &format!(
+                "[discovery]\nqueue_types = [\"general\", \" \"]\n{}",
+                project("")
+            ),
             &Env::new()
         ),
         vec!["discovery.queue_types[1]"]
@@ -555,7 +564,10 @@ fn discovery_rules_name_their_keys() {
         "{}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-east-3\"\nqueues = [\"other\"]\n",
         project("")
     );
-    assert_eq!(err_keys(&twice, &Env::new()), vec!["projects[1].project_id"]);
+    assert_eq!(
+        err_keys(&twice, &Env::new()),
+        vec!["projects[1].project_id"]
+    );
 }
 
 #[test]
@@ -573,17 +585,16 @@ fn project_id_may_come_from_the_region_and_iam_endpoint_serves_every_kind() {
     );
     assert!(summary(&s).contains("resolved at start from region eu-west-101"));
     let s = load_toml_str(
-        &format!(
-            "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"http://127.0.0.1:1/\"\n[[projects]]\nregion = \"cn-north-4\"\n"
-        ),
+        "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"http://127.0.0.1:1/\"\n[[projects]]\nregion = \"cn-north-4\"\n",
         &Env::new(),
     )
     .expect("aksk accepts iam_endpoint");
-    assert_eq!(s.projects[0].iam_endpoint.as_deref(), Some("http://127.0.0.1:1"));
-    let bad = format!(
-        "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"iam\"\n[[projects]]\nregion = \"cn-north-4\"\n"
+    assert_eq!(
+        s.projects[0].iam_endpoint.as_deref(),
+        Some("http://127.0.0.1:1")
     );
-    assert_eq!(err_keys(&bad, &Env::new()), vec!["auth.iam_endpoint"]);
+    let bad = "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"iam\"\n[[projects]]\nregion = \"cn-north-4\"\n";
+    assert_eq!(err_keys(bad, &Env::new()), vec!["auth.iam_endpoint"]);
     // Once looked up, ids are checked again across entries.
     let mut s = load_toml_str(
         &format!(

@@ -32,9 +32,12 @@ pub enum LookupError {
     #[error("region {region:?}: no IAM endpoint (set auth.iam_endpoint)")]
     NoIamEndpoint { region: String },
     #[error(transparent)]
-    Client(#[from] ClientBuildError),
+    Client(#[from] Box<ClientBuildError>),
     #[error("region {region:?}: looking up the project id failed: {source}")]
-    Request { region: String, source: DliError },
+    Request {
+        region: String,
+        source: Box<DliError>,
+    },
     #[error(
         "region {region:?}: IAM lists no project named {region:?} ({url}); set project_id, or check the region and the credentials' account"
     )]
@@ -67,7 +70,7 @@ pub async fn lookup_project_id(
         .ok_or_else(|| LookupError::NoIamEndpoint {
             region: region.clone(),
         })?;
-    let http = super::http::build(project, options)?;
+    let http = super::http::build(project, options).map_err(Box::new)?;
     let transport = Transport::new(
         http,
         observer,
@@ -78,7 +81,7 @@ pub async fn lookup_project_id(
     .with_throttle(options.throttle);
     let request_failed = |source| LookupError::Request {
         region: region.clone(),
-        source,
+        source: Box::new(source),
     };
     let ids = match &project.credentials {
         Credentials::AkSk {
