@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
+            // One line, in the format chosen by --log.format, on stderr.
             tracing::error!(error = %e, "dli_exporter failed");
-            eprintln!("dli_exporter: {e}");
             ExitCode::FAILURE
         }
     }

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use dli_exporter::app::App;
 use dli_exporter::config::{
     DiscoveryConfig, PollConfig, Project, QueueFilter, QueuePattern, Settings,
 };
@@ -68,13 +67,6 @@ async fn sim_with_queues(queues: Vec<SimQueue>) -> Simulator {
     }
     s.set_queue_list(PID, queues);
     s
-}
-
-async fn start(settings: &Settings) -> App {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    App::start(settings, listener).expect("app starts")
 }
 
 #[tokio::test]
