@@ -1,5 +1,6 @@
-//! `--demo`: an embedded simulator with two lively queues, and the settings that make the real
-//! client poll it over loopback with the simulator's demo credentials.
+//! `--demo`: an embedded simulator with two lively queues (and two SQL queues discovery leaves
+//! out), and the settings that make the real client discover and poll them over loopback with the
+//! simulator's demo credentials.
 //!
 //! Nothing here is a shortcut around the client: the demo exercises signing, paging and
 //! aggregation exactly as a real account would. It must never be used with real credentials.
@@ -70,6 +71,7 @@ pub fn settings_for(sim: &Simulator) -> Settings {
 pub async fn start() -> std::io::Result<(Simulator, Settings)> {
     let sim = Simulator::start_lively(DEMO_TICK).await?;
     let settings = settings_for(&sim);
-    tracing::info!(simulator = %sim.base_url(), queues = ?DEMO_QUEUES, "demo: polling the embedded DLI simulator");
+    tracing::info!(simulator = %sim.base_url(), expected_queues = ?DEMO_QUEUES,
+        "demo: discovering and polling the queues of the embedded DLI simulator");
     Ok((sim, settings))
 }
