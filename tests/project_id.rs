@@ -330,3 +330,51 @@ async fn the_daemon_refuses_to_start_when_the_region_is_ambiguous() {
     );
     s.shutdown();
 }
+
+#[tokio::test]
+async fn a_reload_keeps_every_projects_snapshots_while_discovery_restarts() {
+    let s = world().await;
+    const P2: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f0";
+    s.set_jobs(P2, "etl2", numbered_jobs("p2", 4));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dli.toml");
+    let text = format!(
+        "{}\n[[projects]]\nproject_id = \"{P2}\"\nregion = \"cn-east-3\"\nendpoint = \"{}\"\nqueues = [\"etl2\"]\n",
+        config_file(&s, None, "queues = [\"*\"]"),
+        s.base_url()
+    );
+    std::fs::write(&path, text).expect("write");
+    let env = dli_exporter::config::Env::new();
+    let loaded = dli_exporter::config::load(&path, &env).expect("valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app = App::launch(
+        loaded,
+        listener,
+        StartOptions {
+            source: Some((path.clone(), env)),
+            ..StartOptions::default()
+        },
+    )
+    .await
+    .expect("starts");
+    let c = http();
+    let p2_jobs = format!("dli_batch_jobs{{project_id=\"{P2}\",queue=\"etl2\",state=\"running\"}}");
+    let etl_jobs =
+        format!("dli_batch_jobs{{project_id=\"{PID}\",queue=\"etl\",state=\"running\"}}");
+    wait_for(&c, &app, "both projects polled", WITHIN, |t| {
+        value(t, &p2_jobs).is_some() && value(t, &etl_jobs).is_some()
+    })
+    .await;
+    app.reload().await.expect("reload");
+    let text = scrape(&c, &app).await;
+    assert_eq!(value(&text, &p2_jobs), Some(1.0), "kept snapshot:\n{text}");
+    assert_eq!(
+        value(&text, &etl_jobs),
+        Some(1.0),
+        "kept discovered queue:\n{text}"
+    );
+    app.shutdown().await;
+    s.shutdown();
+}

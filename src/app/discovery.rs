@@ -288,9 +288,16 @@ impl Control {
             .filter(|k| !running.pollers_by_queue.contains_key(*k))
             .cloned()
             .collect();
-        // The store first, so a new poller's first result has its entry to land in.
+        // The store first, so a new poller's first result has its entry to land in; other
+        // projects' queues (and every kept queue's snapshot) stay as they are.
+        let others: Vec<QueueKey> = self
+            .store
+            .keys()
+            .into_iter()
+            .filter(|k| k.project_id != project_id)
+            .collect();
         self.store
-            .set_queues(running.pollers_by_queue.keys().chain(added.iter()).cloned());
+            .set_queues(others.into_iter().chain(wanted.iter().cloned()));
         let client = running.clients.get(project_id).cloned();
         if let (Some(client), Some(context)) = (client, running.context.clone()) {
             for key in &added {
