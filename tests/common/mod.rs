@@ -5,6 +5,7 @@
 pub mod child;
 pub mod exposition;
 pub mod net;
+pub mod web;
 
 // Not every test binary reads the exposition.
 #[allow(unused_imports)]
