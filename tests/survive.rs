@@ -129,6 +129,7 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
             CollectorOptions {
                 owner_breakdown: true,
                 stale_after: Duration::from_secs(60),
+                queue_list_stale_after: Duration::from_secs(600),
             },
         )
         .expect("metrics"),
@@ -463,8 +464,7 @@ async fn a_body_cut_off_by_the_connection_is_connect_and_retried_a_short_complet
             let _ = conn.shutdown().await;
         }
     });
-    let mut p = project_at(&format!("http://{addr}"));
-    p.queues = vec!["etl".into()];
+    let p = project_at(&format!("http://{addr}"), &["etl"], aksk());
     let reasons = Arc::new(Reasons::default());
     let client = DliClient::new(
         &p,
@@ -492,18 +492,6 @@ async fn a_body_cut_off_by_the_connection_is_connect_and_retried_a_short_complet
             Some(FailureReason::Decode)
         ]
     );
-}
-
-fn project_at(endpoint: &str) -> dli_exporter::config::Project {
-    dli_exporter::config::Project {
-        project_id: PID.into(),
-        region: None,
-        endpoint: endpoint.into(),
-        queues: Vec::new(),
-        credentials: aksk(),
-        ca_file: None,
-        proxy: None,
-    }
 }
 
 #[tokio::test]

@@ -80,6 +80,14 @@ CONTRACT = {
     "dli_batch_job_duration_seconds": "histogram",
     "dli_exporter_config_last_reload_successful": "gauge",
     "dli_exporter_config_last_reload_success_timestamp_seconds": "gauge",
+    # queue discovery and the queue list (the demo discovers its queues)
+    "dli_queue_info": "gauge",
+    "dli_queue_cu": "gauge",
+    "dli_queue_cu_used": "gauge",
+    "dli_queue_cu_scale_out_limit": "gauge",
+    "dli_queue_cu_scale_in_limit": "gauge",
+    "dli_discovery_success": "gauge",
+    "dli_discovered_queues": "gauge",
 }
 # Buckets of dli_batch_job_duration_seconds (the dashboard's and recording rules' quantiles rely on them).
 JOB_DURATION_BUCKETS = ["30", "60", "120", "300", "600", "1200", "1800", "3600", "7200", "14400", "28800",

@@ -9,10 +9,12 @@
 //! It is the one module that may import every other; flag parsing and logging setup are `cli`'s.
 
 mod demo;
+mod discovery;
 mod reload;
 mod run;
 mod signals;
 
+pub use discovery::{ResolveError, discover_targets, resolve_project_ids};
 pub use run::{RunError, check_config, once, serve};
 
 use std::net::SocketAddr;
@@ -44,6 +46,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot read the listening address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// Why a reload did not take effect: nothing was changed, the previous configuration (and web
@@ -62,6 +66,8 @@ pub enum ReloadError {
     WebConfig(#[from] WebConfigError),
     #[error("reading the web config failed: {0}")]
     Task(String),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
@@ -133,6 +139,10 @@ fn collector_options(settings: &Settings) -> CollectorOptions {
     CollectorOptions {
         owner_breakdown: settings.metrics.owner_breakdown,
         stale_after: settings.poll.stale_after,
+        queue_list_stale_after: settings
+            .discovery
+            .interval
+            .saturating_add(settings.poll.stale_after),
     }
 }
 
@@ -169,11 +179,48 @@ impl App {
     }
 
     /// Like [`App::start`], with a web config (watched for changes), tuned server limits and
-    /// the reload source.
+    /// the reload source. Every project id must be known: see [`App::launch`] for settings with
+    /// ids still to be looked up from regions.
     pub fn start_with(
         settings: &Settings,
         listener: TcpListener,
         options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
+        Self::assemble(
+            settings,
+            settings.clone(),
+            listener,
+            options,
+            store,
+            metrics,
+        )
+    }
+
+    /// Looks up the project ids of entries that give only a region (the requests counted in the
+    /// exporter's own API metrics), then starts as [`App::start_with`]. A failed lookup is a
+    /// start-up error naming the entry and the region.
+    pub async fn launch(
+        mut settings: Settings,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new([]));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(&settings))?);
+        let loaded = settings.clone();
+        resolve_project_ids(&mut settings, metrics.observer()).await?;
+        Self::assemble(&settings, loaded, listener, options, store, metrics)
+    }
+
+    /// `loaded`: `settings` as the file gave them, before project ids were looked up.
+    fn assemble(
+        settings: &Settings,
+        loaded: Settings,
+        listener: TcpListener,
+        options: StartOptions,
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
     ) -> Result<App, StartError> {
         let StartOptions {
             source,
@@ -183,12 +230,18 @@ impl App {
             enable_lifecycle,
             file_web,
         } = options;
-        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
-        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         let addr = listener.local_addr()?;
+        // Readiness waits for the first discoveries from the first request on.
+        store.set_queue_list_projects(
+            settings
+                .projects
+                .iter()
+                .map(|p| (p.project_id.clone(), p.discover.is_some())),
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|this| Control {
+            this: this.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             tasks: tasks.clone(),
@@ -231,7 +284,7 @@ impl App {
                 .running
                 .try_lock()
                 .map_err(|_| std::io::Error::other("reload state busy at start"))?;
-            let plan = control.plan(settings.clone(), &running)?;
+            let plan = control.plan(settings.clone(), loaded, &running)?;
             control.apply(plan, &mut running);
         }
         Ok(App {
@@ -272,13 +325,28 @@ impl App {
     }
 }
 
-/// `--once`: polls every queue one time and returns the exposition and each queue's outcome.
-pub async fn poll_once(settings: &Settings) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
-    let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
-    let metrics = Metrics::new(store.clone(), collector_options(settings))?;
-    let clients = build_clients(settings, &metrics)?;
+/// What `--once` did: the exposition, each queue's poll, and the error of each failed queue
+/// list (discovery and the queue metrics).
+pub struct OnceReport {
+    pub exposition: Vec<u8>,
+    pub polls: Vec<PollOutcome>,
+    pub list_errors: Vec<String>,
+}
+
+/// `--once`: looks up project ids, discovers queues, polls every queue once and returns the
+/// exposition and each outcome.
+pub async fn poll_once(settings: &Settings) -> Result<OnceReport, StartError> {
+    let mut settings = settings.clone();
+    let store = Arc::new(SnapshotStore::new([]));
+    let metrics = Metrics::new(store.clone(), collector_options(&settings))?;
+    resolve_project_ids(&mut settings, metrics.observer()).await?;
+    let clients = build_clients(&settings, &metrics)?;
+    let (targets, list_errors) = discover_targets(&settings, &clients, &store).await;
     let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
-    let targets = scheduler::queue_targets(settings, &clients);
-    let outcomes = scheduler::poll_all_once(&targets, &context).await;
-    Ok((metrics.render(), outcomes))
+    let polls = scheduler::poll_all_once(&targets, &context).await;
+    Ok(OnceReport {
+        exposition: metrics.render(),
+        polls,
+        list_errors,
+    })
 }

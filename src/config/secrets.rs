@@ -54,10 +54,33 @@ fn resolve_secret(
     }
 }
 
-pub(super) fn resolve_credentials(
+/// The IAM endpoint of a project: `iam_endpoint` of its auth table (any kind), else the one of
+/// its region; `None` when neither is set or the value is unusable (then reported).
+pub(super) fn resolve_iam_endpoint(
     auth: &AuthConfig,
     key: &str,
     region: Option<&str>,
+    problem: &mut impl FnMut(&str, String),
+) -> Option<String> {
+    match (&auth.iam_endpoint, region) {
+        (Some(e), _) => match normalize_endpoint(e) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                problem(&format!("{key}.iam_endpoint"), format!("{e:?} {why}"));
+                None
+            }
+        },
+        (None, Some(r)) if is_valid_region(r) => Some(iam_endpoint_for(r)),
+        (None, _) => None,
+    }
+}
+
+/// The credentials of one auth table; `iam_endpoint` is what [`resolve_iam_endpoint`] found
+/// (token logins need it).
+pub(super) fn resolve_credentials(
+    auth: &AuthConfig,
+    key: &str,
+    iam_endpoint: Option<&str>,
     env: &Env,
     problem: &mut impl FnMut(&str, String),
 ) -> Option<Credentials> {
@@ -65,7 +88,6 @@ pub(super) fn resolve_credentials(
     match auth.kind {
         AuthKind::Aksk => {
             for (set, field) in [
-                (auth.iam_endpoint.is_some(), "iam_endpoint"),
                 (auth.domain_name.is_some(), "domain_name"),
                 (auth.user_name.is_some(), "user_name"),
                 (
@@ -138,20 +160,16 @@ pub(super) fn resolve_credentials(
                     problem(&k(field), "is only used with kind = \"aksk\"".into());
                 }
             }
-            let iam_endpoint = match (&auth.iam_endpoint, region) {
-                (Some(e), _) => match normalize_endpoint(e) {
-                    Ok(e) => Some(e),
-                    Err(why) => {
-                        problem(&k("iam_endpoint"), format!("{e:?} {why}"));
-                        None
+            let iam_endpoint = match iam_endpoint {
+                Some(e) => Some(e.to_string()),
+                None => {
+                    // A bad value was reported already; only a missing one is reported here.
+                    if auth.iam_endpoint.is_none() {
+                        problem(
+                            &k("iam_endpoint"),
+                            "missing: set iam_endpoint or the project's region".into(),
+                        );
                     }
-                },
-                (None, Some(r)) if is_valid_region(r) => Some(iam_endpoint_for(r)),
-                (None, _) => {
-                    problem(
-                        &k("iam_endpoint"),
-                        "missing: set iam_endpoint or the project's region".into(),
-                    );
                     None
                 }
             };

@@ -529,3 +529,138 @@ fn a_secret_that_is_not_a_string_in_the_file_is_named_never_shown() {
         "{msg}"
     );
 }
+
+const AKSK: &str = "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\n";
+
+#[test]
+fn no_queues_key_or_star_discovers_and_names_are_listed_beside_it() {
+    let s = load_toml_str(
+        &format!("{AKSK}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\n"),
+        &Env::new(),
+    )
+    .expect("valid");
+    assert!(s.projects[0].queues.is_empty());
+    assert_eq!(s.projects[0].discover, Some(QueueFilter::default()));
+    assert_eq!(s.discovery, DiscoveryConfig::default());
+    assert_eq!(s.discovery.interval, Duration::from_secs(600));
+    assert_eq!(s.discovery.queue_types, vec!["general", "all"]);
+    let s = load_toml_str(
+        &format!(
+            "{AKSK}[discovery]\ninterval = \"2m\"\nqueue_types = [\"general\"]\n[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\nqueues = [\"etl\", \"*\"]\ninclude_queues = [\"a.*\"]\nexclude_queues = [\"a_tmp\"]\n"
+        ),
+        &Env::new(),
+    )
+    .expect("valid");
+    let p = &s.projects[0];
+    assert_eq!(p.queues, vec!["etl"]);
+    let filter = p.discover.as_ref().expect("discovers");
+    assert!(filter.keeps("abc") && !filter.keeps("a_tmp") && !filter.keeps("xa"));
+    assert!(
+        !filter.keeps("etl"),
+        "filters apply to discovered queues only"
+    );
+    assert_eq!(s.discovery.interval, Duration::from_secs(120));
+    assert!(s.discovery.keeps_type("GENERAL") && !s.discovery.keeps_type("all"));
+    // The patterns match whole names, as Prometheus relabel regexes do.
+    let p = QueuePattern::new("tmp").expect("valid");
+    assert!(p.matches("tmp") && !p.matches("tmp_x") && !p.matches("x_tmp"));
+    let p = QueuePattern::new("a|b").expect("valid");
+    assert!(p.matches("a") && p.matches("b") && !p.matches("ab"));
+}
+
+#[test]
+fn discovery_rules_name_their_keys() {
+    let project = |extra: &str| {
+        format!("{AKSK}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\n{extra}")
+    };
+    assert_eq!(
+        err_keys(&project("include_queues = [\"ok\", \"(\"]\n"), &Env::new()),
+        vec!["projects[0].include_queues[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &project("queues = [\"etl\"]\nexclude_queues = [\"x\"]\n"),
+            &Env::new()
+        ),
+        vec!["projects[0].exclude_queues"]
+    );
+    assert_eq!(
+        err_keys(&project("queues = [\"*\", \"*\"]\n"), &Env::new()),
+        vec!["projects[0].queues[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!(
+                "[discovery]\ninterval = \"500ms\"\nqueue_types = []\n{}",
+                project("")
+            ),
+            &Env::new()
+        ),
+        vec!["discovery.interval", "discovery.queue_types"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!(
+                "[discovery]\nqueue_types = [\"general\", \" \"]\n{}",
+                project("")
+            ),
+            &Env::new()
+        ),
+        vec!["discovery.queue_types[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!("{AKSK}[[projects]]\nendpoint = \"https://dli.example.com\"\n"),
+            &Env::new()
+        ),
+        vec!["projects[0].project_id"]
+    );
+    // A discovering project is configured in one entry.
+    let twice = format!(
+        "{}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-east-3\"\nqueues = [\"other\"]\n",
+        project("")
+    );
+    assert_eq!(
+        err_keys(&twice, &Env::new()),
+        vec!["projects[1].project_id"]
+    );
+}
+
+#[test]
+fn project_id_may_come_from_the_region_and_iam_endpoint_serves_every_kind() {
+    let s = load_toml_str(
+        &format!("{AKSK}[[projects]]\nregion = \"eu-west-101\"\nqueues = [\"etl\"]\n"),
+        &Env::new(),
+    )
+    .expect("valid");
+    let p = &s.projects[0];
+    assert!(p.project_id_from_region && !p.has_project_id());
+    assert_eq!(
+        p.iam_endpoint.as_deref(),
+        Some("https://iam.eu-west-101.myhuaweicloud.eu")
+    );
+    assert!(summary(&s).contains("resolved at start from region eu-west-101"));
+    let s = load_toml_str(
+        "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"http://127.0.0.1:1/\"\n[[projects]]\nregion = \"cn-north-4\"\n",
+        &Env::new(),
+    )
+    .expect("aksk accepts iam_endpoint");
+    assert_eq!(
+        s.projects[0].iam_endpoint.as_deref(),
+        Some("http://127.0.0.1:1")
+    );
+    let bad = "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"iam\"\n[[projects]]\nregion = \"cn-north-4\"\n";
+    assert_eq!(err_keys(bad, &Env::new()), vec!["auth.iam_endpoint"]);
+    // Once looked up, ids are checked again across entries.
+    let mut s = load_toml_str(
+        &format!(
+            "{AKSK}[[projects]]\nregion = \"cn-north-4\"\nqueues = [\"etl\"]\n[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\nqueues = [\"etl\"]\n"
+        ),
+        &Env::new(),
+    )
+    .expect("valid before the lookup");
+    s.projects[0].project_id = "p1".into();
+    let problems = project_id_problems(&s.projects);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "projects[1].queues[0]");
+}

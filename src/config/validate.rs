@@ -8,8 +8,10 @@ use std::time::Duration;
 use super::endpoints::{
     dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
 };
-use super::model::{Config, Project, Settings};
-use super::secrets::resolve_credentials;
+use super::model::{
+    Config, DISCOVER_ALL, MIN_DISCOVERY_INTERVAL, Project, QueueFilter, QueuePattern, Settings,
+};
+use super::secrets::{resolve_credentials, resolve_iam_endpoint};
 use super::{ConfigError, Env, Problem};
 use crate::secret::SecretUrl;
 
@@ -102,10 +104,36 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         problem("poll.concurrency", "must be at least 1".into());
     }
 
+    let d = &config.discovery;
+    if d.interval < MIN_DISCOVERY_INTERVAL {
+        problem(
+            "discovery.interval",
+            format!(
+                "{} must be at least {}",
+                humantime::format_duration(d.interval),
+                humantime::format_duration(MIN_DISCOVERY_INTERVAL)
+            ),
+        );
+    }
+    if d.queue_types.is_empty() {
+        problem(
+            "discovery.queue_types",
+            "must name at least one queue type (\"general\", \"all\", \"sql\")".into(),
+        );
+    }
+    for (j, t) in d.queue_types.iter().enumerate() {
+        if t.trim().is_empty() {
+            problem(
+                &format!("discovery.queue_types[{j}]"),
+                "must not be empty".into(),
+            );
+        }
+    }
+
     if config.projects.is_empty() {
         problem(
             "projects",
-            "at least one [[projects]] entry with a project_id and queues is required".into(),
+            "at least one [[projects]] entry with a project_id (or region) is required".into(),
         );
     }
 
@@ -116,30 +144,47 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     for (i, pc) in config.projects.iter().enumerate() {
         let key = |field: &str| format!("projects[{i}].{field}");
         let mut ok = true;
-        let duplicate = first_entry.contains_key(pc.project_id.as_str());
-        if let Some(first) = first_entry.get(pc.project_id.as_str()) {
-            // Two entries would mean two sets of credentials, endpoints or CAs for one project;
-            // which one applies must not be left to chance.
-            problem(
-                &key("project_id"),
-                format!(
-                    "{:?} is already configured by projects[{first}]: list all its queues in one [[projects]] entry",
-                    pc.project_id
-                ),
-            );
-            ok = false;
-        } else {
-            first_entry.insert(&pc.project_id, i);
-        }
-        if !is_valid_project_id(&pc.project_id) {
-            problem(
-                &key("project_id"),
-                format!(
-                    "{:?} must be 1 to 64 ASCII letters and digits (usually 32 lowercase hex)",
-                    pc.project_id
-                ),
-            );
-            ok = false;
+        let duplicate = match &pc.project_id {
+            Some(id) => match first_entry.get(id.as_str()) {
+                Some(first) => {
+                    // Two entries would mean two sets of credentials, endpoints, CAs or
+                    // discovery rules for one project: which applies must not be left to chance.
+                    problem(
+                        &key("project_id"),
+                        format!(
+                            "{id:?} is already configured by projects[{first}]: list all its queues in one [[projects]] entry"
+                        ),
+                    );
+                    ok = false;
+                    true
+                }
+                None => {
+                    first_entry.insert(id, i);
+                    false
+                }
+            },
+            None => false,
+        };
+        let project_id = pc.project_id.clone().unwrap_or_default();
+        match &pc.project_id {
+            Some(id) if !is_valid_project_id(id) => {
+                problem(
+                    &key("project_id"),
+                    format!(
+                        "{id:?} must be 1 to 64 ASCII letters and digits (usually 32 lowercase hex)"
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+            None if pc.region.is_none() => {
+                problem(
+                    &key("project_id"),
+                    "missing: set project_id, or region to look the project id up from it".into(),
+                );
+                ok = false;
+            }
+            None => {}
         }
         if let Some(region) = &pc.region
             && !is_valid_region(region)
@@ -170,34 +215,83 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
                 None
             }
         };
-        if pc.queues.is_empty() {
-            problem(&key("queues"), "must list at least one queue".into());
+        // No `queues` key discovers every queue; an explicit empty list is a mistake.
+        let listed = pc
+            .queues
+            .clone()
+            .unwrap_or_else(|| vec![DISCOVER_ALL.to_string()]);
+        if listed.is_empty() {
+            problem(
+                &key("queues"),
+                "must list at least one queue, or \"*\" to discover them".into(),
+            );
             ok = false;
         }
-        for (j, q) in pc.queues.iter().enumerate() {
-            if q.trim().is_empty() {
-                problem(
-                    &format!("projects[{i}].queues[{j}]"),
-                    "queue name must not be empty".into(),
-                );
+        let mut discovers = false;
+        let mut queues = Vec::with_capacity(listed.len());
+        // Unresolved project ids cannot collide yet: checked again once resolved.
+        let id_key = pc
+            .project_id
+            .clone()
+            .unwrap_or_else(|| format!("(region {})", pc.region.as_deref().unwrap_or("")));
+        for (j, q) in listed.iter().enumerate() {
+            let qkey = format!("projects[{i}].queues[{j}]");
+            if q == DISCOVER_ALL {
+                if discovers {
+                    problem(&qkey, "\"*\" is listed twice".into());
+                    ok = false;
+                }
+                discovers = true;
+            } else if q.trim().is_empty() {
+                problem(&qkey, "queue name must not be empty".into());
                 ok = false;
-            } else if !duplicate && !seen.insert((pc.project_id.clone(), q.clone())) {
+            } else if !duplicate && !seen.insert((id_key.clone(), q.clone())) {
                 problem(
-                    &format!("projects[{i}].queues[{j}]"),
+                    &qkey,
                     format!(
-                        "duplicate queue {q:?} for project {}: each project x queue pair may appear once",
-                        pc.project_id
+                        "duplicate queue {q:?} for project {id_key}: each project x queue pair may appear once"
                     ),
                 );
                 ok = false;
+            } else {
+                queues.push(q.clone());
             }
         }
+        let mut patterns = |field: &str, sources: &[String]| -> Vec<QueuePattern> {
+            let mut out = Vec::with_capacity(sources.len());
+            for (j, source) in sources.iter().enumerate() {
+                match QueuePattern::new(source) {
+                    Ok(p) => out.push(p),
+                    Err(why) => {
+                        problem(
+                            &format!("projects[{i}].{field}[{j}]"),
+                            format!("{source:?} is not a valid regex: {why}"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if !sources.is_empty() && !discovers {
+                problem(
+                    &format!("projects[{i}].{field}"),
+                    "filters discovered queues only: add \"*\" to queues (or remove the queues key)"
+                        .into(),
+                );
+                ok = false;
+            }
+            out
+        };
+        let include = patterns("include_queues", &pc.include_queues);
+        let exclude = patterns("exclude_queues", &pc.exclude_queues);
+        let discover = discovers.then_some(QueueFilter { include, exclude });
         let (auth, auth_key) = match &pc.auth {
             Some(a) => (a, key("auth")),
             None => (&config.auth, "auth".to_string()),
         };
+        let iam_endpoint =
+            resolve_iam_endpoint(auth, &auth_key, pc.region.as_deref(), &mut problem);
         let credentials =
-            resolve_credentials(auth, &auth_key, pc.region.as_deref(), env, &mut problem);
+            resolve_credentials(auth, &auth_key, iam_endpoint.as_deref(), env, &mut problem);
         if let Some(ca) = &pc.ca_file
             && let Err(why) = check_ca_file(ca)
         {
@@ -220,10 +314,13 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         };
         if let (true, Some(endpoint), Some(credentials)) = (ok, endpoint, credentials) {
             projects.push(Project {
-                project_id: pc.project_id.clone(),
+                project_id,
+                project_id_from_region: pc.project_id.is_none(),
                 region: pc.region.clone(),
                 endpoint,
-                queues: pc.queues.clone(),
+                iam_endpoint,
+                queues,
+                discover,
                 credentials,
                 ca_file: pc.ca_file.clone(),
                 proxy,
@@ -231,6 +328,7 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         }
     }
 
+    problems.extend(project_id_problems(&projects));
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.map(Path::to_path_buf),
@@ -245,9 +343,39 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         web,
         poll: config.poll,
         metrics: config.metrics,
+        discovery: config.discovery,
         projects,
         source: path.map(Path::to_path_buf),
     })
+}
+
+/// Rules about project ids across `[[projects]]` entries that need the ids looked up from regions:
+/// checked at validation and again once they are known. A project is configured in one entry
+/// only (two entries would mean two sets of credentials or queue rules for it); entries with
+/// given ids are checked, with their indices, by [`validate`] itself.
+pub fn project_id_problems(projects: &[Project]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (i, p) in projects.iter().enumerate() {
+        if !p.has_project_id() {
+            continue;
+        }
+        let later = projects
+            .iter()
+            .enumerate()
+            .filter(|(j, o)| *j > i && o.has_project_id() && o.project_id == p.project_id)
+            .filter(|(_, o)| p.project_id_from_region || o.project_id_from_region);
+        for (j, o) in later {
+            let region = o.region.as_deref().or(p.region.as_deref()).unwrap_or("-");
+            problems.push(Problem {
+                key: format!("projects[{j}].project_id"),
+                message: format!(
+                    "project {} (looked up from region {region}) is already configured by projects[{i}]: list all its queues in one [[projects]] entry",
+                    p.project_id
+                ),
+            });
+        }
+    }
+    problems
 }
 
 /// What [`normalize_listen_address`] accepts, as said in errors.

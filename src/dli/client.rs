@@ -10,10 +10,11 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
-use super::auth::token::{TokenLogin, TokenSource};
+use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::error::{DliError, MAX_ERROR_CODE, MAX_ERROR_MSG, Operation, bounded_text};
 use super::http::{ClientBuildError, ClientOptions};
 use super::model::{BatchPage, ListBatchesQuery, decode_page};
+use super::queues::{QueueList, decode_queue_list};
 use super::transport::{RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project};
 
@@ -31,6 +32,8 @@ pub struct DliClient {
     host: String,
     /// `/v2.0/{project_id}/batches`, the project id percent-encoded.
     path: String,
+    /// `/v1.0/{project_id}/queues`, the project id percent-encoded.
+    queues_path: String,
     auth: Auth,
     transport: Transport,
 }
@@ -53,6 +56,11 @@ impl DliClient {
         limit: Arc<Semaphore>,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, ClientBuildError> {
+        if !project.has_project_id() {
+            return Err(ClientBuildError::NoProjectId {
+                project: project.display_id(),
+            });
+        }
         let project_id = project.project_id.clone();
         let http = super::http::build(project, options)?;
         let transport = Transport::new(
@@ -99,13 +107,14 @@ impl DliClient {
                     domain_name: domain_name.clone(),
                     user_name: user_name.clone(),
                     password: password.clone(),
-                    project_id: project_id.clone(),
+                    scope: TokenScope::ProjectId(project_id.clone()),
                 },
                 transport.clone(),
             ))),
         };
         Ok(DliClient {
             path: format!("/v2.0/{}/batches", aksk::encode(&project_id)),
+            queues_path: format!("/v1.0/{}/queues", aksk::encode(&project_id)),
             project_id,
             endpoint: project.endpoint.trim_end_matches('/').to_string(),
             host,
@@ -129,18 +138,49 @@ impl DliClient {
     /// One ListBatches request. The query string is built once, sorted and encoded, and sent
     /// exactly as signed.
     pub async fn list_batches(&self, query: &ListBatchesQuery) -> Result<BatchPage, DliError> {
-        let canonical_query = aksk::canonical_query(&query.pairs());
+        self.get(
+            Operation::ListBatches,
+            &self.path,
+            &query.pairs(),
+            parse_page,
+        )
+        .await
+    }
+
+    /// One ListQueues request (`GET /v1.0/{project_id}/queues?queue_type=…`), authenticated like
+    /// ListBatches. `queue_type` is always sent: the API's default (`sql`) hides Spark queues.
+    pub async fn list_queues(&self, queue_type: &str) -> Result<QueueList, DliError> {
+        let pairs = [("queue_type", queue_type.to_string())];
+        self.get(
+            Operation::ListQueues,
+            &self.queues_path,
+            &pairs,
+            parse_queue_list,
+        )
+        .await
+    }
+
+    /// A GET of `path` on the DLI endpoint with `pairs` as its query, signed or carrying the
+    /// project's token (fetched again once when DLI answers 401 to it).
+    async fn get<T>(
+        &self,
+        operation: Operation,
+        path: &str,
+        pairs: &[(&'static str, String)],
+        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+    ) -> Result<T, DliError> {
+        let canonical_query = aksk::canonical_query(pairs);
         let url = if canonical_query.is_empty() {
-            format!("{}{}", self.endpoint, self.path)
+            format!("{}{}", self.endpoint, path)
         } else {
-            format!("{}{}?{}", self.endpoint, self.path, canonical_query)
+            format!("{}{}?{}", self.endpoint, path, canonical_query)
         };
         match &self.auth {
             Auth::AkSk(signer) => {
                 let headers = signer.sign(
                     "GET",
                     &self.host,
-                    &self.path,
+                    path,
                     &canonical_query,
                     &self.project_id,
                     &aksk::sdk_date(OffsetDateTime::now_utc()),
@@ -148,15 +188,13 @@ impl DliClient {
                 let mut request = self.transport.http().get(&url);
                 for (name, value) in headers {
                     if matches!(name, "Authorization" | "X-Security-Token") {
-                        request = request.header(name, sensitive_header(&value, &url)?);
+                        request = request.header(name, sensitive_header(operation, &value, &url)?);
                     } else {
                         request = request.header(name, value);
                     }
                 }
                 self.transport
-                    .call(Operation::ListBatches, &url, request, |raw| {
-                        parse_page(raw, &url)
-                    })
+                    .call(operation, &url, request, |raw| parse(raw, &url))
                     .await
             }
             Auth::Token(source) => {
@@ -169,12 +207,13 @@ impl DliClient {
                         .get(&url)
                         .header("Content-Type", "application/json")
                         .header("X-Project-Id", &self.project_id)
-                        .header("X-Auth-Token", sensitive_header(token.expose(), &url)?);
+                        .header(
+                            "X-Auth-Token",
+                            sensitive_header(operation, token.expose(), &url)?,
+                        );
                     let result = self
                         .transport
-                        .call(Operation::ListBatches, &url, request, |raw| {
-                            parse_page(raw, &url)
-                        })
+                        .call(operation, &url, request, |raw| parse(raw, &url))
                         .await;
                     match result {
                         Err(e) if e.status() == Some(401) && !retried => {
@@ -192,14 +231,40 @@ impl DliClient {
 
 /// A credential as a header value marked sensitive, so that the HTTP stack never shows it in
 /// `Debug` output. The error does not repeat the value.
-fn sensitive_header(value: &str, url: &str) -> Result<reqwest::header::HeaderValue, DliError> {
+pub(super) fn sensitive_header(
+    operation: Operation,
+    value: &str,
+    url: &str,
+) -> Result<reqwest::header::HeaderValue, DliError> {
     let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| DliError::Request {
-        operation: Operation::ListBatches,
+        operation,
         url: url.to_string(),
         message: "a credential holds characters that are not allowed in an HTTP header".into(),
     })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+fn parse_queue_list(raw: RawResponse, url: &str) -> Result<QueueList, DliError> {
+    if !(200..300).contains(&raw.status) {
+        return Err(raw.error(Operation::ListQueues, url));
+    }
+    let list = decode_queue_list(&raw.body).map_err(|message| DliError::Decode {
+        operation: Operation::ListQueues,
+        url: url.to_string(),
+        status: raw.status,
+        message,
+        request_id: raw.request_id(),
+    })?;
+    if list.is_success == Some(false) {
+        let mut error = raw.error(Operation::ListQueues, url);
+        if let DliError::Api { body, .. } = &mut error {
+            body.error_code = list.error_code.clone().or(body.error_code.take());
+            body.error_msg = list.message.clone().or(body.error_msg.take());
+        }
+        return Err(error);
+    }
+    Ok(list)
 }
 
 fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
@@ -235,10 +300,12 @@ mod tests {
 
     #[test]
     fn credential_headers_are_sensitive_and_errors_do_not_repeat_them() {
-        let v = sensitive_header("tok-secret-123", "http://h/p").expect("valid");
+        let v = sensitive_header(Operation::ListBatches, "tok-secret-123", "http://h/p")
+            .expect("valid");
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("tok-secret-123"));
-        let e = sensitive_header("bad\nsecret-456", "http://h/p").expect_err("newline");
+        let e = sensitive_header(Operation::ListBatches, "bad\nsecret-456", "http://h/p")
+            .expect_err("newline");
         assert!(!e.to_string().contains("secret-456"), "{e}");
         assert!(e.to_string().contains("http://h/p"), "{e}");
     }

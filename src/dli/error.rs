@@ -12,13 +12,27 @@ use std::time::Duration;
 pub enum Operation {
     ListBatches,
     IamToken,
+    /// `GET /v1.0/{project_id}/queues` (discovery and the queue metrics).
+    ListQueues,
+    /// `GET {iam}/v3/projects?name={region}` (the project id of a region).
+    ListProjects,
 }
 
 impl Operation {
+    /// Every operation, for metrics that exist at 0 from the start.
+    pub const ALL: [Operation; 4] = [
+        Operation::ListBatches,
+        Operation::IamToken,
+        Operation::ListQueues,
+        Operation::ListProjects,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::ListBatches => "list_batches",
             Operation::IamToken => "iam_token",
+            Operation::ListQueues => "list_queues",
+            Operation::ListProjects => "list_projects",
         }
     }
 }

@@ -90,7 +90,8 @@ pub struct Transport {
     limit: Arc<Semaphore>,
     max_body_bytes: usize,
     request_timeout: Duration,
-    /// One hold-off state per endpoint: ListBatches goes to DLI, tokens to IAM.
+    /// One hold-off state per endpoint: ListBatches and ListQueues go to DLI, tokens and the
+    /// project list to IAM.
     throttles: Arc<[Throttle; 2]>,
 }
 
@@ -124,8 +125,8 @@ impl Transport {
     /// The hold-off state of the endpoint `operation` talks to.
     pub fn throttle(&self, operation: Operation) -> &Throttle {
         match operation {
-            Operation::ListBatches => &self.throttles[0],
-            Operation::IamToken => &self.throttles[1],
+            Operation::ListBatches | Operation::ListQueues => &self.throttles[0],
+            Operation::IamToken | Operation::ListProjects => &self.throttles[1],
         }
     }
 

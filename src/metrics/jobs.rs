@@ -122,7 +122,8 @@ fn labelled(labels: &[(&str, &str)]) -> Metric {
     Metric::from_label(pairs)
 }
 
-fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+/// One gauge sample with these labels (names in alphabetical order).
+pub(super) fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
     let mut m = labelled(labels);
     let mut g = Gauge::default();
     g.set_value(value);

@@ -9,6 +9,7 @@
 mod api;
 mod jobs;
 mod lifecycle;
+mod queues;
 mod render_cache;
 
 use std::sync::{Arc, RwLock};
@@ -21,6 +22,7 @@ use prometheus::{
 pub use api::ApiMetrics;
 pub use jobs::JobsCollector;
 pub use lifecycle::{JOB_DURATION_BUCKETS, LifecycleMetrics};
+pub use queues::QueueCollector;
 pub use render_cache::{Exposition, RenderCache};
 
 use crate::dli::RequestObserver;
@@ -69,6 +71,9 @@ impl ReloadMetrics {
 pub struct CollectorOptions {
     pub owner_breakdown: bool,
     pub stale_after: Duration,
+    /// After this long without a successful queue list a project's `dli_queue_*` series are
+    /// dropped (`discovery.interval + poll.stale_after`: a refresh overdue by `stale_after`).
+    pub queue_list_stale_after: Duration,
 }
 
 /// The registry behind `/metrics`.
@@ -115,6 +120,10 @@ impl Metrics {
             store.clone(),
             collector_options.clone(),
         )?))?;
+        registry.register(Box::new(QueueCollector::new(
+            store.clone(),
+            collector_options.clone(),
+        )?))?;
         Ok(Metrics {
             registry,
             api,
@@ -155,12 +164,21 @@ impl Metrics {
         // Both counters only grow, so their sum changes whenever either does.
         let generation = self.store.generation().wrapping_add(self.changes.get());
         self.cache.get(generation, gzip, || {
-            let stale_after = match self.collector_options.read() {
-                Ok(o) => o.stale_after,
-                Err(poisoned) => poisoned.into_inner().stale_after,
+            let (stale_after, list_stale_after) = match self.collector_options.read() {
+                Ok(o) => (o.stale_after, o.queue_list_stale_after),
+                Err(poisoned) => {
+                    let o = poisoned.into_inner();
+                    (o.stale_after, o.queue_list_stale_after)
+                }
             };
             // Read before rendering: a queue going stale meanwhile makes the entry expire early.
-            let until = self.store.next_stale_at(stale_after);
+            let until = [
+                self.store.next_stale_at(stale_after),
+                self.store.next_queue_list_stale_at(list_stale_after),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             (self.render(), until)
         })
     }
@@ -209,6 +227,7 @@ mod tests {
             CollectorOptions {
                 owner_breakdown: true,
                 stale_after: Duration::from_secs(60),
+                queue_list_stale_after: Duration::from_secs(120),
             },
         )
         .expect("metrics");
@@ -259,6 +278,7 @@ mod tests {
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,
             stale_after: Duration::from_secs(60),
+            queue_list_stale_after: Duration::from_secs(120),
         });
         assert!(!text(&metrics).contains("dli_batch_jobs_by_owner{"));
     }
@@ -292,6 +312,7 @@ mod tests {
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,
             stale_after: Duration::from_secs(60),
+            queue_list_stale_after: Duration::from_secs(120),
         });
         let mut text = String::new();
         use std::io::Read;

@@ -1,5 +1,5 @@
 //! The snapshot store: the latest poll outcome and the last good [`QueueSnapshot`] of every
-//! configured project x queue.
+//! polled project x queue, and the last queue list of every project (`queues`).
 //!
 //! Pollers write into it (a successful walk replaces the snapshot whole, a failed one only marks
 //! the poll failed, a panicked one is counted); the metrics collector and the readiness check
@@ -16,10 +16,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod generation;
 mod lifecycle;
+mod queues;
 mod snapshot;
 
 pub use generation::Generation;
 pub use lifecycle::{Finished, LifecycleEvents, LifecycleSink};
+pub use queues::{QueueInfo, QueueListStatus};
 pub use snapshot::QueueSnapshot;
 
 /// A project x queue pair.
@@ -83,6 +85,8 @@ impl QueueStatus {
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     queues: RwLock<BTreeMap<QueueKey, QueueStatus>>,
+    /// The queue list of each project, by project id.
+    lists: RwLock<BTreeMap<String, QueueListStatus>>,
     /// Bumped on every write, so `/metrics` knows its cached rendering is out of date.
     generation: Generation,
     /// The last epoch handed to a queue.
@@ -138,6 +142,15 @@ impl SnapshotStore {
     /// Changes with every write to the store.
     pub fn generation(&self) -> u64 {
         self.generation.get()
+    }
+
+    fn bump(&self) {
+        self.generation.bump();
+    }
+
+    /// The queues polled now, in order.
+    pub fn keys(&self) -> Vec<QueueKey> {
+        self.read().keys().cloned().collect()
     }
 
     /// The next moment a queue's snapshot goes stale after `stale_after` (job series vanish

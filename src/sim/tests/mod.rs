@@ -1,8 +1,9 @@
 //! The simulator over real loopback HTTP: paging and filters, determinism (here), signatures
-//! and IAM tokens (`auth`), every fault (`faults`).
+//! and IAM tokens (`auth`), every fault (`faults`), the queue and project lists (`queues`).
 
 mod auth;
 mod faults;
+mod queues;
 
 use faults::raw_get;
 
