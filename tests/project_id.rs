@@ -167,6 +167,8 @@ async fn a_reload_whose_lookup_fails_keeps_the_old_configuration() {
     wait_for(&c, &app, "etl polled", WITHIN, |t| polled(t, "etl")).await;
 
     s.add_iam_project(DEMO_REGION, OTHER_ID);
+    // A changed file: a reload of an unchanged one looks nothing up.
+    std::fs::write(&path, config_file(&s, None, "queues = [\"etl\", \"*\"]")).expect("write");
     let e = app
         .reload()
         .await

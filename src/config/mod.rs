@@ -10,6 +10,8 @@
 mod endpoints;
 mod load;
 mod model;
+#[cfg(test)]
+mod secret_tests;
 mod secrets;
 #[cfg(test)]
 mod tests;
