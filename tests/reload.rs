@@ -135,6 +135,8 @@ async fn reload_without_changes_keeps_walks_clients_and_tokens() {
         1,
         "a reload logged in again"
     );
+    // Each project listed its queues once at start; the queue-list tasks were kept.
+    assert_eq!(sim.stats().list_queues_requests, 2, "a reload listed again");
     assert!(succeeded(&app, PID, "etl"));
     shutdown(app).await;
 }
