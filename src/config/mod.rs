@@ -104,6 +104,20 @@ pub fn summary(settings: &Settings) -> String {
             p.credentials.kind().as_str(),
             p.queues.join(", ")
         ));
+        match &p.credentials {
+            Credentials::Metadata { endpoint } => {
+                out.push_str(&format!("  temporary keys from the metadata service {endpoint}\n"));
+            }
+            Credentials::Oidc {
+                iam_endpoint,
+                idp_id,
+                id_token_file,
+            } => out.push_str(&format!(
+                "  temporary keys from {iam_endpoint} for the id token in {} (identity provider {idp_id})\n",
+                id_token_file.display()
+            )),
+            Credentials::AkSk { .. } | Credentials::Token { .. } => {}
+        }
         if let Some(ca) = &p.ca_file {
             out.push_str(&format!("  ca_file {}\n", ca.display()));
         }

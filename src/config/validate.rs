@@ -8,7 +8,7 @@ use super::endpoints::{
     dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
 };
 use super::model::{Config, Project, Settings};
-use super::secrets::resolve_credentials;
+use super::secrets::{resolve_credentials, resolve_iam_endpoint};
 use super::{ConfigError, Env, Problem};
 use crate::secret::SecretUrl;
 
@@ -155,8 +155,10 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
             Some(a) => (a, key("auth")),
             None => (&config.auth, "auth".to_string()),
         };
+        let iam_endpoint =
+            resolve_iam_endpoint(auth, &auth_key, pc.region.as_deref(), &mut problem);
         let credentials =
-            resolve_credentials(auth, &auth_key, pc.region.as_deref(), env, &mut problem);
+            resolve_credentials(auth, &auth_key, iam_endpoint.as_deref(), env, &mut problem);
         if let Some(ca) = &pc.ca_file
             && let Err(why) = check_ca_file(ca)
         {

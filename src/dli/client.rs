@@ -1,8 +1,10 @@
 //! The ListBatches client of one project: builds the query once, authenticates it (AK/SK
-//! signature or IAM token), sends it through the [`Transport`] and decodes the page.
+//! signature, IAM token, or a signature with temporary keys), sends it through the
+//! [`Transport`] and decodes the page.
 //!
-//! One call is one page and at most two HTTP requests (the second only to replace a token DLI
-//! rejected). It must not retry for other reasons or walk pages: that is [`super::paging`].
+//! One call is one page and at most two ListBatches requests (the second only to replace a token
+//! or temporary keys DLI rejected), plus whatever fetching credentials takes. It must not retry
+//! for other reasons or walk pages: that is [`super::paging`].
 
 use std::sync::Arc;
 
@@ -10,6 +12,10 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
+use super::auth::keys::MAX_ANSWER_BYTES;
+use super::auth::metadata::{METADATA_TIMEOUT, MetadataService};
+use super::auth::oidc::OidcExchange;
+use super::auth::temporary::{Fetcher, KeySource};
 use super::auth::token::{TokenLogin, TokenSource};
 use super::error::{DliError, Operation};
 use super::http::{ClientBuildError, ClientOptions};
@@ -21,6 +27,8 @@ use crate::config::{Credentials, Project};
 enum Auth {
     AkSk(AkSkSigner),
     Token(Box<TokenSource>),
+    /// Temporary keys from the metadata service or the OIDC exchange, signed like AK/SK.
+    Temporary(Arc<KeySource>),
 }
 
 /// The DLI client of one project.
@@ -57,7 +65,7 @@ impl DliClient {
         let http = super::http::build(project, options)?;
         let transport = Transport::new(
             http,
-            observer,
+            observer.clone(),
             limit,
             options.max_body_bytes,
             options.request_timeout,
@@ -103,6 +111,33 @@ impl DliClient {
                 },
                 transport.clone(),
             ))),
+            Credentials::Metadata { endpoint } => {
+                let http = super::http::build_metadata(&project_id, options, METADATA_TIMEOUT)?;
+                let metadata_transport = Transport::new(
+                    http,
+                    observer.clone(),
+                    Arc::new(Semaphore::new(1)),
+                    MAX_ANSWER_BYTES,
+                    METADATA_TIMEOUT.saturating_mul(2),
+                );
+                Auth::Temporary(Arc::new(KeySource::new(
+                    Fetcher::Metadata(MetadataService::new(endpoint, metadata_transport)),
+                    &project_id,
+                )))
+            }
+            Credentials::Oidc {
+                iam_endpoint,
+                idp_id,
+                id_token_file,
+            } => Auth::Temporary(Arc::new(KeySource::new(
+                Fetcher::Oidc(OidcExchange::new(
+                    iam_endpoint,
+                    idp_id,
+                    id_token_file.clone(),
+                    transport.clone(),
+                )),
+                &project_id,
+            ))),
         };
         Ok(DliClient {
             path: format!("/v2.0/{}/batches", aksk::encode(&project_id)),
@@ -118,10 +153,11 @@ impl DliClient {
         &self.project_id
     }
 
-    /// Tokens fetched from IAM so far (0 with AK/SK).
+    /// Tokens fetched from IAM, or temporary keys obtained, so far (0 with AK/SK).
     pub fn tokens_fetched(&self) -> u64 {
         match &self.auth {
             Auth::Token(t) => t.tokens_fetched(),
+            Auth::Temporary(k) => k.keys_fetched(),
             Auth::AkSk(_) => 0,
         }
     }
@@ -136,28 +172,17 @@ impl DliClient {
             format!("{}{}?{}", self.endpoint, self.path, canonical_query)
         };
         match &self.auth {
-            Auth::AkSk(signer) => {
-                let headers = signer.sign(
-                    "GET",
-                    &self.host,
-                    &self.path,
-                    &canonical_query,
-                    &self.project_id,
-                    &aksk::sdk_date(OffsetDateTime::now_utc()),
-                );
-                let mut request = self.transport.http().get(&url);
-                for (name, value) in headers {
-                    if matches!(name, "Authorization" | "X-Security-Token") {
-                        request = request.header(name, sensitive_header(&value, &url)?);
-                    } else {
-                        request = request.header(name, value);
+            Auth::AkSk(signer) => self.signed(signer, &url, &canonical_query).await,
+            Auth::Temporary(source) => {
+                let signer = source.signer().await?;
+                match self.signed(&signer, &url, &canonical_query).await {
+                    // Keys DLI no longer accepts (revoked early): new ones, once.
+                    Err(e) if e.status() == Some(401) && source.rejected(&signer) => {
+                        let signer = source.signer().await?;
+                        self.signed(&signer, &url, &canonical_query).await
                     }
+                    other => other,
                 }
-                self.transport
-                    .call(Operation::ListBatches, &url, request, |raw| {
-                        parse_page(raw, &url)
-                    })
-                    .await
             }
             Auth::Token(source) => {
                 let mut retried = false;
@@ -187,6 +212,38 @@ impl DliClient {
                 }
             }
         }
+    }
+}
+
+impl DliClient {
+    /// One ListBatches request signed with `signer`.
+    async fn signed(
+        &self,
+        signer: &AkSkSigner,
+        url: &str,
+        canonical_query: &str,
+    ) -> Result<BatchPage, DliError> {
+        let headers = signer.sign(
+            "GET",
+            &self.host,
+            &self.path,
+            canonical_query,
+            &self.project_id,
+            &aksk::sdk_date(OffsetDateTime::now_utc()),
+        );
+        let mut request = self.transport.http().get(url);
+        for (name, value) in headers {
+            if matches!(name, "Authorization" | "X-Security-Token") {
+                request = request.header(name, sensitive_header(&value, url)?);
+            } else {
+                request = request.header(name, value);
+            }
+        }
+        self.transport
+            .call(Operation::ListBatches, url, request, |raw| {
+                parse_page(raw, url)
+            })
+            .await
     }
 }
 

@@ -12,13 +12,28 @@ use std::time::Duration;
 pub enum Operation {
     ListBatches,
     IamToken,
+    /// The ECS/CCE metadata service: session token and temporary keys (`auth.kind = "metadata"`).
+    Metadata,
+    /// The OIDC exchange with IAM: id token to unscoped token to temporary keys
+    /// (`auth.kind = "oidc"`).
+    Oidc,
 }
 
 impl Operation {
+    /// Every operation, for metrics that exist at 0 from the start.
+    pub const ALL: [Operation; 4] = [
+        Operation::ListBatches,
+        Operation::IamToken,
+        Operation::Metadata,
+        Operation::Oidc,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Operation::ListBatches => "list_batches",
             Operation::IamToken => "iam_token",
+            Operation::Metadata => "metadata",
+            Operation::Oidc => "oidc",
         }
     }
 }
@@ -85,8 +100,9 @@ pub struct ApiErrorBody {
     pub request_id: Option<String>,
 }
 
-/// A failed DLI or IAM request (or a failed walk built from them).
-#[derive(Debug, thiserror::Error)]
+/// A failed DLI or IAM request (or a failed walk built from them). `Clone` so that one failed
+/// credential refresh can answer every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DliError {
     #[error("{operation} {url}: timed out after {}", humantime::format_duration(*.after))]
     Timeout {

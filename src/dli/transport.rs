@@ -73,7 +73,7 @@ pub struct Transport {
     limit: Arc<Semaphore>,
     max_body_bytes: usize,
     request_timeout: Duration,
-    /// One hold-off state per endpoint: ListBatches goes to DLI, tokens to IAM.
+    /// One hold-off state per endpoint: ListBatches goes to DLI, tokens and the OIDC exchange to IAM.
     throttles: Arc<[Throttle; 2]>,
 }
 
@@ -108,7 +108,8 @@ impl Transport {
     pub fn throttle(&self, operation: Operation) -> &Throttle {
         match operation {
             Operation::ListBatches => &self.throttles[0],
-            Operation::IamToken => &self.throttles[1],
+            // IAM, and the metadata service (which has a transport of its own).
+            Operation::IamToken | Operation::Oidc | Operation::Metadata => &self.throttles[1],
         }
     }
 

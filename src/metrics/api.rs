@@ -29,7 +29,7 @@ impl ApiMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "dli_api_requests_total",
-                "HTTP requests sent to DLI or IAM, retries included.",
+                "HTTP requests sent to DLI, IAM or the metadata service, retries included.",
             ),
             &["operation"],
         )?;
@@ -55,7 +55,7 @@ impl ApiMetrics {
             ),
             &["operation"],
         )?;
-        for op in [Operation::ListBatches, Operation::IamToken] {
+        for op in Operation::ALL {
             requests.with_label_values(&[op.as_str()]);
             held.with_label_values(&[op.as_str()]);
             duration.with_label_values(&[op.as_str()]);

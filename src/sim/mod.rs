@@ -14,11 +14,14 @@
 //!
 //! Layout: `mod.rs` (this handle and its configuration), `server.rs` (hyper plumbing and routing),
 //! `jobs.rs` ([`SimJob`] and seeded generation), `faults.rs` ([`FaultRule`], [`Fault`] and matching),
-//! `auth.rs` (signature and token checks, the IAM token endpoint), `lively.rs` (the lively world that `--demo` polls).
+//! `auth.rs` (signature and token checks, the IAM token endpoint), `keyless.rs` (the metadata
+//! service and the OIDC exchange, issuing short-lived temporary keys), `lively.rs` (the lively
+//! world that `--demo` polls).
 
 mod auth;
 mod faults;
 mod jobs;
+mod keyless;
 mod lively;
 mod server;
 #[cfg(test)]
@@ -38,6 +41,7 @@ use crate::secret::Secret;
 
 pub use faults::{Fault, FaultRule};
 pub use jobs::{JOB_STATES, SimJob};
+pub use keyless::{DEMO_ID_TOKEN, DEMO_IDP_ID, NO_AGENCY_MESSAGE, Outage, Service};
 pub use lively::{LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, start_lively, start_lively_with};
 
 /// Access key accepted by [`SimConfig::default`].
@@ -98,6 +102,19 @@ pub struct SimConfig {
     pub total_mode: TotalMode,
     /// An `X-Sdk-Date` further than this from the server clock is rejected with 401 APIGW.0303.
     pub max_clock_skew: Duration,
+    /// How long temporary keys from the metadata service or the OIDC exchange are valid (the
+    /// OIDC exchange gives the smaller of this and the `duration_seconds` asked for).
+    pub temporary_key_lifetime: Duration,
+    /// The metadata service hands out session tokens; when false, `PUT
+    /// /meta-data/latest/api/token` answers 404 (a service without them).
+    pub metadata_session_tokens: bool,
+    /// With session tokens on: `GET /openstack/latest/securitykey` without one answers 401.
+    pub metadata_requires_session_token: bool,
+    /// The instance has an agency; when false the keys request answers 401 with
+    /// [`NO_AGENCY_MESSAGE`].
+    pub agency: bool,
+    /// The identity provider id the OIDC exchange accepts in `X-Idp-Id`.
+    pub oidc_idp_id: String,
 }
 
 impl Default for SimConfig {
@@ -114,6 +131,11 @@ impl Default for SimConfig {
             max_page_size: None,
             total_mode: TotalMode::Full,
             max_clock_skew: Duration::from_secs(15 * 60),
+            temporary_key_lifetime: Duration::from_secs(3600),
+            metadata_session_tokens: true,
+            metadata_requires_session_token: false,
+            agency: true,
+            oidc_idp_id: DEMO_IDP_ID.to_string(),
         }
     }
 }
@@ -131,6 +153,16 @@ pub struct SimStats {
     pub auth_rejections: u64,
     /// Fault actions applied (each rule application counts once, terminal or not).
     pub faults_injected: u64,
+    /// `PUT /meta-data/latest/api/token` requests, whatever their outcome.
+    pub metadata_token_requests: u64,
+    /// `GET /openstack/latest/securitykey` requests, whatever their outcome.
+    pub metadata_key_requests: u64,
+    /// Requests to either step of the OIDC exchange, whatever their outcome.
+    pub oidc_requests: u64,
+    /// Temporary keys handed out (metadata service and OIDC exchange).
+    pub temporary_keys_issued: u64,
+    /// Requests refused because their temporary keys had expired.
+    pub expired_key_rejections: u64,
 }
 
 /// One ListBatches request as the simulator saw it.
@@ -169,8 +201,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn snapshot(&self) -> SimStats {
+    fn snapshot(&self, keyless: &keyless::KeylessCounters) -> SimStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SimStats {
+            metadata_token_requests: get(&keyless.session_token_requests),
+            metadata_key_requests: get(&keyless.security_key_requests),
+            oidc_requests: get(&keyless.oidc_requests),
+            temporary_keys_issued: get(&keyless.keys_issued),
+            expired_key_rejections: get(&keyless.expired_key_rejections),
             list_batches_requests: self.list_batches_requests.load(Ordering::Relaxed),
             iam_token_requests: self.iam_token_requests.load(Ordering::Relaxed),
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
@@ -179,13 +217,18 @@ impl Counters {
         }
     }
 
-    fn reset(&self) {
+    fn reset(&self, keyless: &keyless::KeylessCounters) {
         for c in [
             &self.list_batches_requests,
             &self.iam_token_requests,
             &self.tokens_issued,
             &self.auth_rejections,
             &self.faults_injected,
+            &keyless.session_token_requests,
+            &keyless.security_key_requests,
+            &keyless.oidc_requests,
+            &keyless.keys_issued,
+            &keyless.expired_key_rejections,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -225,6 +268,8 @@ pub(crate) struct Inner {
     pub(crate) misc_rng: Mutex<StdRng>,
     pub(crate) counters: Counters,
     pub(crate) log: Mutex<VecDeque<LoggedRequest>>,
+    /// Metadata service and OIDC exchange: issued tokens and keys, outages.
+    pub(crate) keyless: keyless::KeylessState,
 }
 
 impl Inner {
@@ -310,6 +355,7 @@ impl Simulator {
             misc_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
             counters: Counters::default(),
             log: Mutex::new(VecDeque::new()),
+            keyless: keyless::KeylessState::default(),
         });
         server::spawn(listener, inner.clone());
         Ok(Simulator { inner })
@@ -444,6 +490,31 @@ impl Simulator {
         lock(&self.inner.tokens).keys().map(Secret::new).collect()
     }
 
+    /// Takes the metadata service or the OIDC exchange down for `duration`: every request to it
+    /// gets `outage` meanwhile (`Duration::ZERO` ends an outage at once).
+    pub fn outage(&self, service: Service, duration: Duration, outage: Outage) {
+        self.inner.keyless.set_outage(service, duration, outage);
+    }
+
+    /// The id tokens the OIDC exchange accepts from now on (instead of [`DEMO_ID_TOKEN`]).
+    pub fn accept_id_tokens(&self, tokens: &[&str]) {
+        self.inner
+            .keyless
+            .accept_id_tokens(tokens.iter().map(|t| Secret::new(*t)).collect());
+    }
+
+    /// Every metadata session token issued so far is now rejected with 401, as if expired.
+    pub fn expire_metadata_sessions(&self) {
+        self.inner.keyless.expire_sessions();
+    }
+
+    /// Every secret the keyless endpoints issued: session tokens, unscoped tokens, temporary
+    /// access keys, secret keys and security tokens (for tests that check none shows up in logs
+    /// or metrics).
+    pub fn issued_keyless_secrets(&self) -> Vec<Secret> {
+        self.inner.keyless.issued_secrets()
+    }
+
     /// Token requests scoped by project `name` (a region id) get this project id.
     pub fn map_project_name(&self, name: &str, project_id: &str) {
         lock(&self.inner.project_names).insert(name.to_string(), project_id.to_string());
@@ -451,7 +522,7 @@ impl Simulator {
 
     /// Counters since start or the last [`Simulator::reset_stats`].
     pub fn stats(&self) -> SimStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(&self.inner.keyless.counters)
     }
 
     /// Every ListBatches request so far (the last [`REQUEST_LOG_CAPACITY`]), oldest first.
@@ -461,7 +532,7 @@ impl Simulator {
 
     /// Zeroes the counters and empties the request log.
     pub fn reset_stats(&self) {
-        self.inner.counters.reset();
+        self.inner.counters.reset(&self.inner.keyless.counters);
         lock(&self.inner.log).clear();
     }
 

@@ -1,5 +1,6 @@
 //! Hyper plumbing and routing: the accept loop, one HTTP/1 connection task per client, and the
-//! handlers for `GET /v2.0/{project_id}/batches` and `POST /v3/auth/tokens`.
+//! handlers for `GET /v2.0/{project_id}/batches` and `POST /v3/auth/tokens`; the keyless
+//! endpoints are answered by `keyless.rs` and sent from here.
 //!
 //! Owns turning requests into responses, including faults. It must not panic on input: anything
 //! malformed gets a 4xx, and nothing from the network is `unwrap`ped.
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{self, Fault, Target};
 use super::jobs::{self, SimJob};
+use super::keyless::{self, Answer, Endpoint};
 use super::{Inner, LoggedRequest, TotalMode, auth, bump, lock, now_ms};
 
 /// Request bodies larger than this are refused (413).
@@ -119,12 +121,16 @@ fn error_response(status: u16, code: &str, msg: &str, request_id: &str) -> Respo
 enum Route {
     Batches(String),
     Tokens,
+    Keyless(Endpoint),
     NotFound,
 }
 
 fn route(path: &str) -> Route {
     if path == "/v3/auth/tokens" {
         return Route::Tokens;
+    }
+    if let Some(endpoint) = keyless::route(path) {
+        return Route::Keyless(endpoint);
     }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut segments = trimmed.split('/');
@@ -152,19 +158,15 @@ async fn handle(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
-    let allowed = match route {
-        Route::Batches(_) => parts.method == Method::GET,
-        Route::Tokens => parts.method == Method::POST,
-        Route::NotFound => true,
+    let allow = match route {
+        Route::Batches(_) => Some("GET"),
+        Route::Tokens => Some("POST"),
+        Route::Keyless(endpoint) => Some(endpoint.method()),
+        Route::NotFound => None,
     };
-    if !allowed {
+    if let Some(allow) = allow.filter(|a| parts.method.as_str() != *a) {
         let request_id = inner.request_id();
         let mut resp = error_response(405, "APIGW.0105", "Method not allowed", &request_id);
-        let allow = if matches!(route, Route::Tokens) {
-            "POST"
-        } else {
-            "GET"
-        };
         resp.headers_mut().insert(
             hyper::header::ALLOW,
             hyper::header::HeaderValue::from_static(allow),
@@ -197,6 +199,21 @@ async fn handle(
             .await
         }
         Route::Tokens => tokens(&inner, &body, &reset).await,
+        Route::Keyless(endpoint) => {
+            let request_id = inner.request_id();
+            let fault = match keyless::handle(&inner, endpoint, &parts.headers, &body) {
+                Answer::Respond(status, content_type, body, subject_token) => {
+                    let mut resp = respond(status, content_type, body, &request_id);
+                    if let Some(v) = subject_token.and_then(|t| t.parse().ok()) {
+                        resp.headers_mut().insert("x-subject-token", v);
+                    }
+                    return resp;
+                }
+                Answer::Reset => Fault::ResetConnection,
+                Answer::Hang => Fault::Hang,
+            };
+            answer_fault(fault, &request_id, 200, &reset, Vec::new).await
+        }
         Route::NotFound => {
             let request_id = inner.request_id();
             error_response(
