@@ -11,9 +11,11 @@
 mod demo;
 mod reload;
 mod run;
+mod shard;
 mod signals;
 
 pub use run::{RunError, check_config, once, serve};
+pub use shard::{os_hostname, resolve_shard};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -32,6 +34,7 @@ use crate::dli::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
 use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome};
+use crate::poll::shard::{Shard, assigned};
 use crate::store::{QueueKey, SnapshotStore};
 use crate::web::config::{WEB_CONFIG_POLL_INTERVAL, WebConfigError, WebConfigWatcher};
 use crate::web::server::{self, Limits, ReloadFn, ServerState};
@@ -73,6 +76,8 @@ pub struct StartOptions {
     pub web_config_poll: std::time::Duration,
     /// Server limits (sizes, timeouts, concurrency).
     pub limits: Limits,
+    /// `--shard`/`--total-shards`: poll only the queues assigned to this shard (`None`: all).
+    pub shard: Option<Shard>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -83,6 +88,7 @@ impl std::fmt::Debug for StartOptions {
             .field("web", &self.web)
             .field("web_config_poll", &self.web_config_poll)
             .field("limits", &self.limits)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -94,13 +100,16 @@ impl Default for StartOptions {
             web: None,
             web_config_poll: WEB_CONFIG_POLL_INTERVAL,
             limits: Limits::default(),
+            shard: None,
         }
     }
 }
 
-fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
+/// The queues this exporter polls: every configured one, or those assigned to `shard`.
+fn queue_keys(settings: &Settings, shard: Option<&Shard>) -> Vec<QueueKey> {
     settings
         .queue_pairs()
+        .filter(|(p, q)| assigned(&p.project_id, q, shard))
         .map(|(p, q)| QueueKey::new(&p.project_id, q))
         .collect()
 }
@@ -171,9 +180,13 @@ impl App {
             web,
             web_config_poll,
             limits,
+            shard,
         } = options;
-        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+        let store = Arc::new(SnapshotStore::new(queue_keys(settings, shard.as_ref())));
         let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
+        if let Some(s) = &shard {
+            metrics.set_shard(s.ordinal(), s.total());
+        }
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
@@ -184,6 +197,7 @@ impl App {
             shutdown: shutdown.clone(),
             source,
             web: web.clone(),
+            shard,
             running: tokio::sync::Mutex::new(Running {
                 settings: settings.clone(),
                 pollers: shutdown.child_token(),
@@ -259,13 +273,20 @@ impl App {
     }
 }
 
-/// `--once`: polls every queue one time and returns the exposition and each queue's outcome.
-pub async fn poll_once(settings: &Settings) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
-    let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+/// `--once`: polls every queue (of `shard`, when given) one time and returns the exposition and
+/// each queue's outcome.
+pub async fn poll_once(
+    settings: &Settings,
+    shard: Option<&Shard>,
+) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
+    let store = Arc::new(SnapshotStore::new(queue_keys(settings, shard)));
     let metrics = Metrics::new(store.clone(), collector_options(settings))?;
+    if let Some(s) = shard {
+        metrics.set_shard(s.ordinal(), s.total());
+    }
     let clients = build_clients(settings, &metrics)?;
     let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
-    let targets = scheduler::queue_targets(settings, &clients);
+    let targets = scheduler::shard_targets(settings, &clients, shard);
     let outcomes = scheduler::poll_all_once(&targets, &context).await;
     Ok((metrics.render(), outcomes))
 }

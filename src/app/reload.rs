@@ -7,11 +7,12 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ReloadError, build_clients, collector_options, queue_keys};
+use super::{ReloadError, build_clients, collector_options, queue_keys, shard};
 use crate::config::{self, Env, Settings};
 use crate::dli::ClientBuildError;
 use crate::metrics::Metrics;
 use crate::poll::scheduler::{self, PollContext, Trackers};
+use crate::poll::shard::Shard;
 use crate::store::{LifecycleSink, SnapshotStore};
 use crate::web::WebConfigWatcher;
 
@@ -29,6 +30,8 @@ pub(super) struct Control {
     pub(super) shutdown: CancellationToken,
     pub(super) source: Option<(PathBuf, Env)>,
     pub(super) web: Option<Arc<WebConfigWatcher>>,
+    /// This exporter's shard, for the life of the process (flags are not reloaded).
+    pub(super) shard: Option<Shard>,
     pub(super) running: tokio::sync::Mutex<Running>,
 }
 
@@ -41,8 +44,8 @@ impl Control {
         running: &mut Running,
     ) -> Result<(), ClientBuildError> {
         let clients = build_clients(&settings, &self.metrics)?;
-        let keys = queue_keys(&settings);
-        for old in queue_keys(&running.settings) {
+        let keys = queue_keys(&settings, self.shard.as_ref());
+        for old in queue_keys(&running.settings, self.shard.as_ref()) {
             if !keys.contains(&old) {
                 self.metrics.lifecycle.remove_queue(&old);
                 running.trackers.remove(&old);
@@ -62,7 +65,8 @@ impl Control {
             settings.metrics.max_owners_per_queue,
         );
         context.lifecycle = Some(self.metrics.lifecycle_sink());
-        let targets = scheduler::queue_targets(&settings, &clients);
+        let targets = scheduler::shard_targets(&settings, &clients, self.shard.as_ref());
+        shard::log_assignment(self.shard.as_ref(), &settings, targets.len());
         scheduler::spawn_pollers(
             targets,
             context,

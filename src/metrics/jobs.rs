@@ -71,7 +71,7 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
     ),
     (
         UP,
-        "1 if the last poll of at least one queue succeeded, else 0.",
+        "1 if the last poll of at least one queue succeeded (or no queue is assigned to this exporter), else 0.",
         &[],
     ),
 ];
@@ -130,8 +130,10 @@ impl Collector for JobsCollector {
             .unwrap_or_else(|e| e.into_inner().clone());
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
-        let mut up = false;
-        for (key, status) in self.store.view() {
+        let view = self.store.view();
+        // No queue to poll (a shard with none assigned): nothing of this exporter failed.
+        let mut up = view.is_empty();
+        for (key, status) in view {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
             if status.attempted {
                 up |= status.last_success;

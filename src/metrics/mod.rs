@@ -83,6 +83,8 @@ pub struct Metrics {
     cache: RenderCache,
     pub lifecycle: Arc<LifecycleMetrics>,
     pub reload: ReloadMetrics,
+    shard_ordinal: IntGauge,
+    total_shards: IntGauge,
 }
 
 impl Metrics {
@@ -104,6 +106,18 @@ impl Metrics {
             .with_label_values(&[VERSION, REVISION, RUSTC_VERSION])
             .set(1);
         registry.register(Box::new(build_info))?;
+        // An exporter that is not sharded is the one shard of one.
+        let shard_ordinal = IntGauge::new(
+            "dli_exporter_shard_ordinal",
+            "This exporter's shard number (--shard, from 0); 0 when not sharded.",
+        )?;
+        let total_shards = IntGauge::new(
+            "dli_exporter_total_shards",
+            "How many shards share the configured queues (--total-shards); 1 when not sharded.",
+        )?;
+        total_shards.set(1);
+        registry.register(Box::new(shard_ordinal.clone()))?;
+        registry.register(Box::new(total_shards.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -124,7 +138,16 @@ impl Metrics {
             lifecycle,
             reload,
             changes,
+            shard_ordinal,
+            total_shards,
         })
+    }
+
+    /// This exporter is shard `ordinal` of `total` (`--shard`, `--total-shards`).
+    pub fn set_shard(&self, ordinal: u32, total: u32) {
+        self.shard_ordinal.set(i64::from(ordinal));
+        self.total_shards.set(i64::from(total));
+        self.changes.bump();
     }
 
     /// The observer to hand to DLI clients.
@@ -255,6 +278,12 @@ mod tests {
             "dli_api_request_failures_total{operation=\"list_batches\",reason=\"throttled\"} 0"
         ));
         assert!(t.contains("dli_exporter_build_info{"));
+        assert!(t.contains("dli_exporter_shard_ordinal 0\n"), "{t}");
+        assert!(t.contains("dli_exporter_total_shards 1\n"), "{t}");
+        metrics.set_shard(2, 3);
+        let t = text(&metrics);
+        assert!(t.contains("dli_exporter_shard_ordinal 2\n"), "{t}");
+        assert!(t.contains("dli_exporter_total_shards 3\n"), "{t}");
 
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,

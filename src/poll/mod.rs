@@ -4,3 +4,4 @@
 pub mod aggregate;
 pub mod lifecycle;
 pub mod scheduler;
+pub mod shard;

@@ -175,11 +175,12 @@ impl SnapshotStore {
         }
     }
 
-    /// `dli_up`: the last poll of at least one queue succeeded.
+    /// `dli_up`: the last poll of at least one queue succeeded, or there is no queue to poll
+    /// (a shard with none assigned: nothing of its own failed).
     pub fn up(&self) -> bool {
         self.queues
             .read()
-            .map(|q| q.values().any(|s| s.last_success))
+            .map(|q| q.is_empty() || q.values().any(|s| s.last_success))
             .unwrap_or(false)
     }
 }
@@ -224,5 +225,8 @@ mod tests {
         assert_eq!(store.attempted(), (1, 2));
         store.set_queues([b]);
         assert_eq!(store.attempted(), (0, 1));
+        assert!(!store.up(), "a queue that has not succeeded");
+        store.set_queues([]);
+        assert!(store.up(), "no queue to poll: nothing failed");
     }
 }

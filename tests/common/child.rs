@@ -27,6 +27,17 @@ impl Drop for ChildGuard {
 }
 
 impl ChildGuard {
+    /// Takes charge of a child started elsewhere, whose outputs go to `{name}.stdout` and
+    /// `{name}.stderr` in `dir`.
+    pub fn adopt(child: Child, dir: &Path, name: &str) -> ChildGuard {
+        ChildGuard {
+            child,
+            stdout: dir.join(format!("{name}.stdout")),
+            stderr: dir.join(format!("{name}.stderr")),
+            _dir: None,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -137,4 +148,35 @@ pub async fn run(
     let mut child = spawn(dir, name, args, env);
     let status = child.wait_exit(within).await;
     (status, child)
+}
+
+/// Scrapes `url` until `pred` holds for the body of a 200 answer (at most `within`), checking
+/// that `child` is alive meanwhile; returns that body.
+pub async fn scrape_until(
+    child: &mut ChildGuard,
+    url: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let client = super::http();
+    let deadline = Instant::now() + within;
+    let mut last = String::new();
+    loop {
+        child.assert_running();
+        if let Ok(r) = client.get(url).send().await
+            && r.status() == reqwest::StatusCode::OK
+        {
+            last = r.text().await.unwrap_or_default();
+            if pred(&last) {
+                return last;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}\nlast answer:\n{last}\n{}",
+            child.outputs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -239,3 +239,9 @@ pub fn value(text: &str, series: &str) -> Option<f64> {
         Some(rest.trim().parse().expect("sample value"))
     })
 }
+
+/// A loopback port that was free a moment ago (for a child process to listen on).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
