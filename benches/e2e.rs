@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 
 use dli_exporter::sim::{Fault, FaultRule, SimConfig, Simulator};
 
-use common::{HttpConn, NOW_MS, PID, PollSettings, sample};
+use common::exposition::{jobs_series, queue_series, value};
+use common::{HttpConn, NOW_MS, PID, PollSettings};
+use dli_exporter::dli::states::KNOWN_STATES;
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -298,7 +300,6 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
         mib(status_kib(pid, "VmRSS:"))
     );
 
-    let q_label = format!("queue=\"{queue}\"");
     let mut last_ts = 0.0;
     let mut requests_before = sim.stats().list_batches_requests;
     let mut cpu_before = cpu_seconds(pid);
@@ -309,12 +310,11 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
             let (_, text) = common::get_text(exporter.addr, "/metrics")
                 .await
                 .map_err(|e| format!("scrape: {e}"))?;
-            let ts = sample(
+            let ts = value(
                 &text,
-                "dli_last_successful_poll_timestamp_seconds",
-                &[&q_label],
+                &queue_series("dli_last_successful_poll_timestamp_seconds", &queue),
             );
-            let ok = sample(&text, "dli_poll_success", &[&q_label]);
+            let ok = value(&text, &queue_series("dli_poll_success", &queue));
             if ok == Some(0.0) {
                 return Err(format!("walk {walk} failed:\n{}", poll_lines(&text)));
             }
@@ -331,17 +331,12 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
         };
         let requests_now = sim.stats().list_batches_requests;
         let cpu_now = cpu_seconds(pid);
-        let duration = sample(&text, "dli_poll_duration_seconds", &[&q_label]).unwrap_or(0.0);
-        let walk_pages = sample(&text, "dli_poll_pages", &[&q_label]).unwrap_or(0.0);
-        let listed: f64 = common::STATES
+        let duration =
+            value(&text, &queue_series("dli_poll_duration_seconds", &queue)).unwrap_or(0.0);
+        let walk_pages = value(&text, &queue_series("dli_poll_pages", &queue)).unwrap_or(0.0);
+        let listed: f64 = KNOWN_STATES
             .iter()
-            .filter_map(|s| {
-                sample(
-                    &text,
-                    "dli_batch_jobs",
-                    &[&q_label, &format!("state=\"{s}\"")],
-                )
-            })
+            .filter_map(|s| value(&text, &jobs_series(&queue, s)))
             .sum();
         let requests = requests_now - requests_before;
         let cpu = cpu_now - cpu_before;
@@ -418,9 +413,7 @@ async fn scrape_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> 
             .map_err(|e| format!("scrape: {e}"))?;
         let polled = queues
             .iter()
-            .filter(|q| {
-                sample(&text, "dli_poll_success", &[&format!("queue=\"{q}\"")]) == Some(1.0)
-            })
+            .filter(|q| value(&text, &queue_series("dli_poll_success", q)) == Some(1.0))
             .count();
         if polled == queues.len() {
             break text;

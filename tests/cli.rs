@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::TcpListener as StdTcpListener;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
@@ -31,55 +30,40 @@ async fn run(args: &[&str], files: &[(&str, &str)], within: Duration) -> (ExitSt
     (status, child)
 }
 
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = StdTcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+/// `--once` with `config` as its file (at most 20 s).
+async fn run_once(config: &str) -> (ExitStatus, ChildGuard) {
+    run(
+        &["--once", "--config.file", "c.toml"],
+        &[("c.toml", config)],
+        Duration::from_secs(20),
+    )
+    .await
 }
 
-/// Scrapes `url` until `pred` holds (at most `within`); checks that the child is alive meanwhile.
-async fn wait_for_metrics(
-    child: &mut ChildGuard,
-    url: &str,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let client = http();
-    let deadline = Instant::now() + within;
-    let mut last = String::new();
-    loop {
-        child.assert_running();
-        if let Ok(r) = client.get(url).send().await
-            && r.status() == reqwest::StatusCode::OK
-        {
-            last = r.text().await.unwrap_or_default();
-            if pred(&last) {
-                return last;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}; last scrape:\n{last}\n{}",
-            child.outputs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// `--check-config` of the file `name` (written from `files`, if there) (at most 10 s).
+async fn check_config(name: &str, files: &[(&str, &str)]) -> (ExitStatus, ChildGuard) {
+    run(
+        &["--check-config", "--config.file", name],
+        files,
+        Duration::from_secs(10),
+    )
+    .await
 }
 
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        Some(rest.trim().parse().expect("sample value"))
-    })
+/// The daemon with `config` as its file, on a free loopback port: the child and its
+/// listen address.
+fn spawn_daemon(config: &str) -> (ChildGuard, String) {
+    let listen = child::free_listen_address();
+    let child = spawn(
+        &["--config.file", "c.toml", "--web.listen-address", &listen],
+        &[("c.toml", config)],
+        &[],
+    );
+    (child, listen)
 }
 
-fn jobs_series(project: &str, queue: &str, state: &str) -> String {
-    format!("dli_batch_jobs{{project_id=\"{project}\",queue=\"{queue}\",state=\"{state}\"}}")
-}
-
-fn poll_success_series(project: &str, queue: &str) -> String {
-    format!("dli_poll_success{{project_id=\"{project}\",queue=\"{queue}\"}}")
+fn poll_success_series(queue: &str) -> String {
+    queue_series("dli_poll_success", queue)
 }
 
 const AK: &str = "AKCHECKCONFIG0000001";
@@ -109,12 +93,7 @@ const GOOD_POLL: &str = "interval = \"30s\"\ntimeout = \"20s\"\nrequest_timeout 
 #[tokio::test]
 async fn check_config_accepts_a_good_file_without_printing_secrets() {
     let good = check_config_toml(GOOD_POLL, r#"["etl", "adhoc"]"#);
-    let (status, child) = run(
-        &["--check-config", "--config.file", "good.toml"],
-        &[("good.toml", &good)],
-        Duration::from_secs(10),
-    )
-    .await;
+    let (status, child) = check_config("good.toml", &[("good.toml", &good)]).await;
     let (out, err) = (child.stdout(), child.stderr());
     assert_eq!(status.code(), Some(0), "{}", child.outputs());
     assert!(out.contains(DEMO_PROJECT_ID), "{out}");
@@ -172,12 +151,7 @@ async fn check_config_rejects_bad_files_naming_the_key() {
         ),
     ];
     for (what, text, expected) in cases {
-        let (status, child) = run(
-            &["--check-config", "--config.file", "bad.toml"],
-            &[("bad.toml", &text)],
-            Duration::from_secs(10),
-        )
-        .await;
+        let (status, child) = check_config("bad.toml", &[("bad.toml", &text)]).await;
         assert_eq!(status.code(), Some(1), "{what}\n{}", child.outputs());
         let err = child.stderr();
         for needle in expected {
@@ -199,12 +173,7 @@ async fn check_config_rejects_bad_files_naming_the_key() {
     }
 
     // A missing file is named too.
-    let (status, child) = run(
-        &["--check-config", "--config.file", "missing.toml"],
-        &[],
-        Duration::from_secs(10),
-    )
-    .await;
+    let (status, child) = check_config("missing.toml", &[]).await;
     assert_eq!(status.code(), Some(1), "{}", child.outputs());
     assert!(
         child.stderr().contains("missing.toml"),
@@ -271,12 +240,7 @@ async fn sim_with_jobs() -> Simulator {
 async fn once_prints_the_exposition_and_exits_zero() {
     let sim = sim_with_jobs().await;
     let config = sim_config(&sim, &["etl", "adhoc"], DEMO_SECRET_KEY);
-    let (status, child) = run(
-        &["--once", "--config.file", "c.toml"],
-        &[("c.toml", &config)],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (status, child) = run_once(&config).await;
     assert_eq!(status.code(), Some(0), "{}", child.outputs());
     let out = child.stdout();
     for (queue, state, n) in [
@@ -289,7 +253,7 @@ async fn once_prints_the_exposition_and_exits_zero() {
         ("adhoc", "running", 0.0),
     ] {
         assert_eq!(
-            value(&out, &jobs_series(PID, queue, state)),
+            value(&out, &jobs_series(queue, state)),
             Some(n),
             "{queue}/{state}\n{out}"
         );
@@ -304,8 +268,8 @@ async fn once_prints_the_exposition_and_exits_zero() {
         Some(1.0),
         "{out}"
     );
-    assert_eq!(value(&out, &poll_success_series(PID, "etl")), Some(1.0));
-    assert_eq!(value(&out, &poll_success_series(PID, "adhoc")), Some(1.0));
+    assert_eq!(value(&out, &poll_success_series("etl")), Some(1.0));
+    assert_eq!(value(&out, &poll_success_series("adhoc")), Some(1.0));
     assert_eq!(value(&out, "dli_up"), Some(1.0), "{out}");
     // stdout is the exposition and nothing else (logs go to stderr).
     assert!(
@@ -328,12 +292,7 @@ async fn once_exits_one_naming_the_failing_queue() {
     let sim = sim_with_jobs().await;
     sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")).queue("broken"));
     let config = sim_config(&sim, &["etl", "broken"], DEMO_SECRET_KEY);
-    let (status, child) = run(
-        &["--once", "--config.file", "c.toml"],
-        &[("c.toml", &config)],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (status, child) = run_once(&config).await;
     assert_eq!(status.code(), Some(1), "{}", child.outputs());
     let (out, err) = (child.stdout(), child.stderr());
     assert!(err.contains("broken"), "stderr names the queue\n{err}");
@@ -343,17 +302,13 @@ async fn once_exits_one_naming_the_failing_queue() {
     );
     // The healthy queue is still exported.
     assert_eq!(
-        value(&out, &jobs_series(PID, "etl", "running")),
+        value(&out, &jobs_series("etl", "running")),
         Some(2.0),
         "{out}"
     );
+    assert_eq!(value(&out, &poll_success_series("etl")), Some(1.0), "{out}");
     assert_eq!(
-        value(&out, &poll_success_series(PID, "etl")),
-        Some(1.0),
-        "{out}"
-    );
-    assert_eq!(
-        value(&out, &poll_success_series(PID, "broken")),
+        value(&out, &poll_success_series("broken")),
         Some(0.0),
         "{out}"
     );
@@ -369,12 +324,7 @@ async fn once_exits_one_with_a_wrong_secret_key() {
     let wrong = "wrongSecretKey00000000000000000000000000";
     let config = sim_config(&sim, &["etl"], wrong);
     let started = Instant::now();
-    let (status, child) = run(
-        &["--once", "--config.file", "c.toml"],
-        &[("c.toml", &config)],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (status, child) = run_once(&config).await;
     assert_eq!(status.code(), Some(1), "{}", child.outputs());
     let err = child.stderr();
     assert!(err.contains("etl"), "stderr names the queue\n{err}");
@@ -400,27 +350,16 @@ async fn once_exits_one_with_a_wrong_secret_key() {
 async fn daemon_stops_on(signal: &str) {
     let sim = sim_with_jobs().await;
     let config = sim_config(&sim, &["etl", "adhoc"], DEMO_SECRET_KEY);
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = spawn(
-        &["--config.file", "c.toml", "--web.listen-address", &listen],
-        &[("c.toml", &config)],
-        &[],
-    );
+    let (mut child, listen) = spawn_daemon(&config);
     let url = format!("http://{listen}/metrics");
-    let text = wait_for_metrics(
-        &mut child,
-        &url,
-        "both queues exported",
-        Duration::from_secs(10),
-        |t| {
-            value(t, &poll_success_series(PID, "etl")) == Some(1.0)
-                && value(t, &poll_success_series(PID, "adhoc")) == Some(1.0)
-        },
-    )
-    .await;
+    let text = child
+        .scrape_until(&url, "both queues exported", Duration::from_secs(10), |t| {
+            value(t, &poll_success_series("etl")) == Some(1.0)
+                && value(t, &poll_success_series("adhoc")) == Some(1.0)
+        })
+        .await;
     assert_eq!(
-        value(&text, &jobs_series(PID, "etl", "running")),
+        value(&text, &jobs_series("etl", "running")),
         Some(2.0),
         "{text}"
     );
@@ -468,38 +407,18 @@ async fn daemon_exits_zero_on_sigterm_while_a_poll_hangs() {
         DEMO_SECRET_KEY,
         "interval = \"20s\"\ntimeout = \"10s\"\nrequest_timeout = \"8s\"",
     );
-    let listen = format!("127.0.0.1:{}", free_port());
-    let mut child = spawn(
-        &["--config.file", "c.toml", "--web.listen-address", &listen],
-        &[("c.toml", &config)],
-        &[],
-    );
-    wait_for_metrics(
-        &mut child,
-        &format!("http://{listen}/metrics"),
-        "the healthy queue exported",
-        Duration::from_secs(10),
-        |t| value(t, &poll_success_series(PID, "etl")) == Some(1.0),
-    )
-    .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sim
-        .request_log()
-        .iter()
-        .any(|r| r.queue.as_deref() == Some("adhoc") && r.status == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the adhoc poll never reached the simulator"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let ready = http()
-        .get(format!("http://{listen}/-/ready"))
-        .send()
-        .await
-        .expect("ready");
-    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let (mut child, listen) = spawn_daemon(&config);
+    child
+        .scrape_until(
+            &format!("http://{listen}/metrics"),
+            "the healthy queue exported",
+            Duration::from_secs(10),
+            |t| value(t, &poll_success_series("etl")) == Some(1.0),
+        )
+        .await;
+    wait_until_hanging(&sim, "adhoc").await;
+    let (ready, _) = get(&http(), &format!("http://{listen}/-/ready")).await;
+    assert_eq!(ready, reqwest::StatusCode::SERVICE_UNAVAILABLE);
     child.signal("TERM");
     let status = child.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "{status}\n{}", child.outputs());
@@ -507,27 +426,20 @@ async fn daemon_exits_zero_on_sigterm_while_a_poll_hangs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_mode_exports_both_queues() {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = child::free_listen_address();
     let mut child = spawn(&["--demo", "--web.listen-address", &listen], &[], &[]);
     let url = format!("http://{listen}/metrics");
-    let pid = DEMO_PROJECT_ID;
     let complete = |t: &str| {
         ["etl", "adhoc"].iter().all(|q| {
-            value(t, &poll_success_series(pid, q)) == Some(1.0)
+            value(t, &poll_success_series(q)) == Some(1.0)
                 && dli_exporter::sim::JOB_STATES
                     .iter()
-                    .all(|s| value(t, &jobs_series(pid, q, s)).is_some())
+                    .all(|s| value(t, &jobs_series(q, s)).is_some())
         }) && value(t, "dli_up") == Some(1.0)
     };
-    let text = wait_for_metrics(
-        &mut child,
-        &url,
-        "the demo queues",
-        Duration::from_secs(10),
-        complete,
-    )
-    .await;
+    let text = child
+        .scrape_until(&url, "the demo queues", Duration::from_secs(10), complete)
+        .await;
     for q in ["etl", "adhoc"] {
         let queue_label = format!("queue=\"{q}\"");
         assert!(
@@ -538,23 +450,19 @@ async fn demo_mode_exports_both_queues() {
         );
         let total: f64 = dli_exporter::sim::JOB_STATES
             .iter()
-            .filter_map(|s| value(&text, &jobs_series(pid, q, s)))
+            .filter_map(|s| value(&text, &jobs_series(q, s)))
             .sum();
         assert!(total > 0.0, "demo queue {q} has jobs\n{text}");
     }
 
     // One more poll (every 5 s in the demo) moves the last-success timestamp.
-    let series =
-        format!("dli_last_successful_poll_timestamp_seconds{{project_id=\"{pid}\",queue=\"etl\"}}");
+    let series = queue_series("dli_last_successful_poll_timestamp_seconds", "etl");
     let first = value(&text, &series).expect("last success timestamp");
-    wait_for_metrics(
-        &mut child,
-        &url,
-        "a second demo poll",
-        Duration::from_secs(8),
-        |t| value(t, &series).is_some_and(|v| v > first),
-    )
-    .await;
+    child
+        .scrape_until(&url, "a second demo poll", Duration::from_secs(8), |t| {
+            value(t, &series).is_some_and(|v| v > first)
+        })
+        .await;
 
     child.signal("TERM");
     let status = child.wait_exit(Duration::from_secs(5)).await;
@@ -596,12 +504,7 @@ async fn build_info_matches_version() {
     let line = version.stdout();
     let sim = sim_with_jobs().await;
     let config = sim_config(&sim, &["adhoc"], DEMO_SECRET_KEY);
-    let (status, child) = run(
-        &["--once", "--config.file", "c.toml"],
-        &[("c.toml", &config)],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (status, child) = run_once(&config).await;
     assert_eq!(status.code(), Some(0), "{}", child.outputs());
     let out = child.stdout();
     let info = out

@@ -10,55 +10,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
 use dli_exporter::app::App;
-use dli_exporter::config::{PollConfig, Settings};
+use dli_exporter::config::PollConfig;
 use dli_exporter::sim::{Fault, FaultRule, SimConfig, SimJob, Simulator};
 use reqwest::StatusCode;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-async fn start(settings: &Settings) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
-    App::start(settings, listener).expect("exporter starts")
-}
-
-fn url(app: &App, path: &str) -> String {
-    format!("http://{}{}", app.addr, path)
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> (StatusCode, String) {
-    let r = client
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-    let status = r.status();
-    (status, r.text().await.expect("body"))
-}
-
-/// Polls `/-/ready` until it answers 200 (at most 5 s).
-async fn wait_ready(client: &reqwest::Client, app: &App) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, body) = get(client, &url(app, "/-/ready")).await;
-        if status == StatusCode::OK {
-            return;
-        }
-        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
-        assert!(Instant::now() < deadline, "not ready after 5 s: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn qlabels(queue: &str) -> String {
-    format!("{{project_id=\"{PID}\",queue=\"{queue}\"}}")
-}
-
-fn jobs_series(queue: &str, state: &str) -> String {
-    format!("dli_batch_jobs{{project_id=\"{PID}\",queue=\"{queue}\",state=\"{state}\"}}")
+fn poll_success(queue: &str) -> String {
+    queue_series("dli_poll_success", queue)
 }
 
 /// The job gauges: what a queue's last good snapshot shows, dropped when it goes stale. (The
@@ -95,6 +55,26 @@ fn job_family_lines(text: &str) -> String {
         .filter(|l| is_job_gauge_line(l))
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+/// The job gauge samples of `queue`, in exposition order.
+fn job_lines(text: &str, queue: &str) -> Vec<String> {
+    let needle = format!("queue=\"{queue}\"");
+    text.lines()
+        .filter(|l| is_job_gauge_line(l) && l.contains(&needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The `content-type` header of an answer, if it is there and ASCII.
+fn content_type(headers: &reqwest::header::HeaderMap) -> Option<&str> {
+    headers.get("content-type").and_then(|v| v.to_str().ok())
+}
+
+/// Starts the exporter on `queues` of `sim` with `poll`, and a client for it.
+async fn serve(sim: &Simulator, queues: &[&str], poll: PollConfig) -> (App, reqwest::Client) {
+    let settings = settings(vec![project(sim, queues, aksk())], poll);
+    (start(&settings).await, http())
 }
 
 /// A poll schedule relaxed enough for a loaded 2-core machine, still well below a second.
@@ -208,16 +188,10 @@ async fn golden_exposition_of_job_metrics() {
     let client = http();
     wait_ready(&client, &app).await;
     // Readiness means one attempt per queue; a loaded machine may need a second for success.
-    let text = wait_for(
-        &client,
-        &app,
-        "both queues polled successfully",
-        Duration::from_secs(5),
-        |t| {
-            value(t, &format!("dli_poll_success{}", qlabels("alpha"))) == Some(1.0)
-                && value(t, &format!("dli_poll_success{}", qlabels("beta"))) == Some(1.0)
-        },
-    )
+    let text = eventually(&client, &app, "both queues polled successfully", |t| {
+        value(t, &poll_success("alpha")) == Some(1.0)
+            && value(t, &poll_success("beta")) == Some(1.0)
+    })
     .await;
     let got = job_family_lines(&text);
     assert_eq!(
@@ -226,14 +200,12 @@ async fn golden_exposition_of_job_metrics() {
     );
     assert_eq!(value(&text, "dli_up"), Some(1.0));
     assert_eq!(
-        value(&text, &format!("dli_poll_pages{}", qlabels("alpha"))),
+        value(&text, &queue_series("dli_poll_pages", "alpha")),
         Some(2.0),
         "one full page, one empty page"
     );
     promtool_check(&text);
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 fn two_queue_jobs(sim: &Simulator) {
@@ -258,35 +230,21 @@ fn two_queue_jobs(sim: &Simulator) {
 }
 
 fn both_succeeded(t: &str) -> bool {
-    value(t, &format!("dli_poll_success{}", qlabels("good"))) == Some(1.0)
-        && value(t, &format!("dli_poll_success{}", qlabels("bad"))) == Some(1.0)
+    value(t, &poll_success("good")) == Some(1.0) && value(t, &poll_success("bad")) == Some(1.0)
 }
 
 fn bad_failed(t: &str) -> bool {
-    value(t, &format!("dli_poll_success{}", qlabels("bad"))) == Some(0.0)
+    value(t, &poll_success("bad")) == Some(0.0)
 }
 
 #[tokio::test]
 async fn failing_queue_keeps_last_values_while_another_updates() {
     let sim = sim(SimConfig::default()).await;
     two_queue_jobs(&sim);
-    let settings = settings(vec![project(&sim, &["good", "bad"], aksk())], quick_poll());
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good", "bad"], quick_poll()).await;
     wait_ready(&client, &app).await;
-    let before = wait_for(
-        &client,
-        &app,
-        "both queues succeeded",
-        Duration::from_secs(5),
-        both_succeeded,
-    )
-    .await;
-    let bad_before: Vec<String> = before
-        .lines()
-        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
-        .map(str::to_string)
-        .collect();
+    let before = eventually(&client, &app, "both queues succeeded", both_succeeded).await;
+    let bad_before = job_lines(&before, "bad");
     assert_eq!(
         value(&before, &jobs_series("bad", "dead")),
         Some(2.0),
@@ -294,28 +252,13 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
     );
 
     sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")).queue("bad"));
-    let failed = wait_for(
-        &client,
-        &app,
-        "the bad queue's poll to fail",
-        Duration::from_secs(5),
-        bad_failed,
-    )
-    .await;
-    let bad_after: Vec<String> = failed
-        .lines()
-        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
-        .map(str::to_string)
-        .collect();
+    let failed = eventually(&client, &app, "the bad queue's poll to fail", bad_failed).await;
+    let bad_after = job_lines(&failed, "bad");
     assert_eq!(
         bad_after, bad_before,
         "a failed poll must keep the last good values"
     );
-    assert_eq!(
-        value(&failed, &format!("dli_poll_success{}", qlabels("good"))),
-        Some(1.0),
-        "{failed}"
-    );
+    assert_eq!(value(&failed, &poll_success("good")), Some(1.0), "{failed}");
     assert_eq!(value(&failed, "dli_up"), Some(1.0), "{failed}");
     assert_eq!(
         value(&failed, &jobs_series("good", "running")),
@@ -325,11 +268,10 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
 
     // The healthy queue keeps moving: g1 finishes.
     assert!(sim.update_job(PID, "good", "g1", |j| j.state = "success".into()));
-    let moved = wait_for(
+    let moved = eventually(
         &client,
         &app,
         "the good queue to show the finished job",
-        Duration::from_secs(5),
         |t| value(t, &jobs_series("good", "success")) == Some(2.0),
     )
     .await;
@@ -339,19 +281,12 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
         "{moved}"
     );
     assert!(bad_failed(&moved), "{moved}");
-    let bad_still: Vec<String> = moved
-        .lines()
-        .filter(|l| is_job_gauge_line(l) && l.contains("queue=\"bad\""))
-        .map(str::to_string)
-        .collect();
+    let bad_still = job_lines(&moved, "bad");
     assert_eq!(
         bad_still, bad_before,
         "the failing queue still shows its last good values"
     );
-    assert_eq!(
-        value(&moved, &format!("dli_poll_success{}", qlabels("good"))),
-        Some(1.0)
-    );
+    assert_eq!(value(&moved, &poll_success("good")), Some(1.0));
     assert_eq!(value(&moved, "dli_up"), Some(1.0));
     // 500 is http_5xx for the failure counter.
     assert!(
@@ -362,9 +297,7 @@ async fn failing_queue_keeps_last_values_while_another_updates() {
         .is_some_and(|v| v >= 1.0),
         "{moved}"
     );
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 fn unix_now() -> f64 {
@@ -386,43 +319,23 @@ async fn failing_queue_job_series_go_stale_but_poll_metrics_stay() {
         stale_after,
         ..fast_poll()
     };
-    let settings = settings(vec![project(&sim, &["good", "bad"], aksk())], poll);
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good", "bad"], poll).await;
     wait_ready(&client, &app).await;
-    wait_for(
-        &client,
-        &app,
-        "both queues succeeded",
-        Duration::from_secs(5),
-        both_succeeded,
-    )
-    .await;
+    eventually(&client, &app, "both queues succeeded", both_succeeded).await;
 
     sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")).queue("bad"));
-    wait_for(
-        &client,
-        &app,
-        "the bad queue's poll to fail",
-        Duration::from_secs(5),
-        bad_failed,
-    )
-    .await;
-    let gone = wait_for(
+    eventually(&client, &app, "the bad queue's poll to fail", bad_failed).await;
+    let gone = eventually(
         &client,
         &app,
         "the bad queue's job series to go stale",
-        Duration::from_secs(5),
         |t| !has_job_series(t, "bad"),
     )
     .await;
     let observed_at = unix_now();
     let last_success = value(
         &gone,
-        &format!(
-            "dli_last_successful_poll_timestamp_seconds{}",
-            qlabels("bad")
-        ),
+        &queue_series("dli_last_successful_poll_timestamp_seconds", "bad"),
     )
     .expect("last successful poll timestamp stays");
     assert!(
@@ -430,21 +343,13 @@ async fn failing_queue_job_series_go_stale_but_poll_metrics_stay() {
         "series dropped only {:.3} s after the last success (stale_after {stale_after:?})",
         observed_at - last_success
     );
-    assert_eq!(
-        value(&gone, &format!("dli_poll_success{}", qlabels("bad"))),
-        Some(0.0),
+    assert_eq!(value(&gone, &poll_success("bad")), Some(0.0), "{gone}");
+    assert!(
+        value(&gone, &queue_series("dli_poll_duration_seconds", "bad")).is_some(),
         "{gone}"
     );
     assert!(
-        value(
-            &gone,
-            &format!("dli_poll_duration_seconds{}", qlabels("bad"))
-        )
-        .is_some(),
-        "{gone}"
-    );
-    assert!(
-        value(&gone, &format!("dli_poll_pages{}", qlabels("bad"))).is_some(),
+        value(&gone, &queue_series("dli_poll_pages", "bad")).is_some(),
         "{gone}"
     );
     // The healthy queue is polled every 300 ms, so it never goes stale.
@@ -458,22 +363,16 @@ async fn failing_queue_job_series_go_stale_but_poll_metrics_stay() {
 
     // Once the queue recovers its series come back.
     sim.clear_faults();
-    let back = wait_for(
-        &client,
-        &app,
-        "the bad queue to recover",
-        Duration::from_secs(5),
-        |t| has_job_series(t, "bad"),
-    )
+    let back = eventually(&client, &app, "the bad queue to recover", |t| {
+        has_job_series(t, "bad")
+    })
     .await;
     assert_eq!(
         value(&back, &jobs_series("bad", "dead")),
         Some(2.0),
         "{back}"
     );
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -481,30 +380,24 @@ async fn up_is_zero_when_every_queue_fails() {
     let sim = sim(SimConfig::default()).await;
     two_queue_jobs(&sim);
     sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")));
-    let settings = settings(vec![project(&sim, &["good", "bad"], aksk())], quick_poll());
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good", "bad"], quick_poll()).await;
     wait_ready(&client, &app).await;
     let text = scrape(&client, &app).await;
     assert_eq!(value(&text, "dli_up"), Some(0.0), "{text}");
     for q in ["good", "bad"] {
-        assert_eq!(
-            value(&text, &format!("dli_poll_success{}", qlabels(q))),
-            Some(0.0),
+        assert_eq!(value(&text, &poll_success(q)), Some(0.0), "{text}");
+        assert!(
+            value(&text, &queue_series("dli_poll_duration_seconds", q)).is_some(),
             "{text}"
         );
         assert!(
-            value(&text, &format!("dli_poll_duration_seconds{}", qlabels(q))).is_some(),
-            "{text}"
-        );
-        assert!(
-            value(&text, &format!("dli_poll_pages{}", qlabels(q))).is_some(),
+            value(&text, &queue_series("dli_poll_pages", q)).is_some(),
             "{text}"
         );
         assert!(
             value(
                 &text,
-                &format!("dli_last_successful_poll_timestamp_seconds{}", qlabels(q))
+                &queue_series("dli_last_successful_poll_timestamp_seconds", q)
             )
             .is_none(),
             "never succeeded: no last-success timestamp\n{text}"
@@ -515,9 +408,7 @@ async fn up_is_zero_when_every_queue_fails() {
         "never polled successfully: no job series\n{text}"
     );
     promtool_check(&text);
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -557,25 +448,17 @@ async fn ready_only_after_the_first_poll_attempt() {
     );
     let text = scrape(&client, &app).await;
     for q in ["good", "bad"] {
-        assert_eq!(
-            value(&text, &format!("dli_poll_success{}", qlabels(q))),
-            Some(1.0),
-            "{text}"
-        );
+        assert_eq!(value(&text, &poll_success(q)), Some(1.0), "{text}");
     }
     assert_eq!(value(&text, "dli_up"), Some(1.0), "{text}");
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 #[tokio::test]
 async fn gzip_when_asked_plain_text_otherwise() {
     let sim = sim(SimConfig::default()).await;
     two_queue_jobs(&sim);
-    let settings = settings(vec![project(&sim, &["good", "bad"], aksk())], quick_poll());
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good", "bad"], quick_poll()).await;
     wait_ready(&client, &app).await;
     let metrics = url(&app, "/metrics");
 
@@ -591,10 +474,7 @@ async fn gzip_when_asked_plain_text_otherwise() {
         headers.get("content-encoding").map(|v| v.to_str().unwrap()),
         Some("gzip")
     );
-    assert_eq!(
-        headers.get("content-type").map(|v| v.to_str().unwrap()),
-        Some(TEXT_FORMAT)
-    );
+    assert_eq!(content_type(&headers), Some(TEXT_FORMAT));
     let compressed = r.bytes().await.expect("body");
     assert_eq!(&compressed[..2], &[0x1f, 0x8b], "gzip magic");
     let mut text = String::new();
@@ -618,16 +498,14 @@ async fn gzip_when_asked_plain_text_otherwise() {
             r.headers()
         );
         assert_eq!(
-            r.headers().get("content-type").map(|v| v.to_str().unwrap()),
+            content_type(r.headers()),
             Some(TEXT_FORMAT),
             "Accept-Encoding {accept:?}"
         );
         let text = r.text().await.expect("body");
         assert_valid_exposition(&text);
     }
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 /// A light structural check of the text format: HELP/TYPE comments, `name{labels} value` lines.
@@ -671,9 +549,7 @@ fn assert_valid_exposition(text: &str) {
 async fn routing_methods_and_landing_page() {
     let sim = sim(SimConfig::default()).await;
     two_queue_jobs(&sim);
-    let settings = settings(vec![project(&sim, &["good"], aksk())], quick_poll());
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good"], quick_poll()).await;
     wait_ready(&client, &app).await;
 
     for path in ["/nope", "/metrics/", "/metricsx", "/-/", "/-/reloadx"] {
@@ -686,22 +562,7 @@ async fn routing_methods_and_landing_page() {
             reqwest::Method::PUT,
             reqwest::Method::DELETE,
         ] {
-            let r = client
-                .request(method.clone(), url(&app, path))
-                .send()
-                .await
-                .expect("request");
-            assert_eq!(
-                r.status(),
-                StatusCode::METHOD_NOT_ALLOWED,
-                "{method} {path}"
-            );
-            let allow = r
-                .headers()
-                .get("allow")
-                .unwrap_or_else(|| panic!("{method} {path}: 405 without an Allow header"))
-                .to_str()
-                .expect("ascii");
+            let allow = assert_method_not_allowed(&client, method.clone(), &url(&app, path)).await;
             assert!(allow.contains("GET"), "{method} {path}: Allow {allow:?}");
         }
     }
@@ -712,10 +573,7 @@ async fn routing_methods_and_landing_page() {
         .await
         .expect("HEAD");
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(
-        r.headers().get("content-type").map(|v| v.to_str().unwrap()),
-        Some(TEXT_FORMAT)
-    );
+    assert_eq!(content_type(r.headers()), Some(TEXT_FORMAT));
     assert!(
         r.bytes().await.expect("body").is_empty(),
         "HEAD has no body"
@@ -730,12 +588,8 @@ async fn routing_methods_and_landing_page() {
         .await
         .expect("landing page");
     assert_eq!(r.status(), StatusCode::OK);
-    let ct = r
-        .headers()
-        .get("content-type")
-        .unwrap()
-        .to_str()
-        .unwrap()
+    let ct = content_type(r.headers())
+        .expect("the landing page has a content-type")
         .to_string();
     assert!(ct.starts_with("text/html"), "{ct}");
     let page = r.text().await.expect("body");
@@ -744,9 +598,7 @@ async fn routing_methods_and_landing_page() {
         page.contains(env!("CARGO_PKG_VERSION")),
         "landing page shows the version\n{page}"
     );
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -767,19 +619,11 @@ async fn custom_telemetry_path() {
         StatusCode::NOT_FOUND,
         "/metrics is not served with a custom path"
     );
-    let r = client
-        .post(url(&app, "/custom"))
-        .send()
-        .await
-        .expect("POST");
-    assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-    assert!(r.headers().get("allow").is_some());
+    assert_method_not_allowed(&client, reqwest::Method::POST, &url(&app, "/custom")).await;
     let (status, page) = get(&client, &url(&app, "/")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(page.contains("href=\"/custom\""), "{page}");
-    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
-        .await
-        .expect("shutdown");
+    shutdown(app).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -794,29 +638,12 @@ async fn shutdown_is_prompt_with_scrapes_and_polls_in_flight() {
         request_timeout: Duration::from_secs(3),
         ..fast_poll()
     };
-    let settings = settings(vec![project(&sim, &["good", "bad"], aksk())], poll);
-    let app = start(&settings).await;
-    let client = http();
-    wait_for(
-        &client,
-        &app,
-        "the good queue's first poll",
-        Duration::from_secs(5),
-        |t| value(t, &format!("dli_poll_success{}", qlabels("good"))) == Some(1.0),
-    )
+    let (app, client) = serve(&sim, &["good", "bad"], poll).await;
+    eventually(&client, &app, "the good queue's first poll", |t| {
+        value(t, &poll_success("good")) == Some(1.0)
+    })
     .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sim
-        .request_log()
-        .iter()
-        .any(|r| r.queue.as_deref() == Some("bad") && r.status == 0)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the bad queue's poll never reached the simulator"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until_hanging(&sim, "bad").await;
     let metrics = url(&app, "/metrics");
 
     // A client that keeps scraping across the shutdown.
@@ -879,9 +706,7 @@ async fn shutdown_is_prompt_with_scrapes_and_polls_in_flight() {
 async fn shutdown_is_bounded_with_a_stalled_request() {
     let sim = sim(SimConfig::default()).await;
     two_queue_jobs(&sim);
-    let settings = settings(vec![project(&sim, &["good"], aksk())], quick_poll());
-    let app = start(&settings).await;
-    let client = http();
+    let (app, client) = serve(&sim, &["good"], quick_poll()).await;
     wait_ready(&client, &app).await;
     let mut half = tokio::net::TcpStream::connect(app.addr)
         .await

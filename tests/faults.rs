@@ -9,29 +9,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::*;
-use dli_exporter::app::App;
-use dli_exporter::config::{PollConfig, Settings};
+use dli_exporter::config::PollConfig;
 use dli_exporter::dli::{ClientOptions, DliClient, NoopObserver, ThrottlePolicy};
-use dli_exporter::poll::scheduler::{self, Clients, PollContext, Trackers};
+use dli_exporter::poll::scheduler::{self, Clients, PollContext, PollOutcome, Trackers};
 use dli_exporter::sim::{Fault, FaultRule, SimConfig, Simulator};
 use dli_exporter::store::{QueueKey, SnapshotStore};
-use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-async fn start(settings: &Settings) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    App::start(settings, listener).expect("exporter starts")
-}
-
-fn series(name: &str, queue: &str) -> String {
-    format!("{name}{{project_id=\"{PID}\",queue=\"{queue}\"}}")
-}
-
-fn jobs(queue: &str, state: &str) -> String {
-    format!("dli_batch_jobs{{project_id=\"{PID}\",queue=\"{queue}\",state=\"{state}\"}}")
-}
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -51,39 +36,42 @@ async fn dli_down_for_whole_intervals_keeps_last_values_then_recovers() {
     ))
     .await;
     let c = http();
-    let before = wait_for(&c, &app, "first success", Duration::from_secs(5), |t| {
-        value(t, &series("dli_poll_success", "etl")) == Some(1.0)
+    let before = eventually(&c, &app, "first success", |t| {
+        value(t, &queue_series("dli_poll_success", "etl")) == Some(1.0)
     })
     .await;
-    let running_before = value(&before, &jobs("etl", "running")).expect("running");
+    let running_before = value(&before, &jobs_series("etl", "running")).expect("running");
     let last_ok_before = value(
         &before,
-        &series("dli_last_successful_poll_timestamp_seconds", "etl"),
+        &queue_series("dli_last_successful_poll_timestamp_seconds", "etl"),
     )
     .expect("ts");
 
     // DLI goes down: every connection is reset, for more than three intervals.
     sim.add_fault(FaultRule::always(Fault::ResetConnection));
     let down_at = Instant::now();
-    let down = wait_for(&c, &app, "poll_success 0", Duration::from_secs(5), |t| {
-        value(t, &series("dli_poll_success", "etl")) == Some(0.0)
+    let down = eventually(&c, &app, "poll_success 0", |t| {
+        value(t, &queue_series("dli_poll_success", "etl")) == Some(0.0)
     })
     .await;
     let detected = down_at.elapsed();
     tokio::time::sleep(poll.interval * 3).await;
     let still_down = scrape(&c, &app).await;
     for t in [&down, &still_down] {
-        assert_eq!(value(t, &series("dli_poll_success", "etl")), Some(0.0));
+        assert_eq!(
+            value(t, &queue_series("dli_poll_success", "etl")),
+            Some(0.0)
+        );
         assert_eq!(value(t, "dli_up"), Some(0.0));
         assert_eq!(
-            value(t, &jobs("etl", "running")),
+            value(t, &jobs_series("etl", "running")),
             Some(running_before),
             "last good values kept"
         );
         assert_eq!(
             value(
                 t,
-                &series("dli_last_successful_poll_timestamp_seconds", "etl")
+                &queue_series("dli_last_successful_poll_timestamp_seconds", "etl")
             ),
             Some(last_ok_before)
         );
@@ -99,9 +87,9 @@ async fn dli_down_for_whole_intervals_keeps_last_values_then_recovers() {
     sim.set_jobs(PID, "etl", numbered_jobs("b", 200));
     sim.clear_faults();
     let back_at = Instant::now();
-    let after = wait_for(&c, &app, "fresh values", Duration::from_secs(5), |t| {
-        value(t, &series("dli_poll_success", "etl")) == Some(1.0)
-            && value(t, &jobs("etl", "running")) == Some(40.0)
+    let after = eventually(&c, &app, "fresh values", |t| {
+        value(t, &queue_series("dli_poll_success", "etl")) == Some(1.0)
+            && value(t, &jobs_series("etl", "running")) == Some(40.0)
     })
     .await;
     let recovered = back_at.elapsed();
@@ -109,7 +97,7 @@ async fn dli_down_for_whole_intervals_keeps_last_values_then_recovers() {
     assert!(
         value(
             &after,
-            &series("dli_last_successful_poll_timestamp_seconds", "etl")
+            &queue_series("dli_last_successful_poll_timestamp_seconds", "etl")
         )
         .is_some_and(|t| t > last_ok_before)
     );
@@ -133,19 +121,31 @@ fn slow_poll(timeout_ms: u64, request_timeout_ms: u64) -> PollConfig {
     }
 }
 
+/// Polls `etl` of `sim` once with `poll`, through a client whose requests time out after
+/// `request_timeout`: the outcome, how long it took, and the store it published into.
+async fn timed_poll(
+    sim: &Simulator,
+    poll: &PollConfig,
+    request_timeout: Duration,
+) -> (PollOutcome, Duration, Arc<SnapshotStore>) {
+    let key = QueueKey::new(PID, "etl");
+    let store = Arc::new(SnapshotStore::new([key.clone()]));
+    let ctx = PollContext::new(store.clone(), poll, 200);
+    let cl = client(&project(sim, &["etl"], aksk()), request_timeout, 4);
+    let started = Instant::now();
+    let outcome = scheduler::poll_once(&cl, &key, &ctx, None).await;
+    (outcome, started.elapsed(), store)
+}
+
 #[tokio::test]
 async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
     let sim = sim(SimConfig::default()).await;
     sim.set_jobs(PID, "etl", numbered_jobs("s", 1000));
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(80))));
-    let key = QueueKey::new(PID, "etl");
 
     // 10 pages at 80 ms each, 4 at a time: well inside a 2 s walk timeout.
     let poll = slow_poll(2000, 1000);
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
-    let ctx = PollContext::new(store.clone(), &poll, 200);
-    let cl = client(&project(&sim, &["etl"], aksk()), poll.request_timeout, 4);
-    let ok = scheduler::poll_once(&cl, &key, &ctx, None).await;
+    let (ok, _, _) = timed_poll(&sim, &poll, poll.request_timeout).await;
     assert!(ok.success, "{:?}", ok.error);
     assert_eq!(ok.jobs, 1000);
     println!(
@@ -160,17 +160,8 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
         300,
     ))));
-    let poll = slow_poll(250, 200);
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
-    let ctx = PollContext::new(store.clone(), &poll, 200);
-    let cl = client(
-        &project(&sim, &["etl"], aksk()),
-        Duration::from_millis(1000),
-        4,
-    );
-    let started = Instant::now();
-    let failed = scheduler::poll_once(&cl, &key, &ctx, None).await;
-    let took = started.elapsed();
+    let (failed, took, store) =
+        timed_poll(&sim, &slow_poll(250, 200), Duration::from_millis(1000)).await;
     assert!(!failed.success);
     let msg = failed.error.clone().unwrap_or_default();
     assert!(msg.contains("exceeded poll.timeout = 250ms"), "{msg}");
@@ -186,17 +177,8 @@ async fn every_page_slow_completes_within_the_timeout_or_fails_cleanly() {
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(
         400,
     ))));
-    let poll = slow_poll(1500, 150);
-    let store = Arc::new(SnapshotStore::new([key.clone()]));
-    let ctx = PollContext::new(store, &poll, 200);
-    let cl = client(
-        &project(&sim, &["etl"], aksk()),
-        Duration::from_millis(150),
-        4,
-    );
-    let started = Instant::now();
-    let failed = scheduler::poll_once(&cl, &key, &ctx, None).await;
-    let took = started.elapsed();
+    let (failed, took, _) =
+        timed_poll(&sim, &slow_poll(1500, 150), Duration::from_millis(150)).await;
     let msg = failed.error.unwrap_or_default();
     assert!(msg.contains("timed out after 150ms"), "{msg}");
     assert!(took < Duration::from_millis(500), "{took:?}");
@@ -218,28 +200,34 @@ async fn one_queue_failing_forever_while_the_others_stay_fresh() {
     .await;
     let c = http();
     let started = Instant::now();
-    wait_for(&c, &app, "good queues up", Duration::from_secs(5), |t| {
-        value(t, &series("dli_poll_success", "a")) == Some(1.0)
-            && value(t, &series("dli_poll_success", "b")) == Some(1.0)
+    eventually(&c, &app, "good queues up", |t| {
+        value(t, &queue_series("dli_poll_success", "a")) == Some(1.0)
+            && value(t, &queue_series("dli_poll_success", "b")) == Some(1.0)
     })
     .await;
     tokio::time::sleep(poll.interval * 5).await;
     let t = scrape(&c, &app).await;
     let now = unix_now();
     for q in ["a", "b"] {
-        assert_eq!(value(&t, &series("dli_poll_success", q)), Some(1.0));
-        let last =
-            value(&t, &series("dli_last_successful_poll_timestamp_seconds", q)).expect("timestamp");
+        assert_eq!(value(&t, &queue_series("dli_poll_success", q)), Some(1.0));
+        let last = value(
+            &t,
+            &queue_series("dli_last_successful_poll_timestamp_seconds", q),
+        )
+        .expect("timestamp");
         assert!(
             now - last < 3.0 * poll.interval.as_secs_f64() + 0.5,
             "queue {q} fresh: {:.3}s old",
             now - last
         );
-        assert_eq!(value(&t, &jobs(q, "running")), Some(24.0));
+        assert_eq!(value(&t, &jobs_series(q, "running")), Some(24.0));
     }
-    assert_eq!(value(&t, &series("dli_poll_success", "bad")), Some(0.0));
+    assert_eq!(
+        value(&t, &queue_series("dli_poll_success", "bad")),
+        Some(0.0)
+    );
     assert!(
-        !t.contains(&jobs("bad", "running")),
+        !t.contains(&jobs_series("bad", "running")),
         "a queue that never succeeded has no job series"
     );
     assert_eq!(value(&t, "dli_up"), Some(1.0));

@@ -12,9 +12,7 @@ use dli_exporter::config::Env;
 use dli_exporter::metrics::{CollectorOptions, Metrics};
 use dli_exporter::poll::lifecycle::JobTracker;
 use dli_exporter::poll::scheduler::{PollContext, poll_once};
-use dli_exporter::sim::{
-    DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Fault, FaultRule, SimConfig, SimJob, Simulator,
-};
+use dli_exporter::sim::{DEMO_SECRET_KEY, Fault, FaultRule, SimConfig, SimJob, Simulator};
 use dli_exporter::store::{QueueKey, SnapshotStore};
 
 const Q: &str = "etl";
@@ -59,29 +57,34 @@ impl Harness {
         }
     }
 
+    /// A harness whose queue holds `jobs` (id, state), owned by "o" and created an hour ago.
+    async fn with_old_jobs(jobs: &[(&str, &str)]) -> Self {
+        let h = Self::new().await;
+        let old = now_ms() - 3_600_000;
+        let jobs = jobs
+            .iter()
+            .map(|(id, state)| SimJob::new(*id, state, Some("o"), old))
+            .collect();
+        h.sim.set_jobs(PID, Q, jobs);
+        h
+    }
+
     async fn poll(&mut self) -> bool {
         poll_once(&self.client, &self.key, &self.ctx, Some(&mut self.tracker))
             .await
             .success
     }
 
-    fn metric(&self, line_prefix: &str) -> Option<f64> {
-        metric_value(
-            &String::from_utf8_lossy(&self.metrics.render()),
-            line_prefix,
-        )
+    fn metric(&self, series: &str) -> Option<f64> {
+        value(&String::from_utf8_lossy(&self.metrics.render()), series)
     }
 
     fn finished(&self, state: &str) -> Option<f64> {
-        self.metric(&format!(
-            "dli_batch_jobs_finished_total{{project_id=\"{PID}\",queue=\"{Q}\",state=\"{state}\"}}"
-        ))
+        self.metric(&state_series("dli_batch_jobs_finished_total", Q, state))
     }
 
     fn submitted(&self) -> Option<f64> {
-        self.metric(&format!(
-            "dli_batch_jobs_submitted_total{{project_id=\"{PID}\",queue=\"{Q}\"}}"
-        ))
+        self.metric(&queue_series("dli_batch_jobs_submitted_total", Q))
     }
 
     fn set_state(&self, id: &str, state: &str, duration_ms: i64) {
@@ -92,30 +95,18 @@ impl Harness {
     }
 }
 
-fn metric_value(text: &str, prefix: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(prefix)
-            .and_then(|rest| rest.trim().parse().ok())
-    })
-}
-
 fn now_ms() -> i64 {
     (dli_exporter::store::unix_now() * 1000.0) as i64
 }
 
 #[tokio::test]
 async fn jobs_driven_through_their_states_are_counted_exactly() {
-    let mut h = Harness::new().await;
-    let old = now_ms() - 3_600_000;
-    h.sim.set_jobs(
-        PID,
-        Q,
-        vec![
-            SimJob::new("a", "starting", Some("o"), old),
-            SimJob::new("b", "running", Some("o"), old),
-            SimJob::new("done-before", "success", Some("o"), old),
-        ],
-    );
+    let mut h = Harness::with_old_jobs(&[
+        ("a", "starting"),
+        ("b", "running"),
+        ("done-before", "success"),
+    ])
+    .await;
     assert!(h.poll().await);
     // The first walk is a baseline: counters exist at 0, the finished job is not counted.
     assert_eq!(h.finished("success"), Some(0.0));
@@ -160,7 +151,7 @@ async fn jobs_driven_through_their_states_are_counted_exactly() {
     // The histogram: success {90 s, 20 s}, dead {2700 s}.
     let text = String::from_utf8_lossy(&h.metrics.render()).to_string();
     let bucket = |state: &str, le: &str| {
-        metric_value(
+        value(
             &text,
             &format!(
                 "dli_batch_job_duration_seconds_bucket{{project_id=\"{PID}\",queue=\"{Q}\",state=\"{state}\",le=\"{le}\"}}"
@@ -172,20 +163,16 @@ async fn jobs_driven_through_their_states_are_counted_exactly() {
     assert_eq!(bucket("dead", "1800"), Some(0.0));
     assert_eq!(bucket("dead", "3600"), Some(1.0));
     assert_eq!(
-        metric_value(
+        value(
             &text,
-            &format!(
-                "dli_batch_job_duration_seconds_sum{{project_id=\"{PID}\",queue=\"{Q}\",state=\"success\"}}"
-            )
+            &state_series("dli_batch_job_duration_seconds_sum", Q, "success")
         ),
         Some(110.0)
     );
     assert_eq!(
-        metric_value(
+        value(
             &text,
-            &format!(
-                "dli_batch_job_duration_seconds_count{{project_id=\"{PID}\",queue=\"{Q}\",state=\"dead\"}}"
-            )
+            &state_series("dli_batch_job_duration_seconds_count", Q, "dead")
         ),
         Some(1.0)
     );
@@ -193,10 +180,7 @@ async fn jobs_driven_through_their_states_are_counted_exactly() {
 
 #[tokio::test]
 async fn a_failed_poll_counts_nothing_and_the_next_one_catches_up() {
-    let mut h = Harness::new().await;
-    let old = now_ms() - 3_600_000;
-    h.sim
-        .set_jobs(PID, Q, vec![SimJob::new("a", "running", Some("o"), old)]);
+    let mut h = Harness::with_old_jobs(&[("a", "running")]).await;
     assert!(h.poll().await);
 
     h.set_state("a", "dead", 1_000);
@@ -221,16 +205,7 @@ async fn a_failed_poll_counts_nothing_and_the_next_one_catches_up() {
 
 #[tokio::test]
 async fn an_exporter_restart_starts_counters_from_zero_without_recounting() {
-    let mut h = Harness::new().await;
-    let old = now_ms() - 3_600_000;
-    h.sim.set_jobs(
-        PID,
-        Q,
-        vec![
-            SimJob::new("a", "running", Some("o"), old),
-            SimJob::new("b", "success", Some("o"), old),
-        ],
-    );
+    let mut h = Harness::with_old_jobs(&[("a", "running"), ("b", "success")]).await;
     assert!(h.poll().await);
     h.set_state("a", "success", 1_000);
     assert!(h.poll().await);
@@ -251,53 +226,23 @@ async fn an_exporter_restart_starts_counters_from_zero_without_recounting() {
 
 // ---- hot reload ----------------------------------------------------------------------------
 
-fn config_text(sim: &Simulator, queues: &[&str]) -> String {
-    format!(
-        "[poll]\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrequest_timeout = \"200ms\"\n\n\
-         [auth]\naccess_key = \"{DEMO_ACCESS_KEY}\"\nsecret_key = \"{DEMO_SECRET_KEY}\"\n\n\
-         [[projects]]\nproject_id = \"{PID}\"\nendpoint = \"{}\"\nqueues = [{}]\n",
-        sim.base_url(),
-        queues
-            .iter()
-            .map(|q| format!("\"{q}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-async fn scrape(addr: std::net::SocketAddr) -> String {
-    reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .get(format!("http://{addr}/metrics"))
-        .send()
+/// Writes `config` to a file in a fresh directory and starts a reloadable exporter on it: the
+/// directory (kept as long as the test needs the file), the file and the exporter.
+async fn start_reloadable(config: &str) -> (tempfile::TempDir, std::path::PathBuf, App) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("dli_exporter.toml");
+    std::fs::write(&path, config).expect("write");
+    let settings = dli_exporter::config::load(&path, &Env::new()).expect("valid");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("body")
-}
-
-async fn eventually(addr: std::net::SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        let text = scrape(addr).await;
-        if pred(&text) {
-            return text;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        .expect("bind");
+    let app = App::start_reloadable(&settings, listener, Some((path.clone(), Env::new())))
+        .expect("start");
+    (dir, path, app)
 }
 
 fn has_queue(text: &str, queue: &str) -> bool {
-    text.contains(&format!(
-        "dli_batch_jobs{{project_id=\"{PID}\",queue=\"{queue}\",state=\"running\"}}"
-    ))
+    text.contains(&jobs_series(queue, "running"))
 }
 
 #[tokio::test]
@@ -306,66 +251,49 @@ async fn reload_adds_and_removes_queues_and_survives_a_broken_file() {
     for q in ["etl", "adhoc"] {
         sim.set_jobs(PID, q, numbered_jobs(q, 7));
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("dli_exporter.toml");
-    std::fs::write(&path, config_text(&sim, &["etl"])).expect("write");
-    let settings = dli_exporter::config::load(&path, &Env::new()).expect("valid");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = App::start_reloadable(&settings, listener, Some((path.clone(), Env::new())))
-        .expect("start");
-    let addr = app.addr;
-    eventually(addr, "etl", |t| has_queue(t, "etl")).await;
-    assert!(!has_queue(&scrape(addr).await, "adhoc"));
+    let (_dir, path, app) = start_reloadable(&demo_config_toml(&sim, &["etl"])).await;
+    let client = http();
+    eventually(&client, &app, "etl", |t| has_queue(t, "etl")).await;
+    assert!(!has_queue(&scrape(&client, &app).await, "adhoc"));
 
     // Add a queue through POST /-/reload.
-    std::fs::write(&path, config_text(&sim, &["etl", "adhoc"])).expect("write");
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let r = http
-        .post(format!("http://{addr}/-/reload"))
+    std::fs::write(&path, demo_config_toml(&sim, &["etl", "adhoc"])).expect("write");
+    let r = client
+        .post(url(&app, "/-/reload"))
         .send()
         .await
         .expect("reload");
     assert_eq!(r.status(), 200);
-    eventually(addr, "adhoc after reload", |t| {
+    eventually(&client, &app, "adhoc after reload", |t| {
         has_queue(t, "adhoc") && has_queue(t, "etl")
     })
     .await;
 
     // Remove one: all its series go, the other's stay.
-    std::fs::write(&path, config_text(&sim, &["adhoc"])).expect("write");
+    std::fs::write(&path, demo_config_toml(&sim, &["adhoc"])).expect("write");
     app.reload().await.expect("reload");
-    let text = eventually(addr, "etl gone", |t| !t.contains("queue=\"etl\"")).await;
+    let text = eventually(&client, &app, "etl gone", |t| !t.contains("queue=\"etl\"")).await;
     assert!(has_queue(&text, "adhoc"));
     assert!(text.contains("dli_exporter_config_last_reload_successful 1"));
 
     // A broken file keeps the running configuration and says why.
     std::fs::write(&path, "[poll]\nintervall = \"1s\"\n").expect("write");
-    let r = http
-        .post(format!("http://{addr}/-/reload"))
+    let r = client
+        .post(url(&app, "/-/reload"))
         .send()
         .await
         .expect("reload");
     assert_eq!(r.status(), 500);
     let body = r.text().await.expect("body");
     assert!(body.contains("intervall"), "{body}");
-    let text = scrape(addr).await;
+    let text = scrape(&client, &app).await;
     assert!(
         text.contains("dli_exporter_config_last_reload_successful 0"),
         "{text}"
     );
     assert!(has_queue(&text, "adhoc"), "old configuration still polled");
     // GET is not how a reload is asked for.
-    let r = http
-        .get(format!("http://{addr}/-/reload"))
-        .send()
-        .await
-        .expect("get");
-    assert_eq!(r.status(), 405);
+    assert_method_not_allowed(&client, reqwest::Method::GET, &url(&app, "/-/reload")).await;
     app.shutdown().await;
 }
 
@@ -373,28 +301,18 @@ async fn reload_adds_and_removes_queues_and_survives_a_broken_file() {
 async fn changed_credentials_take_effect_after_reload() {
     let sim = sim(SimConfig::default()).await;
     sim.set_jobs(PID, Q, numbered_jobs("j", 3));
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("c.toml");
-    let bad = config_text(&sim, &[Q]).replace(DEMO_SECRET_KEY, "wrong-secret");
-    std::fs::write(&path, &bad).expect("write");
-    let settings = dli_exporter::config::load(&path, &Env::new()).expect("valid");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let app = App::start_reloadable(&settings, listener, Some((path.clone(), Env::new())))
-        .expect("start");
-    eventually(app.addr, "auth failure", |t| {
-        t.contains(&format!(
-            "dli_poll_success{{project_id=\"{PID}\",queue=\"{Q}\"}} 0"
-        ))
+    let bad = demo_config_toml(&sim, &[Q]).replace(DEMO_SECRET_KEY, "wrong-secret");
+    let (_dir, path, app) = start_reloadable(&bad).await;
+    let client = http();
+    let success = queue_series("dli_poll_success", Q);
+    eventually(&client, &app, "auth failure", |t| {
+        value(t, &success) == Some(0.0)
     })
     .await;
-    std::fs::write(&path, config_text(&sim, &[Q])).expect("write");
+    std::fs::write(&path, demo_config_toml(&sim, &[Q])).expect("write");
     app.reload().await.expect("reload");
-    eventually(app.addr, "success with the new key", |t| {
-        t.contains(&format!(
-            "dli_poll_success{{project_id=\"{PID}\",queue=\"{Q}\"}} 1"
-        ))
+    eventually(&client, &app, "success with the new key", |t| {
+        value(t, &success) == Some(1.0)
     })
     .await;
     app.shutdown().await;

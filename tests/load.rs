@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -198,21 +197,13 @@ fn load_settings(sim: &Simulator) -> Settings {
     settings(vec![project(sim, &["etl", "adhoc"], aksk())], poll)
 }
 
-async fn wait_first_poll(addr: SocketAddr) {
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Ok(r) = client.get(format!("http://{addr}/-/ready")).send().await
-            && r.status() == reqwest::StatusCode::OK
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Tells the scrapers to stop, waits for them, and asserts that none panicked.
+async fn stop_scrapers(stop: &AtomicBool, scrapers: std::thread::JoinHandle<usize>) {
+    stop.store(true, Ordering::Relaxed);
+    let panicked = tokio::task::spawn_blocking(move || scrapers.join().expect("scraper thread"))
+        .await
+        .expect("join");
+    assert_eq!(panicked, 0, "no scraper task panicked");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +211,7 @@ async fn two_hundred_concurrent_scrapers_while_polls_run() {
     let sim = load_sim();
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::start(&load_settings(&sim), listener).expect("start");
-    wait_first_poll(app.addr).await;
+    wait_ready(&http(), &app).await;
     let polls_before = sim.stats().list_batches_requests;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -235,24 +226,10 @@ async fn two_hundred_concurrent_scrapers_while_polls_run() {
         first_bad.clone(),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
-    stop.store(true, Ordering::Relaxed);
-    let panicked = tokio::task::spawn_blocking(move || scrapers.join().expect("scraper thread"))
-        .await
-        .expect("join");
-    assert_eq!(panicked, 0, "no scraper task panicked");
+    stop_scrapers(&stop, scrapers).await;
     let elapsed = started.elapsed();
     let polls = sim.stats().list_batches_requests - polls_before;
-    let final_text = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client")
-        .get(format!("http://{}/metrics", app.addr))
-        .send()
-        .await
-        .expect("final scrape")
-        .text()
-        .await
-        .expect("body");
+    let final_text = scrape(&http(), &app).await;
     let poll_lines: Vec<&str> = final_text
         .lines()
         .filter(|l| {
@@ -292,7 +269,7 @@ async fn restart_on_the_same_port_under_scrape_load() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let app = App::start(&settings, listener).expect("start");
     let addr = app.addr;
-    wait_first_poll(addr).await;
+    wait_ready(&http(), &app).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let tally = Arc::new(Tally::default());
@@ -329,11 +306,7 @@ async fn restart_on_the_same_port_under_scrape_load() {
     let gap = stopping.elapsed();
     let at_restart = tally.ok.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let panicked = tokio::task::spawn_blocking(move || scrapers.join().expect("scraper thread"))
-        .await
-        .expect("join");
-    assert_eq!(panicked, 0, "no scraper task panicked");
+    stop_scrapers(&stop, scrapers).await;
     let (ok, transport, bad) = (
         tally.ok.load(Ordering::Relaxed),
         tally.transport_errors.load(Ordering::Relaxed),

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::child::{self, ChildGuard};
 use common::*;
@@ -21,11 +21,6 @@ const PASSWORD: &str = "PwHygieneSuperSecret042";
 const PROXY_PASSWORD: &str = "PxHygieneProxyPass042";
 const WRONG_SK: &str = "SkHygieneWrongValue00000000000000000000042";
 const WRONG_PASSWORD: &str = "PwHygieneWrongSecret042";
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
 
 async fn hygiene_sim() -> Simulator {
     let s = sim(SimConfig {
@@ -58,8 +53,11 @@ fn assert_clean(what: &str, text: &str, secrets: &[String]) {
     }
 }
 
+/// Every secret this file configures anywhere, and the access key (which is not secret, but
+/// has no reason to show either).
 fn fixed_secrets() -> Vec<String> {
     [
+        AK,
         SK,
         SECURITY_TOKEN,
         PASSWORD,
@@ -72,15 +70,14 @@ fn fixed_secrets() -> Vec<String> {
     .collect()
 }
 
-fn aksk_toml(sim: &Simulator, sk: &str, poll: &str) -> String {
+/// A config polling the queues "good" and "bad" of `sim` with `auth` as its `[auth]` lines.
+fn config_toml(sim: &Simulator, poll: &str, auth: &str) -> String {
     format!(
         r#"[poll]
 {poll}
 
 [auth]
-access_key = "{AK}"
-secret_key = "{sk}"
-security_token = "{SECURITY_TOKEN}"
+{auth}
 
 [[projects]]
 project_id = "{PID}"
@@ -91,26 +88,36 @@ queues = ["good", "bad"]
     )
 }
 
+fn aksk_toml(sim: &Simulator, sk: &str, poll: &str) -> String {
+    let auth = format!(
+        "access_key = \"{AK}\"\nsecret_key = \"{sk}\"\nsecurity_token = \"{SECURITY_TOKEN}\""
+    );
+    config_toml(sim, poll, &auth)
+}
+
 fn token_toml(sim: &Simulator, password: &str, poll: &str) -> String {
-    format!(
-        r#"[poll]
-{poll}
-
-[auth]
-kind = "token"
-iam_endpoint = "{}"
-domain_name = "{DOMAIN}"
-user_name = "{USER}"
-password = "{password}"
-
-[[projects]]
-project_id = "{PID}"
-endpoint = "{}"
-queues = ["good", "bad"]
-"#,
-        sim.base_url(),
+    let auth = format!(
+        "kind = \"token\"\niam_endpoint = \"{}\"\ndomain_name = \"{DOMAIN}\"\n\
+         user_name = \"{USER}\"\npassword = \"{password}\"",
         sim.base_url()
-    )
+    );
+    config_toml(sim, poll, &auth)
+}
+
+/// Writes `config` to `{name}.toml` in `dir` and runs the binary on it with `args` (at most
+/// `within`).
+async fn run_config(
+    dir: &std::path::Path,
+    name: &str,
+    config: &str,
+    args: &[&str],
+    within: Duration,
+) -> (std::process::ExitStatus, ChildGuard) {
+    let file = format!("{name}.toml");
+    std::fs::write(dir.join(&file), config).expect("write config");
+    let mut all = vec!["--config.file", &file];
+    all.extend_from_slice(args);
+    child::run(dir, name, &all, &[], within).await
 }
 
 const FAST: &str =
@@ -121,8 +128,7 @@ const FAST: &str =
 async fn daemon_outputs(dir: &std::path::Path, name: &str, config: &str) -> (String, ChildGuard) {
     let file = format!("{name}.toml");
     std::fs::write(dir.join(&file), config).expect("write config");
-    let port = free_port().to_string();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = child::free_listen_address();
     let mut daemon = child::spawn(
         dir,
         name,
@@ -136,32 +142,21 @@ async fn daemon_outputs(dir: &std::path::Path, name: &str, config: &str) -> (Str
         ],
         &[],
     );
-    let client = http();
     let base = format!("http://{listen}");
-    let deadline = Instant::now() + Duration::from_secs(15);
     // Eight ListBatches requests: several polls of both queues, token reuse included.
-    let mut served = loop {
-        assert!(daemon.is_running(), "exited early\n{}", daemon.outputs());
-        if let Ok(r) = client.get(format!("{base}/metrics")).send().await
-            && let Ok(text) = r.text().await
-        {
-            let polls = text
-                .lines()
-                .find(|l| l.starts_with("dli_api_requests_total{operation=\"list_batches\"}"))
-                .and_then(|l| l.rsplit(' ').next())
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0);
-            if polls >= 8.0 && text.contains("dli_poll_success{project_id=\"") {
-                break text;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no polls after 15 s\n{}",
-            daemon.outputs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let mut served = daemon
+        .scrape_until(
+            &format!("{base}/metrics"),
+            "eight list_batches requests and a poll result",
+            Duration::from_secs(15),
+            |t| {
+                value(t, "dli_api_requests_total{operation=\"list_batches\"}")
+                    .is_some_and(|polls| polls >= 8.0)
+                    && t.contains("dli_poll_success{project_id=\"")
+            },
+        )
+        .await;
+    let client = http();
     for path in ["/", "/-/ready", "/-/healthy"] {
         if let Ok(r) = client.get(format!("{base}{path}")).send().await {
             served.push_str(&r.text().await.unwrap_or_default());
@@ -193,8 +188,7 @@ async fn aksk_daemon_at_debug_level_never_shows_ak_sk_or_security_token() {
         logs.contains("DLI.0999"),
         "the failing queue's error was logged:\n{logs}"
     );
-    let mut secrets = fixed_secrets();
-    secrets.push(AK.to_string());
+    let secrets = fixed_secrets();
     assert_clean("/metrics and pages", &served, &secrets);
     assert_clean("daemon logs", &logs, &secrets);
 }
@@ -228,13 +222,11 @@ async fn once_and_failing_auth_never_show_secrets() {
         ("wrong_password", token_toml(&sim, WRONG_PASSWORD, FAST)),
     ];
     for (name, config) in &cases {
-        let file = format!("{name}.toml");
-        std::fs::write(dir.path().join(&file), config).expect("write");
-        let (status, out) = child::run(
+        let (status, out) = run_config(
             dir.path(),
             name,
-            &["--config.file", &file, "--once", "--log.level", "debug"],
-            &[],
+            config,
+            &["--once", "--log.level", "debug"],
             Duration::from_secs(20),
         )
         .await;
@@ -248,7 +240,6 @@ async fn once_and_failing_auth_never_show_secrets() {
             );
         }
         let mut secrets = fixed_secrets();
-        secrets.push(AK.to_string());
         secrets.extend(sim.issued_tokens().iter().map(|t| t.expose().to_string()));
         assert_clean(name, &outputs, &secrets);
     }
@@ -304,20 +295,16 @@ async fn check_config_and_broken_configs_never_show_secrets() {
         ),
     ];
     for (name, config, ok) in &cases {
-        let file = format!("{name}.toml");
-        std::fs::write(dir.path().join(&file), config).expect("write");
-        let (status, out) = child::run(
+        let (status, out) = run_config(
             dir.path(),
             name,
-            &["--config.file", &file, "--check-config"],
-            &[],
+            config,
+            &["--check-config"],
             Duration::from_secs(10),
         )
         .await;
         assert_eq!(status.success(), *ok, "{name}\n{}", out.outputs());
-        let mut secrets = fixed_secrets();
-        secrets.push(AK.to_string());
-        assert_clean(name, &out.outputs(), &secrets);
+        assert_clean(name, &out.outputs(), &fixed_secrets());
         if !ok {
             println!("{name}: {}", out.stderr().trim());
         }
@@ -375,9 +362,7 @@ async fn check_config_and_broken_configs_never_show_secrets() {
         } else {
             assert!(status.success(), "{}", out.outputs());
         }
-        let mut secrets = fixed_secrets();
-        secrets.push(AK.to_string());
-        assert_clean(name, &out.outputs(), &secrets);
+        assert_clean(name, &out.outputs(), &fixed_secrets());
     }
 }
 
@@ -392,12 +377,11 @@ async fn an_unreachable_proxy_with_credentials_is_reported_without_them() {
             "queues = [\"good\"]\nproxy_url = \"http://scraper:{PROXY_PASSWORD}@127.0.0.1:9\""
         ),
     );
-    std::fs::write(dir.path().join("p.toml"), config).expect("write");
-    let (status, out) = child::run(
+    let (status, out) = run_config(
         dir.path(),
         "proxy",
-        &["--config.file", "p.toml", "--once", "--log.level", "debug"],
-        &[],
+        &config,
+        &["--once", "--log.level", "debug"],
         Duration::from_secs(20),
     )
     .await;
@@ -406,7 +390,5 @@ async fn an_unreachable_proxy_with_credentials_is_reported_without_them() {
         "unreachable proxy: {}",
         out.stderr().lines().last().unwrap_or_default()
     );
-    let mut secrets = fixed_secrets();
-    secrets.push(AK.to_string());
-    assert_clean("unreachable proxy", &out.outputs(), &secrets);
+    assert_clean("unreachable proxy", &out.outputs(), &fixed_secrets());
 }

@@ -130,21 +130,8 @@ async fn other_methods_get_405_with_allow() {
         (reqwest::Method::POST, "/-/healthy", "GET, HEAD"),
         (reqwest::Method::OPTIONS, "/-/ready", "GET, HEAD"),
     ] {
-        let r = client
-            .request(method.clone(), format!("http://{}{}", s.app.addr, path))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(
-            r.status(),
-            StatusCode::METHOD_NOT_ALLOWED,
-            "{method} {path}"
-        );
-        assert_eq!(
-            r.headers().get("allow").and_then(|v| v.to_str().ok()),
-            Some(allow),
-            "{method} {path}"
-        );
+        let got = assert_method_not_allowed(&client, method.clone(), &url(&s.app, path)).await;
+        assert_eq!(got, allow, "{method} {path}");
     }
     // An unknown path is 404 whatever the method (docs/architecture.md, "HTTP endpoints").
     for method in [

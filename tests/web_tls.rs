@@ -5,194 +5,19 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::web::*;
 use common::*;
-use dli_exporter::app::{App, StartOptions};
-use dli_exporter::sim::{SimConfig, Simulator};
 use dli_exporter::web::config::WebConfigWatcher;
 use dli_exporter::web::server::Limits;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
-};
 use reqwest::StatusCode;
-use rustls::RootCertStore;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-
-/// A test certificate authority.
-struct Ca {
-    issuer: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, PEM.
-struct Leaf {
-    cert: String,
-    key: String,
-}
-
-#[derive(Clone, Copy, PartialEq)]
-enum Usage {
-    Server,
-    Client,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        let key = KeyPair::generate().expect("CA key");
-        Ca {
-            issuer: CertifiedIssuer::self_signed(p, key).expect("CA certificate"),
-        }
-    }
-
-    fn pem(&self) -> String {
-        self.issuer.pem()
-    }
-
-    fn leaf(&self, name: &str, usage: Usage, expired: bool) -> Leaf {
-        let mut p = CertificateParams::new(vec![name.to_string(), "127.0.0.1".to_string()])
-            .expect("params");
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
-        if expired {
-            p.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            p.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = p.signed_by(&key, &self.issuer).expect("leaf certificate");
-        Leaf {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// A verifying HTTPS client that trusts `cas` and presents `identity`; no connection reuse, so
-/// every request makes a new handshake.
-fn https(cas: &[&Ca], identity: Option<&Leaf>) -> reqwest::Client {
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        for c in CertificateDer::pem_slice_iter(ca.pem().as_bytes()) {
-            roots.add(c.expect("CA pem")).expect("add CA");
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots);
-    let config = match identity {
-        Some(leaf) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(leaf.cert.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .expect("client cert");
-            let key = PrivateKeyDer::from_pem_slice(leaf.key.as_bytes()).expect("client key");
-            builder
-                .with_client_auth_cert(chain, key)
-                .expect("client auth")
-        }
-        None => builder.with_no_client_auth(),
-    };
-    reqwest::Client::builder()
-        .no_proxy()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(5))
-        .tls_backend_preconfigured(config)
-        .build()
-        .expect("https client")
-}
-
-/// Writes `files` into `dir`.
-fn write(dir: &Path, files: &[(&str, &str)]) {
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).expect("write file");
-    }
-}
-
-/// A running exporter (against a simulator) with the web config at `web_config`.
-struct Served {
-    app: App,
-    _sim: Simulator,
-}
-
-async fn start(web_config: &Path) -> Served {
-    start_limited(web_config, Limits::default()).await
-}
-
-async fn start_limited(web_config: &Path, limits: Limits) -> Served {
-    let sim = sim(SimConfig::default()).await;
-    let settings = settings(vec![project(&sim, &["q"], aksk())], fast_poll());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let web = WebConfigWatcher::load(web_config).expect("web config loads");
-    let app = App::start_with(
-        &settings,
-        listener,
-        StartOptions {
-            web: Some(web),
-            web_config_poll: Duration::from_millis(100),
-            limits,
-            ..StartOptions::default()
-        },
-    )
-    .expect("exporter starts");
-    Served { app, _sim: sim }
-}
-
-fn https_url(app: &App, path: &str) -> String {
-    format!("https://127.0.0.1:{}{}", app.addr.port(), path)
-}
-
-async fn status(client: &reqwest::Client, url: &str) -> Result<StatusCode, String> {
-    match client.get(url).send().await {
-        Ok(r) => Ok(r.status()),
-        Err(e) => Err(format!("{e:?}")),
-    }
-}
-
-/// A server with `leaf` as its certificate, optional extra YAML in `tls_server_config`.
-fn tls_dir(
-    leaf: &Leaf,
-    tls_extra: &str,
-    extra_files: &[(&str, &str)],
-) -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    write(
-        dir.path(),
-        &[("server.pem", &leaf.cert), ("server.key", &leaf.key)],
-    );
-    write(dir.path(), extra_files);
-    let path = dir.path().join("web-config.yml");
-    std::fs::write(
-        &path,
-        format!("tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n{tls_extra}"),
-    )
-    .expect("write web config");
-    (dir, path)
-}
 
 #[tokio::test]
 async fn tls_scrape_with_a_trusted_ca_works_and_plain_http_does_not() {
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let r = https(&[&ca], None)
         .get(https_url(&s.app, "/metrics"))
         .send()
@@ -218,7 +43,7 @@ async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start_limited(
+    let s = serve_web_limited(
         &path,
         Limits {
             header_read_timeout: Duration::from_millis(300),
@@ -256,7 +81,7 @@ async fn a_stalled_tls_handshake_is_cut_off_while_others_are_served() {
 async fn expired_and_untrusted_certificates_are_rejected_by_a_verifying_client() {
     let ca = Ca::new("test CA");
     let (_dir, path) = tls_dir(&ca.leaf("localhost", Usage::Server, true), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let e = status(&https(&[&ca], None), &https_url(&s.app, "/metrics"))
         .await
         .expect_err("expired certificate accepted");
@@ -264,7 +89,7 @@ async fn expired_and_untrusted_certificates_are_rejected_by_a_verifying_client()
 
     let other = Ca::new("other CA");
     let (_dir2, path2) = tls_dir(&other.leaf("localhost", Usage::Server, false), "", &[]);
-    let s2 = start(&path2).await;
+    let s2 = serve_web(&path2).await;
     let e = status(&https(&[&ca], None), &https_url(&s2.app, "/metrics"))
         .await
         .expect_err("untrusted certificate accepted");
@@ -281,7 +106,7 @@ async fn mtls_require_and_verify_client_cert() {
         "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: clients.pem\n  min_version: TLS12\n",
         &[("clients.pem", &client_ca.pem())],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let no_cert = status(&https(&[&server_ca], None), &url).await;
     assert!(
@@ -311,7 +136,7 @@ async fn client_allowed_sans_are_enforced() {
          client_allowed_sans: [prometheus.example]\n",
         &[("clients.pem", &client_ca.pem())],
     );
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let allowed = client_ca.leaf("prometheus.example", Usage::Client, false);
     assert_eq!(
@@ -343,7 +168,7 @@ fn auth_config(dir: &Path) -> PathBuf {
 #[tokio::test]
 async fn basic_auth_on_every_endpoint_and_extra_headers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = start(&auth_config(dir.path())).await;
+    let s = serve_web(&auth_config(dir.path())).await;
     let client = http();
     for path in ["/metrics", "/", "/-/healthy", "/-/ready"] {
         let url = format!("http://{}{}", s.app.addr, path);
@@ -420,7 +245,7 @@ async fn rotated_certificates_are_served_without_restart_and_broken_files_keep_t
     let old_ca = Ca::new("old CA");
     let new_ca = Ca::new("new CA");
     let (dir, path) = tls_dir(&old_ca.leaf("localhost", Usage::Server, false), "", &[]);
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let url = https_url(&s.app, "/metrics");
     let trusts_old = https(&[&old_ca], None);
     let trusts_new = https(&[&new_ca], None);
@@ -559,7 +384,7 @@ fn the_shipped_example_web_config_loads() {
     let web = WebConfigWatcher::load(&path).expect("the example loads");
     assert_eq!(
         web.current().summary(),
-        "TLS: on, client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3, rate limit: off"
+        "TLS: on (HTTP/2 and HTTP/1.1), client certificates: RequireAndVerifyClientCert, basic auth users: 1, extra headers: 3, rate limit: off"
     );
 }
 
@@ -592,13 +417,13 @@ fn a_key_that_does_not_match_and_old_tls_versions_are_named() {
         e.contains("tls_server_config.min_version: TLS11 is not supported"),
         "{e}"
     );
+    // Without a client CA the system roots verify, as in exporter-toolkit, with a warning.
     let (_dir, path) = tls_dir(&b, "  client_auth_type: RequireAndVerifyClientCert\n", &[]);
-    let e = WebConfigWatcher::load(&path)
-        .expect_err("no client CA")
-        .to_string();
+    let web = WebConfigWatcher::load(&path).expect("no client CA: system roots");
+    let warnings = web.current().warnings.join("\n");
     assert!(
-        e.contains("tls_server_config.client_ca_file: required"),
-        "{e}"
+        warnings.contains("any publicly trusted client certificate passes"),
+        "{warnings}"
     );
 }
 
@@ -608,7 +433,7 @@ async fn rate_limit_refuses_requests_beyond_the_bucket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("web.yml");
     std::fs::write(&path, "rate_limit:\n  interval: 10s\n  burst: 3\n").expect("write");
-    let s = start(&path).await;
+    let s = serve_web(&path).await;
     let client = http();
     let url = format!("http://{}/metrics", s.app.addr);
     for i in 0..3 {

@@ -6,8 +6,13 @@
 //! used by `cargo test` (benches are not built there).
 #![allow(dead_code)]
 
+/// Reading the exposition: the same code the integration tests use.
+#[path = "../../tests/common/exposition.rs"]
+pub mod exposition;
+
 use std::time::Duration;
 
+use dli_exporter::dli::states::KNOWN_STATES;
 use dli_exporter::sim::{DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_SECRET_KEY, SimJob, Simulator};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -16,21 +21,18 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 pub const PID: &str = DEMO_PROJECT_ID;
 /// A fixed "now" (2026-11-01T00:00:00Z in ms) so generated data is the same on every run.
 pub const NOW_MS: i64 = 1_793_491_200_000;
-/// The five states every owner of the scrape world has a job in.
-pub const STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
-
 /// Queue names of the scrape world.
 pub fn scrape_queues(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("queue{i}")).collect()
 }
 
-/// One job per owner per state: `owners * 5` jobs, so `owners * 5` `dli_batch_jobs_by_owner`
-/// series per queue once polled.
+/// One job per owner per known state: `owners * 5` jobs, so `owners * 5`
+/// `dli_batch_jobs_by_owner` series per queue once polled.
 pub fn owner_state_jobs(queue: &str, owners: usize) -> Vec<SimJob> {
-    let mut out = Vec::with_capacity(owners * STATES.len());
+    let mut out = Vec::with_capacity(owners * KNOWN_STATES.len());
     for o in 0..owners {
-        for (s, state) in STATES.iter().enumerate() {
-            let i = o * STATES.len() + s;
+        for (s, state) in KNOWN_STATES.iter().enumerate() {
+            let i = o * KNOWN_STATES.len() + s;
             out.push(SimJob::new(
                 format!("{queue}-{i:06}"),
                 state,
@@ -182,17 +184,4 @@ pub async fn get_text(addr: std::net::SocketAddr, path: &str) -> std::io::Result
     let mut c = HttpConn::connect(addr, path, false).await?;
     let a = c.get().await?;
     Ok((a.status, String::from_utf8_lossy(&c.body).into_owned()))
-}
-
-/// The value of the first sample of `metric` whose line contains every one of `labels`.
-pub fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.strip_prefix(metric)
-                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-        })
-        .find(|l| labels.iter().all(|want| l.contains(want)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }

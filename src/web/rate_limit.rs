@@ -16,10 +16,10 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    /// `None` when the toolkit would not limit: an `interval` of 0 (its documented "off") or a
-    /// `burst` of 0.
+    /// `None` when the toolkit would not limit: an `interval` of 0 (its documented "off"). A
+    /// `burst` of 0 refuses every request, as Go's `rate.NewLimiter(every, 0)` does there.
     pub fn new(interval: Duration, burst: u32) -> Option<Self> {
-        if interval.is_zero() || burst == 0 {
+        if interval.is_zero() {
             return None;
         }
         Some(RateLimiter {
@@ -54,13 +54,20 @@ impl RateLimiter {
         }
     }
 
-    /// Seconds a refused client should wait for the next token (at least 1, for `Retry-After`).
-    pub fn retry_after_secs(&self) -> u64 {
-        self.interval.as_secs_f64().ceil().max(1.0) as u64
+    /// Seconds a refused client should wait for the next token (at least 1, for `Retry-After`);
+    /// `None` when no token ever comes (`burst: 0`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        if self.burst == 0 {
+            return None;
+        }
+        Some(self.interval.as_secs_f64().ceil().max(1.0) as u64)
     }
 
     /// For `--check-config` and the start-up log.
     pub fn describe(&self) -> String {
+        if self.burst == 0 {
+            return "every request refused (burst 0)".into();
+        }
         format!(
             "1 request per {:?}, bursts of {}",
             self.interval, self.burst
@@ -73,9 +80,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn zero_interval_or_burst_means_no_limit() {
+    fn zero_interval_means_no_limit_and_zero_burst_refuses_everything() {
         assert!(RateLimiter::new(Duration::ZERO, 10).is_none());
-        assert!(RateLimiter::new(Duration::from_secs(1), 0).is_none());
+        assert!(RateLimiter::new(Duration::ZERO, 0).is_none());
+        let none = RateLimiter::new(Duration::from_secs(1), 0).expect("a limiter");
+        let t0 = Instant::now();
+        for s in [0, 1, 60, 3600] {
+            assert!(
+                !none.allow_at(t0 + Duration::from_secs(s)),
+                "allowed after {s} s"
+            );
+        }
+        assert_eq!(none.retry_after_secs(), None);
+        assert_eq!(none.describe(), "every request refused (burst 0)");
     }
 
     #[test]
@@ -98,6 +115,6 @@ mod tests {
             assert!(rl.allow_at(later));
         }
         assert!(!rl.allow_at(later));
-        assert_eq!(rl.retry_after_secs(), 1);
+        assert_eq!(rl.retry_after_secs(), Some(1));
     }
 }

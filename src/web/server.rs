@@ -9,7 +9,6 @@
 //! or the pollers. It reads metrics and readiness from shared state and must never call DLI: a
 //! scrape costs the same whatever DLI does.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -21,9 +20,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -34,6 +31,7 @@ use crate::store::SnapshotStore;
 use crate::version::{REVISION, VERSION};
 use crate::web::basic_auth;
 use crate::web::config::{ActiveWebConfig, WebConfigWatcher};
+use crate::web::conn::{self, ConnLimits, Protocols};
 use crate::web::write_timeout::WriteTimeout;
 
 /// Connections served at once; further ones wait in the listen backlog.
@@ -46,6 +44,8 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most header fields in one request; more get 431.
 pub const MAX_HEADERS: usize = 64;
+/// Requests one HTTP/2 connection may have in flight at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 16;
 /// Largest request body accepted (GET, HEAD and `POST /-/reload` need none); larger ones get 413
 /// and the connection is closed without reading the rest.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
@@ -75,6 +75,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// [`MAX_BODY_BYTES`].
     pub max_body_bytes: usize,
+    /// [`MAX_CONCURRENT_STREAMS`].
+    pub max_concurrent_streams: u32,
     /// [`MAX_CONCURRENT_SCRAPES`].
     pub max_concurrent_scrapes: usize,
     /// [`MAX_QUEUED_SCRAPES`].
@@ -95,6 +97,7 @@ impl Default for Limits {
             max_header_bytes: MAX_HEADER_BYTES,
             max_headers: MAX_HEADERS,
             max_body_bytes: MAX_BODY_BYTES,
+            max_concurrent_streams: MAX_CONCURRENT_STREAMS,
             max_concurrent_scrapes: MAX_CONCURRENT_SCRAPES,
             max_queued_scrapes: MAX_QUEUED_SCRAPES,
             scrape_queue_wait: SCRAPE_QUEUE_WAIT,
@@ -222,12 +225,13 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
     let close_all = CancellationToken::new();
     let _close_all_on_return = close_all.clone().drop_guard();
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
+    let protocols = Arc::new(Protocols::new(ConnLimits {
+        header_read_timeout: limits.header_read_timeout,
+        max_header_bytes: limits.max_header_bytes,
+        max_headers: limits.max_headers,
+        write_timeout: limits.write_timeout,
+        max_concurrent_streams: limits.max_concurrent_streams,
+    }));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -252,51 +256,17 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
         let io = WriteTimeout::new(stream, limits.write_timeout);
         let tls = state.web.as_ref().and_then(|w| w.current().tls.clone());
         let state = state.clone();
-        let service = service_fn(move |req| {
+        let handler = move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(handle(req, &state, peer).await) }
-        });
-        let http = http.clone();
+            async move { handle(req, &state, peer).await }
+        };
+        let protocols = protocols.clone();
         let watcher = graceful.watcher();
         let close = close_all.clone();
         let stop = shutdown.clone();
-        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            let served = async {
-                let result = match tls {
-                    None => {
-                        watcher
-                            .watch(http.serve_connection(TokioIo::new(io), service))
-                            .await
-                    }
-                    Some(acceptor) => {
-                        let handshake = tokio::select! {
-                            _ = stop.cancelled() => return,
-                            h = tokio::time::timeout(handshake_timeout, acceptor.accept(io)) => h,
-                        };
-                        match handshake {
-                            Ok(Ok(tls)) => {
-                                watcher
-                                    .watch(http.serve_connection(TokioIo::new(tls), service))
-                                    .await
-                            }
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "TLS handshake timed out");
-                                return;
-                            }
-                        }
-                    }
-                };
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, %peer, "connection ended with an error");
-                }
-            };
             tokio::select! {
-                _ = served => {}
+                _ = conn::serve(&protocols, io, tls, peer, handler, watcher, &stop) => {}
                 _ = close.cancelled() => {
                     tracing::debug!(%peer, "connection closed at the end of the shutdown grace period");
                 }
@@ -315,6 +285,13 @@ pub async fn serve(listener: TcpListener, state: Arc<ServerState>, shutdown: Can
 async fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) -> Response<Body> {
     let web = state.web.as_ref().map(|w| w.current());
     let head = req.method() == Method::HEAD;
+    // hyper enforces this for HTTP/1.1 only.
+    if req.headers().len() > state.limits.max_headers {
+        return text(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "431 too many header fields\n".into(),
+        );
+    }
     let mut response = match web.as_ref().and_then(|w| w.rate_limit.as_ref()) {
         // Refused before authentication, so a flood costs no bcrypt work.
         Some(limit) if !limit.allow() => {
@@ -322,7 +299,10 @@ async fn handle(req: Request<Incoming>, state: &ServerState, _peer: SocketAddr) 
                 StatusCode::TOO_MANY_REQUESTS,
                 "429 too many requests (web config rate_limit)\n".into(),
             );
-            if let Ok(v) = HeaderValue::from_str(&limit.retry_after_secs().to_string()) {
+            if let Some(v) = limit
+                .retry_after_secs()
+                .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+            {
                 r.headers_mut().insert(header::RETRY_AFTER, v);
             }
             r
@@ -347,13 +327,15 @@ async fn guarded(
     web: Option<&ActiveWebConfig>,
 ) -> Response<Body> {
     let limit = state.limits.max_body_bytes;
+    // `Connection: close` exists in HTTP/1 only; HTTP/2 ends just the stream.
+    let h1 = req.version() < Version::HTTP_2;
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return too_large(limit);
+        return too_large(limit, h1);
     }
     if let Some(auth) = web.and_then(|w| w.auth.as_ref())
         && !auth.check(req.headers().get(header::AUTHORIZATION)).await
@@ -369,11 +351,13 @@ async fn guarded(
     // Read (and drop) what body there is, never more than the limit, so keep-alive works.
     match tokio::time::timeout(state.limits.header_read_timeout, drain_body(body, limit)).await {
         Ok(Ok(())) => {}
-        Ok(Err(DrainError::TooLarge)) => return too_large(limit),
+        Ok(Err(DrainError::TooLarge)) => return too_large(limit, h1),
         Ok(Err(DrainError::Broken)) | Err(_) => {
             let mut r = text(StatusCode::BAD_REQUEST, "400 bad request body\n".into());
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            if h1 {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             return r;
         }
     }
@@ -399,13 +383,15 @@ async fn drain_body(mut body: Incoming, limit: usize) -> Result<(), DrainError> 
     Ok(())
 }
 
-fn too_large(limit: usize) -> Response<Body> {
+fn too_large(limit: usize, h1: bool) -> Response<Body> {
     let mut r = text(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("413 request body larger than {limit} bytes\n"),
     );
-    r.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if h1 {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     r
 }
 

@@ -95,11 +95,50 @@ impl ChildGuard {
         }
     }
 
+    /// Scrapes `url` until `pred` holds for a 200 answer's body (at most `within`), asserting
+    /// before each try that the child still runs; a timeout shows the last body and the
+    /// child's outputs.
+    pub async fn scrape_until(
+        &mut self,
+        url: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let client = super::http();
+        let deadline = Instant::now() + within;
+        let mut last = String::new();
+        loop {
+            self.assert_running();
+            if let Ok(r) = client.get(url).send().await
+                && r.status() == reqwest::StatusCode::OK
+            {
+                last = r.text().await.unwrap_or_default();
+                if pred(&last) {
+                    return last;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {within:?} waiting for {what}; last scrape of {url}:\n{last}\n{}",
+                self.outputs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// SIGTERM, then wait for the exit.
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
         self.signal("TERM");
         self.wait_exit(within).await
     }
+}
+
+/// A loopback address (`127.0.0.1:port`) whose port was free a moment ago, for a child's
+/// `--web.listen-address`.
+pub fn free_listen_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("127.0.0.1:{}", l.local_addr().expect("addr").port())
 }
 
 /// Starts the binary in `dir` (its working directory; outputs go to `{name}.stdout/.stderr`

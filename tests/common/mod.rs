@@ -3,12 +3,20 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod exposition;
 pub mod net;
+pub mod web;
+
+// Not every test binary reads the exposition.
+#[allow(unused_imports)]
+pub use exposition::{jobs_series, queue_series, state_series, value};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use dli_exporter::app::App;
 use dli_exporter::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use dli_exporter::dli::states::KNOWN_STATES;
 use dli_exporter::dli::{
     BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions,
     WalkStats, walk_queue,
@@ -29,19 +37,31 @@ pub async fn sim(config: SimConfig) -> Simulator {
     Simulator::start(config).await.expect("simulator starts")
 }
 
-/// `n` jobs with ids `{prefix}-00000`…, newest first, cycling through the five states.
+/// `n` jobs with ids `{prefix}-00000`…, newest first, cycling through the known states.
 pub fn numbered_jobs(prefix: &str, n: usize) -> Vec<SimJob> {
-    const STATES: [&str; 5] = ["starting", "running", "recovering", "success", "dead"];
     (0..n)
         .map(|i| {
             SimJob::new(
                 format!("{prefix}-{i:05}"),
-                STATES[i % 5],
+                KNOWN_STATES[i % KNOWN_STATES.len()],
                 Some("alice"),
                 T0_MS - i as i64 * 1000,
             )
         })
         .collect()
+}
+
+/// A config file polling `queues` of `sim` every 300 ms with the demo AK/SK: what a child process
+/// or a reloadable exporter reads.
+pub fn demo_config_toml(sim: &Simulator, queues: &[&str]) -> String {
+    let queues: Vec<String> = queues.iter().map(|q| format!("{q:?}")).collect();
+    format!(
+        "[poll]\ninterval = \"300ms\"\ntimeout = \"250ms\"\nrequest_timeout = \"200ms\"\n\n\
+         [auth]\naccess_key = \"{DEMO_ACCESS_KEY}\"\nsecret_key = \"{DEMO_SECRET_KEY}\"\n\n\
+         [[projects]]\nproject_id = \"{PID}\"\nendpoint = \"{}\"\nqueues = [{}]\n",
+        sim.base_url(),
+        queues.join(", ")
+    )
 }
 
 pub fn aksk() -> Credentials {
@@ -197,10 +217,96 @@ pub fn http() -> reqwest::Client {
         .expect("http client")
 }
 
-/// Scrapes the app's `/metrics` and asserts a 200.
-pub async fn scrape(client: &reqwest::Client, app: &dli_exporter::app::App) -> String {
+/// Waits until a request for `queue` has reached `sim` and is still unanswered (status 0 in
+/// the request log): a poll hanging on a `Fault::Hang` (at most 5 s).
+pub async fn wait_until_hanging(sim: &Simulator, queue: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sim
+        .request_log()
+        .iter()
+        .any(|r| r.queue.as_deref() == Some(queue) && r.status == 0)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the {queue} poll never reached the simulator"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Starts the exporter in this process on a free loopback port.
+pub async fn start(settings: &Settings) -> App {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    App::start(settings, listener).expect("exporter starts")
+}
+
+/// Shuts the exporter down, failing the test if that takes more than 5 s.
+pub async fn shutdown(app: App) {
+    tokio::time::timeout(Duration::from_secs(5), app.shutdown())
+        .await
+        .expect("shutdown within 5 s");
+}
+
+/// `http://{addr}{path}` of the app.
+pub fn url(app: &App, path: &str) -> String {
+    format!("http://{}{}", app.addr, path)
+}
+
+/// A GET that must be answered (any status): the status and the body.
+pub async fn get(client: &reqwest::Client, url: &str) -> (reqwest::StatusCode, String) {
     let r = client
-        .get(format!("http://{}/metrics", app.addr))
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = r.status();
+    (status, r.text().await.expect("body"))
+}
+
+/// Polls `/-/ready` until it answers 200 (at most 5 s); meanwhile it must answer 503.
+pub async fn wait_ready(client: &reqwest::Client, app: &App) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = get(client, &url(app, "/-/ready")).await;
+        if status == reqwest::StatusCode::OK {
+            return;
+        }
+        assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert!(Instant::now() < deadline, "not ready after 5 s: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `method` to `url`, asserts a 405 with an `Allow` header, and returns that header.
+pub async fn assert_method_not_allowed(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+) -> String {
+    let r = client
+        .request(method.clone(), url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    assert_eq!(
+        r.status(),
+        reqwest::StatusCode::METHOD_NOT_ALLOWED,
+        "{method} {url}"
+    );
+    r.headers()
+        .get("allow")
+        .unwrap_or_else(|| panic!("{method} {url}: 405 without an Allow header"))
+        .to_str()
+        .unwrap_or_else(|e| panic!("{method} {url}: Allow is not ASCII: {e}"))
+        .to_string()
+}
+
+/// Scrapes the app's `/metrics` and asserts a 200.
+pub async fn scrape(client: &reqwest::Client, app: &App) -> String {
+    let r = client
+        .get(url(app, "/metrics"))
         .send()
         .await
         .expect("scrape");
@@ -213,31 +319,33 @@ pub async fn scrape(client: &reqwest::Client, app: &dli_exporter::app::App) -> S
 /// Scrapes until `pred` holds for the exposition (at most `within`), and returns that exposition.
 pub async fn wait_for(
     client: &reqwest::Client,
-    app: &dli_exporter::app::App,
+    app: &App,
     what: &str,
-    within: std::time::Duration,
+    within: Duration,
     pred: impl Fn(&str) -> bool,
 ) -> String {
-    let deadline = std::time::Instant::now() + within;
+    let deadline = Instant::now() + within;
     loop {
         let text = scrape(client, app).await;
         if pred(&text) {
             return text;
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            Instant::now() < deadline,
             "timed out after {within:?} waiting for {what}; last exposition:\n{text}"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
-/// The value of the series written exactly as `series` (name and labels), if present.
-pub fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        Some(rest.trim().parse().expect("sample value"))
-    })
+/// [`wait_for`] with the usual bound of 5 s.
+pub async fn eventually(
+    client: &reqwest::Client,
+    app: &App,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    wait_for(client, app, what, Duration::from_secs(5), pred).await
 }
 
 /// A loopback port that was free a moment ago (for a child process to listen on).

@@ -1,15 +1,21 @@
 //! The web configuration file (`--web.config.file`), in the format of the Prometheus
 //! exporter-toolkit, so a `web-config.yml` written for node_exporter works unchanged:
-//! `tls_server_config`, `http_server_config`, `basic_auth_users` and `rate_limit`.
+//! `tls_server_config`, `http_server_config`, `basic_auth_users` and `rate_limit`. What still
+//! differs from the toolkit is listed in SECURITY.md ("Differences from exporter-toolkit").
 //!
-//! It owns the settings in force ([`ActiveWebConfig`]) and their errors. Parsing the YAML is
-//! `parse`, building the rustls server configuration and the client certificate checks is `tls`,
-//! re-reading everything when a file changes is `watch`. It must not serve HTTP (that is
-//! `web::server`) and must never log a password hash or a private key.
+//! It owns the settings in force ([`ActiveWebConfig`]) and their errors. Reading the YAML as the
+//! toolkit's Go YAML library does is `yaml` and `golang`, walking the keys is `parse`, the TLS
+//! section is `tls` (with Go's cipher and curve names in `crypto` and the client certificate
+//! checks in `client_cert`), re-reading everything when a file changes is `watch`. It must not
+//! serve HTTP (that is `web::server`) and must never log a password hash or a private key.
 
+mod client_cert;
+mod crypto;
+mod golang;
 mod parse;
 mod tls;
 mod watch;
+mod yaml;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -55,14 +61,15 @@ impl ClientAuth {
         Some(match s {
             "" | "NoClientCert" => ClientAuth::NoClientCert,
             "RequestClientCert" => ClientAuth::RequestClientCert,
-            "RequireAnyClientCert" => ClientAuth::RequireAnyClientCert,
+            // `RequireClientCert` is the toolkit's old name, still accepted there.
+            "RequireAnyClientCert" | "RequireClientCert" => ClientAuth::RequireAnyClientCert,
             "VerifyClientCertIfGiven" => ClientAuth::VerifyClientCertIfGiven,
             "RequireAndVerifyClientCert" => ClientAuth::RequireAndVerifyClientCert,
             _ => return None,
         })
     }
 
-    fn verifies(self) -> bool {
+    pub(super) fn verifies(self) -> bool {
         matches!(
             self,
             ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert
@@ -74,6 +81,8 @@ impl ClientAuth {
 pub struct ActiveWebConfig {
     /// TLS for new connections; `None` serves plain HTTP.
     pub tls: Option<TlsAcceptor>,
+    /// HTTP/2 offered by ALPN (`http_server_config.http2`, TLS only).
+    pub http2: bool,
     /// Client certificate policy (for logs and `--check-config`).
     pub client_auth: ClientAuth,
     /// Basic auth for every endpoint; `None` when no users are configured.
@@ -90,6 +99,7 @@ impl fmt::Debug for ActiveWebConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ActiveWebConfig")
             .field("tls", &self.tls.is_some())
+            .field("http2", &self.http2)
             .field("client_auth", &self.client_auth)
             .field("auth", &self.auth)
             .field("headers", &self.headers)
@@ -102,6 +112,7 @@ impl ActiveWebConfig {
     pub fn plain() -> Self {
         ActiveWebConfig {
             tls: None,
+            http2: false,
             client_auth: ClientAuth::NoClientCert,
             auth: None,
             headers: HeaderMap::new(),
@@ -114,7 +125,11 @@ impl ActiveWebConfig {
     pub fn summary(&self) -> String {
         format!(
             "TLS: {}, client certificates: {:?}, basic auth users: {}, extra headers: {}, rate limit: {}",
-            if self.tls.is_some() { "on" } else { "off" },
+            match (&self.tls, self.http2) {
+                (None, _) => "off",
+                (Some(_), true) => "on (HTTP/2 and HTTP/1.1)",
+                (Some(_), false) => "on (HTTP/1.1)",
+            },
             self.client_auth,
             self.auth.as_ref().map_or(0, |a| a.user_count()),
             self.headers.len(),

@@ -1,6 +1,7 @@
 //! Parsing a web config file: the YAML walk, key by key, with errors that name the file and the
-//! dotted key. The TLS section is handed to `tls`. It does no I/O besides reading the files the
-//! config names.
+//! dotted key. Values are read as exporter-toolkit reads them (see `golang`): any scalar is a
+//! string's text, YAML 1.1 booleans, Go durations. The TLS section is handed to `tls`. It does no
+//! I/O besides reading the files the config names.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -8,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
-use yaml_rust2::{Yaml, YamlLoader};
 
+use super::golang::{self, DurationError};
+use super::yaml::{self, Node};
 use super::{ActiveWebConfig, WebConfigError};
 use crate::secret::Secret;
 use crate::web::basic_auth::{self, BasicAuth};
@@ -38,15 +40,12 @@ pub fn parse(
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
-    let docs =
-        YamlLoader::load_from_str(text).map_err(|e| cx.err("", format!("invalid YAML: {e}")))?;
-    if docs.len() > 1 {
-        return Err(cx.err("", "more than one YAML document"));
-    }
-    let root = docs.into_iter().next().unwrap_or(Yaml::Null);
+    let root = yaml::load(text).map_err(|e| cx.err("", format!("invalid YAML: {e}")))?;
     let top = cx.map(&root, "")?;
     let mut config = ActiveWebConfig::plain();
     let mut tls_section = None;
+    // The toolkit's default; `http2:` with no value is false there (go-yaml's zero value).
+    let mut http2 = true;
     for (k, v) in top {
         let key = cx.key_name(k, "")?;
         match key.as_str() {
@@ -55,13 +54,7 @@ pub fn parse(
                 for (k2, v2) in cx.map(v, "http_server_config")? {
                     let key2 = cx.key_name(k2, "http_server_config")?;
                     match key2.as_str() {
-                        "http2" => {
-                            if cx.boolean(v2, "http_server_config.http2")? {
-                                config.warnings.push(
-                                    "http_server_config.http2: ignored; the exporter serves HTTP/1.1 only".into(),
-                                );
-                            }
-                        }
+                        "http2" => http2 = cx.boolean(v2, "http_server_config.http2")?,
                         "headers" => config.headers = cx.headers(v2)?,
                         other => return Err(cx.unknown("http_server_config.", other)),
                     }
@@ -85,12 +78,15 @@ pub fn parse(
                     config.auth = Some(Arc::new(BasicAuth::new(users)));
                 }
             }
-            "rate_limit" => config.rate_limit = cx.rate_limit(v)?.map(Arc::new),
+            "rate_limit" => {
+                config.rate_limit = cx.rate_limit(v, &mut config.warnings)?.map(Arc::new)
+            }
             other => return Err(cx.unknown("", other)),
         }
     }
     if let Some(tls) = tls_section {
-        let (acceptor, client_auth) = cx.tls(tls, watched, &mut config.warnings)?;
+        let (acceptor, client_auth) = cx.tls(tls, http2, watched, &mut config.warnings)?;
+        config.http2 = http2 && acceptor.is_some();
         config.tls = acceptor;
         config.client_auth = client_auth;
     }
@@ -128,43 +124,49 @@ impl Cx<'_> {
     /// The entries of a mapping (`null` is an empty one).
     pub(super) fn map<'y>(
         &self,
-        v: &'y Yaml,
+        v: &'y Node,
         key: &str,
-    ) -> Result<Vec<(&'y Yaml, &'y Yaml)>, WebConfigError> {
+    ) -> Result<Vec<(&'y Node, &'y Node)>, WebConfigError> {
         match v {
-            Yaml::Hash(h) => Ok(h.iter().collect()),
-            Yaml::Null => Ok(Vec::new()),
+            Node::Map(entries) => Ok(entries.iter().map(|(k, v)| (k, v)).collect()),
+            Node::Null => Ok(Vec::new()),
             _ => Err(self.err(key, "expected a mapping")),
         }
     }
 
-    pub(super) fn key_name(&self, k: &Yaml, parent: &str) -> Result<String, WebConfigError> {
-        match k {
-            Yaml::String(s) => Ok(s.clone()),
-            Yaml::Integer(i) => Ok(i.to_string()),
-            Yaml::Boolean(b) => Ok(b.to_string()),
-            _ => Err(self.err(parent, "keys must be strings")),
+    pub(super) fn key_name(&self, k: &Node, parent: &str) -> Result<String, WebConfigError> {
+        match k.text() {
+            Some(s) => Ok(s.to_string()),
+            None => Err(self.err(parent, "keys must be strings")),
         }
     }
 
-    pub(super) fn string(&self, v: &Yaml, key: &str) -> Result<String, WebConfigError> {
+    /// Any scalar as written (as go-yaml fills a Go string: `1` is `"1"`); null is empty.
+    pub(super) fn string(&self, v: &Node, key: &str) -> Result<String, WebConfigError> {
         match v {
-            Yaml::String(s) => Ok(s.clone()),
-            Yaml::Null => Ok(String::new()),
+            Node::Scalar(s) => Ok(s.text.clone()),
+            Node::Null => Ok(String::new()),
             _ => Err(self.err(key, "expected a string")),
         }
     }
 
-    pub(super) fn boolean(&self, v: &Yaml, key: &str) -> Result<bool, WebConfigError> {
+    /// An unquoted YAML 1.1 boolean (`true`, `false`, `yes`, `no`, `on`, `off`, ...); null is
+    /// false, as go-yaml leaves a Go bool at its zero value.
+    pub(super) fn boolean(&self, v: &Node, key: &str) -> Result<bool, WebConfigError> {
         match v {
-            Yaml::Boolean(b) => Ok(*b),
-            Yaml::Null => Ok(false),
-            _ => Err(self.err(key, "expected true or false")),
+            Node::Null => Ok(false),
+            Node::Scalar(s) if s.plain => golang::yaml_bool(&s.text)
+                .ok_or_else(|| self.err(key, format!("expected true or false, got {:?}", s.text))),
+            _ => Err(self.err(key, "expected true or false (unquoted)")),
         }
     }
 
     /// `rate_limit: {interval: <duration>, burst: <int>}`; `None` when it does not limit.
-    pub(super) fn rate_limit(&self, v: &Yaml) -> Result<Option<RateLimiter>, WebConfigError> {
+    pub(super) fn rate_limit(
+        &self,
+        v: &Node,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<RateLimiter>, WebConfigError> {
         let mut interval = Duration::ZERO;
         let mut burst = 0u32;
         for (k, val) in self.map(v, "rate_limit")? {
@@ -173,41 +175,83 @@ impl Cx<'_> {
                 "interval" => interval = self.duration(val, "rate_limit.interval")?,
                 "burst" => {
                     burst = match val {
-                        Yaml::Integer(n) => u32::try_from(*n).map_err(|_| {
-                            self.err(
-                                "rate_limit.burst",
-                                format!("{n} is not a count of requests"),
-                            )
-                        })?,
-                        Yaml::Null => 0,
+                        Node::Null => 0,
+                        Node::Scalar(s) if s.plain => {
+                            let n = golang::parse_int(&s.text).ok_or_else(|| {
+                                self.err(
+                                    "rate_limit.burst",
+                                    format!("expected an integer, got {:?}", s.text),
+                                )
+                            })?;
+                            u32::try_from(n).map_err(|_| {
+                                self.err(
+                                    "rate_limit.burst",
+                                    format!("{n} is not a count of requests"),
+                                )
+                            })?
+                        }
                         _ => return Err(self.err("rate_limit.burst", "expected an integer")),
                     }
                 }
                 other => return Err(self.unknown("rate_limit.", other)),
             }
         }
-        Ok(RateLimiter::new(interval, burst))
-    }
-
-    /// A Go-style duration (`1s`, `250ms`, `1m30s`) or 0.
-    pub(super) fn duration(&self, v: &Yaml, key: &str) -> Result<Duration, WebConfigError> {
-        match v {
-            Yaml::Integer(0) | Yaml::Null => Ok(Duration::ZERO),
-            Yaml::String(s) if s.trim() == "0" => Ok(Duration::ZERO),
-            Yaml::String(s) => humantime::parse_duration(s.trim())
-                .map_err(|e| self.err(key, format!("invalid duration {s:?}: {e}"))),
-            _ => Err(self.err(key, "expected a duration such as 1s or 250ms")),
+        let limiter = RateLimiter::new(interval, burst);
+        if limiter.is_some() && burst == 0 {
+            warnings.push(
+                "rate_limit.burst: 0 answers every request with 429 (as in exporter-toolkit); \
+                 set burst to 1 or more, or interval to 0 to turn the limit off"
+                    .into(),
+            );
         }
+        Ok(limiter)
     }
 
-    pub(super) fn strings(&self, v: &Yaml, key: &str) -> Result<Vec<String>, WebConfigError> {
+    /// A Go duration (`1s`, `250ms`, `1m30s`, `1.5s`) or 0.
+    pub(super) fn duration(&self, v: &Node, key: &str) -> Result<Duration, WebConfigError> {
+        let text = match v {
+            Node::Null => return Ok(Duration::ZERO),
+            Node::Scalar(s) => s.text.trim(),
+            _ => return Err(self.err(key, "expected a duration such as 1s or 250ms")),
+        };
+        if let Some(n) = golang::parse_int(text) {
+            if n == 0 {
+                return Ok(Duration::ZERO);
+            }
+            // go-yaml reads a bare number as nanoseconds, which nobody means.
+            return Err(self.err(
+                key,
+                format!("{text} has no unit (exporter-toolkit would read nanoseconds); write e.g. {text}s"),
+            ));
+        }
+        golang::parse_duration(text).map_err(|e| {
+            self.err(
+                key,
+                match e {
+                    DurationError::Invalid => {
+                        format!("invalid duration {text:?} (expected e.g. 1s, 250ms, 1m30s)")
+                    }
+                    DurationError::Negative => format!("negative duration {text:?}"),
+                    DurationError::TooLarge => format!("duration {text:?} is too large"),
+                },
+            )
+        })
+    }
+
+    /// A list of strings; `None` when the key has no value (which differs from `[]`).
+    pub(super) fn strings_opt(
+        &self,
+        v: &Node,
+        key: &str,
+    ) -> Result<Option<Vec<String>>, WebConfigError> {
         match v {
-            Yaml::Array(a) => a
+            Node::Seq(a) => a
                 .iter()
                 .enumerate()
                 .map(|(i, x)| self.string(x, &format!("{key}[{i}]")))
-                .collect(),
-            Yaml::Null => Ok(Vec::new()),
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Node::Null => Ok(None),
             _ => Err(self.err(key, "expected a list of strings")),
         }
     }
@@ -233,7 +277,7 @@ impl Cx<'_> {
             .map_err(|e| self.err(key, format!("cannot read {}: {e}", path.display())))
     }
 
-    pub(super) fn headers(&self, v: &Yaml) -> Result<HeaderMap, WebConfigError> {
+    pub(super) fn headers(&self, v: &Node) -> Result<HeaderMap, WebConfigError> {
         let mut out = HeaderMap::new();
         for (k, val) in self.map(v, "http_server_config.headers")? {
             let name = self.key_name(k, "http_server_config.headers")?;
@@ -257,6 +301,10 @@ impl Cx<'_> {
                     &key,
                     format!("invalid value {value:?}; expected one of {allowed:?}"),
                 ));
+            }
+            if value.is_empty() {
+                // The toolkit documents a blank value as "unset".
+                continue;
             }
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| self.err(&key, format!("invalid header name: {e}")))?;
@@ -301,7 +349,7 @@ mod tests {
             c.headers.get("x-frame-options").map(|v| v.as_bytes()),
             Some(&b"deny"[..])
         );
-        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
         assert!(!format!("{c:?}").contains("$2y$"), "hash in Debug");
         assert!(parse_str("").expect("empty file").auth.is_none());
     }
@@ -365,6 +413,73 @@ mod tests {
         }
         let got = err_of(&format!("basic_auth_users:\n  bob: {}x\n", &HASH[..20]));
         assert!(!got.contains(&HASH[..20]), "hash leaked into {got}");
+    }
+
+    #[test]
+    fn scalars_are_read_as_the_toolkit_reads_them() {
+        // Unquoted numbers and booleans are header values as written; YAML 1.1 booleans.
+        let c = parse_str(
+            "http_server_config:\n  http2: no\n  headers:\n    X-XSS-Protection: 1\n    \
+             Strict-Transport-Security: 0x1F\n    Content-Security-Policy: true\n\
+             rate_limit:\n  interval: 1m30s\n  burst: 0x10\n",
+        )
+        .expect("parses");
+        let h = |n: &str| {
+            c.headers
+                .get(n)
+                .map(|v| v.to_str().unwrap_or("?").to_string())
+        };
+        assert_eq!(h("x-xss-protection").as_deref(), Some("1"));
+        assert_eq!(h("strict-transport-security").as_deref(), Some("0x1F"));
+        assert_eq!(h("content-security-policy").as_deref(), Some("true"));
+        assert_eq!(
+            c.rate_limit.as_ref().map(|r| r.describe()),
+            Some("1 request per 90s, bursts of 16".to_string())
+        );
+        // A blank header is unset, as the toolkit documents.
+        let c = parse_str("http_server_config:\n  headers:\n    X-XSS-Protection: ''\n")
+            .expect("parses");
+        assert!(c.headers.is_empty());
+        // burst 0 limits everything, with a warning.
+        let c = parse_str("rate_limit:\n  interval: 1s\n  burst: 0\n").expect("parses");
+        assert_eq!(
+            c.rate_limit.as_ref().map(|r| r.describe()),
+            Some("every request refused (burst 0)".to_string())
+        );
+        assert!(
+            c.warnings.iter().any(|w| w.contains("429")),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            parse_str("rate_limit:\n  interval: 0\n  burst: 0\n")
+                .expect("parses")
+                .rate_limit
+                .is_none()
+        );
+        for (text, want) in [
+            (
+                "rate_limit:\n  interval: 5\n",
+                "rate_limit.interval: 5 has no unit",
+            ),
+            ("rate_limit:\n  interval: -1s\n", "negative duration"),
+            (
+                "rate_limit:\n  burst: 1.5\n",
+                "rate_limit.burst: expected an integer",
+            ),
+            (
+                "rate_limit:\n  burst: '3'\n",
+                "rate_limit.burst: expected an integer",
+            ),
+            (
+                "http_server_config:\n  http2: 'true'\n",
+                "http2: expected true or false",
+            ),
+            ("a: 1\na: 2\n", "duplicate key"),
+        ] {
+            let got = err_of(text);
+            assert!(got.contains(want), "{text:?}: got {got:?}, want {want:?}");
+        }
     }
 
     #[test]

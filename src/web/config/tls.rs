@@ -1,118 +1,186 @@
-//! The TLS part of a web config: certificate, key and client CA files, TLS versions, the
-//! rustls server configuration (aws-lc-rs provider, chosen explicitly) and the client
-//! certificate policy (`client_auth_type`, `client_allowed_sans`).
+//! The TLS part of a web config (`tls_server_config`): certificate and key (files or inline),
+//! client CAs (file or inline), the client certificate policy, TLS versions, cipher suites,
+//! curves and the server's order, turned into a rustls server configuration (aws-lc-rs provider)
+//! that offers HTTP/2 by ALPN when `http_server_config.http2` is on.
+//!
+//! As in exporter-toolkit, a file wins over the inline form of the same thing (with a warning
+//! here) and an empty section means plain HTTP. The names are `crypto`'s business, the client
+//! certificate checks `client_cert`'s.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ServerConfig, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::NamedGroup;
+use rustls::server::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
-use yaml_rust2::Yaml;
 
+use super::client_cert::{self, Cas, Policy};
+use super::crypto::{self, Suite};
 use super::parse::Cx;
+use super::yaml::Node;
 use super::{ClientAuth, WebConfigError};
 use crate::secret::Secret;
 
+const S: &str = "tls_server_config";
+
+fn k(name: &str) -> String {
+    format!("{S}.{name}")
+}
+
+/// The section's values as written.
+#[derive(Default)]
+struct Section {
+    cert_file: String,
+    key_file: String,
+    cert: String,
+    key: Secret,
+    client_ca_file: String,
+    client_ca: String,
+    client_auth: String,
+    allowed_sans: Option<Vec<String>>,
+    min_version: String,
+    max_version: String,
+    suites: Vec<Suite>,
+    curves: Vec<NamedGroup>,
+    prefer_server_order: bool,
+    /// Keys given that only matter with TLS on (for the warning when it is off).
+    tuning: Vec<&'static str>,
+}
+
 impl Cx<'_> {
-    pub(super) fn tls(
-        &self,
-        v: &Yaml,
-        watched: &mut Vec<PathBuf>,
-        warnings: &mut Vec<String>,
-    ) -> Result<(Option<TlsAcceptor>, ClientAuth), WebConfigError> {
-        const S: &str = "tls_server_config";
-        let k = |name: &str| format!("{S}.{name}");
-        let mut cert_file = String::new();
-        let mut key_file = String::new();
-        let mut cert_inline = String::new();
-        let mut key_inline = String::new();
-        let mut client_auth_name = String::new();
-        let mut client_ca_file = String::new();
-        let mut allowed_sans = Vec::new();
-        let mut min_version = String::new();
-        let mut max_version = String::new();
+    fn section(&self, v: &Node) -> Result<Section, WebConfigError> {
+        let mut s = Section {
+            // The toolkit's default.
+            prefer_server_order: true,
+            ..Section::default()
+        };
         for (key, val) in self.map(v, S)? {
             let name = self.key_name(key, S)?;
             match name.as_str() {
-                "cert_file" => cert_file = self.string(val, &k("cert_file"))?,
-                "key_file" => key_file = self.string(val, &k("key_file"))?,
-                "cert" => cert_inline = self.string(val, &k("cert"))?,
-                "key" => key_inline = self.string(val, &k("key"))?,
-                "client_auth_type" => {
-                    client_auth_name = self.string(val, &k("client_auth_type"))?
-                }
-                "client_ca_file" => client_ca_file = self.string(val, &k("client_ca_file"))?,
+                "cert_file" => s.cert_file = self.string(val, &k("cert_file"))?,
+                "key_file" => s.key_file = self.string(val, &k("key_file"))?,
+                "cert" => s.cert = self.string(val, &k("cert"))?,
+                "key" => s.key = Secret::new(self.string(val, &k("key"))?),
+                "client_ca_file" => s.client_ca_file = self.string(val, &k("client_ca_file"))?,
+                "client_ca" => s.client_ca = self.string(val, &k("client_ca"))?,
+                "client_auth_type" => s.client_auth = self.string(val, &k("client_auth_type"))?,
                 "client_allowed_sans" => {
-                    allowed_sans = self.strings(val, &k("client_allowed_sans"))?
+                    s.allowed_sans = self.strings_opt(val, &k("client_allowed_sans"))?;
+                    s.tuning.push("client_allowed_sans");
                 }
-                "min_version" => min_version = self.string(val, &k("min_version"))?,
-                "max_version" => max_version = self.string(val, &k("max_version"))?,
-                "cipher_suites" | "curve_preferences" => {
-                    if !self.strings(val, &k(&name))?.is_empty() {
-                        warnings.push(format!(
-                            "{S}.{name}: ignored; rustls offers only modern, safe choices and picks them itself"
-                        ));
+                "min_version" => {
+                    s.min_version = self.string(val, &k("min_version"))?;
+                    s.tuning.push("min_version");
+                }
+                "max_version" => {
+                    s.max_version = self.string(val, &k("max_version"))?;
+                    s.tuning.push("max_version");
+                }
+                "cipher_suites" => {
+                    for n in self
+                        .strings_opt(val, &k("cipher_suites"))?
+                        .unwrap_or_default()
+                    {
+                        let suite = crypto::cipher_suite(&n)
+                            .map_err(|m| self.err(&k("cipher_suites"), m))?;
+                        if !s.suites.contains(&suite) {
+                            s.suites.push(suite);
+                        }
                     }
+                    s.tuning.push("cipher_suites");
+                }
+                "curve_preferences" => {
+                    for n in self
+                        .strings_opt(val, &k("curve_preferences"))?
+                        .unwrap_or_default()
+                    {
+                        let g =
+                            crypto::curve(&n).map_err(|m| self.err(&k("curve_preferences"), m))?;
+                        if !s.curves.contains(&g) {
+                            s.curves.push(g);
+                        }
+                    }
+                    s.tuning.push("curve_preferences");
                 }
                 "prefer_server_cipher_suites" => {
-                    self.boolean(val, &k(&name))?;
-                    warnings.push(format!(
-                        "{S}.{name}: ignored; rustls always prefers the server's order"
-                    ));
+                    s.prefer_server_order = self.boolean(val, &k(&name))?;
+                    s.tuning.push("prefer_server_cipher_suites");
                 }
                 other => return Err(self.unknown(&format!("{S}."), other)),
             }
         }
-        let client_auth = ClientAuth::parse(&client_auth_name).ok_or_else(|| {
+        Ok(s)
+    }
+
+    /// The TLS acceptor (`None`: plain HTTP) and the client certificate policy.
+    pub(super) fn tls(
+        &self,
+        v: &Node,
+        http2: bool,
+        watched: &mut Vec<PathBuf>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(Option<TlsAcceptor>, ClientAuth), WebConfigError> {
+        let s = self.section(v)?;
+        let client_auth = ClientAuth::parse(&s.client_auth).ok_or_else(|| {
             self.err(
                 &k("client_auth_type"),
                 format!(
-                    "invalid value {client_auth_name:?}; expected one of NoClientCert, RequestClientCert, \
-                     RequireAnyClientCert, VerifyClientCertIfGiven, RequireAndVerifyClientCert"
+                    "invalid value {:?}; expected one of NoClientCert, RequestClientCert, \
+                     RequireAnyClientCert (or its old name RequireClientCert), \
+                     VerifyClientCertIfGiven, RequireAndVerifyClientCert",
+                    s.client_auth
                 ),
             )
         })?;
-        if cert_file.is_empty()
-            && cert_inline.is_empty()
-            && key_file.is_empty()
-            && key_inline.is_empty()
-            && client_ca_file.is_empty()
-            && client_auth_name.is_empty()
+        if s.cert_file.is_empty()
+            && s.cert.is_empty()
+            && s.key_file.is_empty()
+            && s.key.expose().is_empty()
+            && s.client_ca_file.is_empty()
+            && s.client_ca.is_empty()
+            && s.client_auth.is_empty()
         {
-            // As in the toolkit: an empty tls_server_config means plain HTTP.
+            // As in the toolkit: no certificate, key, CA or policy means plain HTTP.
+            if !s.tuning.is_empty() {
+                warnings.push(format!(
+                    "{S}: no certificate is configured, so the exporter serves plain HTTP and {} \
+                     has no effect",
+                    s.tuning.join(", ")
+                ));
+            }
             return Ok((None, ClientAuth::NoClientCert));
         }
-        let cert_pem = match (cert_file.is_empty(), cert_inline.is_empty()) {
+        let (cert_key, cert_pem) = match (s.cert_file.is_empty(), s.cert.is_empty()) {
             (true, true) => return Err(self.err(S, "missing one of cert or cert_file")),
-            (false, false) => return Err(self.err(S, "cert and cert_file are mutually exclusive")),
-            (false, true) => self.read_file(&k("cert_file"), &cert_file, watched)?,
-            (true, false) => cert_inline.into_bytes(),
-        };
-        let key_pem = Secret::new(match (key_file.is_empty(), key_inline.is_empty()) {
-            (true, true) => return Err(self.err(S, "missing one of key or key_file")),
-            (false, false) => return Err(self.err(S, "key and key_file are mutually exclusive")),
-            (false, true) => {
-                let bytes = self.read_file(&k("key_file"), &key_file, watched)?;
-                String::from_utf8(bytes)
-                    .map_err(|_| self.err(&k("key_file"), "not a PEM file (not UTF-8)"))?
+            (true, false) => (k("cert"), s.cert.clone().into_bytes()),
+            (false, inline_empty) => {
+                if !inline_empty {
+                    warnings.push(format!(
+                        "{S}.cert is ignored because cert_file is set (as in exporter-toolkit)"
+                    ));
+                }
+                (
+                    k("cert_file"),
+                    self.read_file(&k("cert_file"), &s.cert_file, watched)?,
+                )
             }
-            (true, false) => key_inline,
-        });
-        let cert_key = if cert_file.is_empty() {
-            k("cert")
-        } else {
-            k("cert_file")
         };
-        let key_key = if key_file.is_empty() {
-            k("key")
-        } else {
-            k("key_file")
+        let (key_key, key_pem) = match (s.key_file.is_empty(), s.key.expose().is_empty()) {
+            (true, true) => return Err(self.err(S, "missing one of key or key_file")),
+            (true, false) => (k("key"), s.key.clone()),
+            (false, inline_empty) => {
+                if !inline_empty {
+                    warnings.push(format!(
+                        "{S}.key is ignored because key_file is set (as in exporter-toolkit)"
+                    ));
+                }
+                let bytes = self.read_file(&k("key_file"), &s.key_file, watched)?;
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| self.err(&k("key_file"), "not a PEM file (not UTF-8)"))?;
+                (k("key_file"), Secret::new(text))
+            }
         };
         let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
             .collect::<Result<_, _>>()
@@ -123,68 +191,79 @@ impl Cx<'_> {
         let key = PrivateKeyDer::from_pem_slice(key_pem.expose().as_bytes())
             .map_err(|e| self.err(&key_key, format!("no usable private key: {e}")))?;
 
-        let versions = self.versions(&min_version, &max_version)?;
-        let provider = provider();
-
-        if client_auth == ClientAuth::NoClientCert && !client_ca_file.is_empty() {
+        let lo =
+            crypto::version_rank(&s.min_version, 12).map_err(|m| self.err(&k("min_version"), m))?;
+        let hi =
+            crypto::version_rank(&s.max_version, 13).map_err(|m| self.err(&k("max_version"), m))?;
+        if lo > hi {
             return Err(self.err(
-                &k("client_ca_file"),
+                &k("min_version"),
+                format!("{} is above max_version {}", s.min_version, s.max_version),
+            ));
+        }
+        let provider = Arc::new(crypto::provider(&s.suites, &s.curves));
+        let key_alg = provider
+            .key_provider
+            .load_private_key(key.clone_key())
+            .map_err(|e| self.err(&key_key, format!("no usable private key: {e}")))?
+            .algorithm();
+        let suite_warnings = crypto::check_suites(&s.suites, lo, hi, key_alg, http2)
+            .map_err(|m| self.err(&k("cipher_suites"), m))?;
+        warnings.extend(
+            suite_warnings
+                .into_iter()
+                .map(|w| format!("{S}.cipher_suites {w}")),
+        );
+
+        let ca_key = k(if s.client_ca_file.is_empty() {
+            "client_ca"
+        } else {
+            "client_ca_file"
+        });
+        // Checked before the file is read: the missing policy is the mistake to report.
+        if client_auth == ClientAuth::NoClientCert
+            && !(s.client_ca_file.is_empty() && s.client_ca.is_empty())
+        {
+            return Err(self.err(
+                &ca_key,
                 "client CAs are configured but client_auth_type is NoClientCert; set client_auth_type",
             ));
         }
-        if client_auth.verifies() && client_ca_file.is_empty() {
-            return Err(self.err(
-                &k("client_ca_file"),
-                format!("required when client_auth_type is {client_auth:?}"),
-            ));
-        }
-        if !allowed_sans.is_empty() && !client_auth.verifies() {
-            return Err(self.err(
-                &k("client_allowed_sans"),
-                "needs client_auth_type VerifyClientCertIfGiven or RequireAndVerifyClientCert",
-            ));
-        }
-        let verifier: Arc<dyn ClientCertVerifier> = match client_auth {
-            ClientAuth::NoClientCert => WebPkiClientVerifier::no_client_auth(),
-            ClientAuth::RequestClientCert | ClientAuth::RequireAnyClientCert => {
-                Arc::new(ClientVerifier {
-                    inner: None,
-                    mandatory: client_auth == ClientAuth::RequireAnyClientCert,
-                    allowed_sans: Vec::new(),
-                    provider: provider.clone(),
-                })
+        let cas = self.client_cas(&s, watched, warnings)?;
+        match &s.allowed_sans {
+            Some(_) if client_auth == ClientAuth::NoClientCert => {
+                return Err(self.err(
+                    &k("client_allowed_sans"),
+                    "has no effect without client certificates (exporter-toolkit ignores it); \
+                     set client_auth_type, e.g. RequireAndVerifyClientCert",
+                ));
             }
-            ClientAuth::VerifyClientCertIfGiven | ClientAuth::RequireAndVerifyClientCert => {
-                let ca_key = k("client_ca_file");
-                let pem = self.read_file(&ca_key, &client_ca_file, watched)?;
-                let mut roots = RootCertStore::empty();
-                for cert in CertificateDer::pem_slice_iter(&pem) {
-                    let cert = cert.map_err(|e| self.err(&ca_key, format!("invalid PEM: {e}")))?;
-                    roots
-                        .add(cert)
-                        .map_err(|e| self.err(&ca_key, format!("unusable CA certificate: {e}")))?;
-                }
-                if roots.is_empty() {
-                    return Err(self.err(&ca_key, "no CERTIFICATE block found"));
-                }
-                let mut builder =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
-                if client_auth == ClientAuth::VerifyClientCertIfGiven {
-                    builder = builder.allow_unauthenticated();
-                }
-                let inner = builder.build().map_err(|e| {
-                    self.err(&ca_key, format!("cannot build the client verifier: {e}"))
-                })?;
-                Arc::new(ClientVerifier {
-                    mandatory: client_auth == ClientAuth::RequireAndVerifyClientCert,
-                    inner: Some(inner),
-                    allowed_sans,
-                    provider: provider.clone(),
-                })
+            Some(sans) if sans.is_empty() => {
+                return Err(self.err(
+                    &k("client_allowed_sans"),
+                    "an empty list refuses every client (as in exporter-toolkit); list the \
+                     allowed SANs or remove the key",
+                ));
             }
+            Some(_) if matches!(
+                client_auth,
+                ClientAuth::RequestClientCert | ClientAuth::VerifyClientCertIfGiven
+            ) => warnings.push(format!(
+                "{S}.client_allowed_sans: clients without a certificate are refused although \
+                 client_auth_type is {client_auth:?} (in exporter-toolkit their handshake fails too)"
+            )),
+            _ => {}
+        }
+        let policy = Policy {
+            auth: client_auth,
+            cas: cas.map_or(Cas::System, Cas::Listed),
+            allowed_sans: s.allowed_sans.clone(),
         };
+        let verifier =
+            client_cert::verifier(policy, &provider, warnings).map_err(|m| self.err(&ca_key, m))?;
+
         let mut server = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(&versions)
+            .with_protocol_versions(&crypto::versions(lo, hi))
             .map_err(|e| self.err(&k("min_version"), format!("{e}")))?
             .with_client_cert_verifier(verifier)
             .with_single_cert(certs, key)
@@ -194,176 +273,45 @@ impl Cx<'_> {
                     format!("cannot be used with the certificate in {cert_key}: {e}"),
                 )
             })?;
-        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // `prefer_server_cipher_suites` (default true): the order of `cipher_suites` wins over
+        // the client's. Go has ignored this setting since Go 1.17; see SECURITY.md.
+        server.ignore_client_order = s.prefer_server_order;
+        server.alpn_protocols = if http2 {
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        } else {
+            vec![b"http/1.1".to_vec()]
+        };
         Ok((Some(TlsAcceptor::from(Arc::new(server))), client_auth))
     }
 
-    fn versions(
+    /// The client CA certificates from `client_ca_file` (which wins, as in the toolkit) or
+    /// `client_ca`; `None` when neither is set.
+    fn client_cas(
         &self,
-        min: &str,
-        max: &str,
-    ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, WebConfigError> {
-        let rank = |key: &str, v: &str, default: u8| -> Result<u8, WebConfigError> {
-            match v {
-                "" => Ok(default),
-                "TLS12" => Ok(12),
-                "TLS13" => Ok(13),
-                "TLS10" | "TLS11" => Err(self.err(
-                    &format!("tls_server_config.{key}"),
-                    format!("{v} is not supported (rustls speaks TLS 1.2 and 1.3 only)"),
-                )),
-                _ => Err(self.err(
-                    &format!("tls_server_config.{key}"),
-                    format!("invalid value {v:?}; expected TLS12 or TLS13"),
-                )),
+        s: &Section,
+        watched: &mut Vec<PathBuf>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Option<Vec<CertificateDer<'static>>>, WebConfigError> {
+        let (key, pem) = match (s.client_ca_file.is_empty(), s.client_ca.is_empty()) {
+            (true, true) => return Ok(None),
+            (true, false) => (k("client_ca"), s.client_ca.clone().into_bytes()),
+            (false, inline_empty) => {
+                if !inline_empty {
+                    warnings.push(format!(
+                        "{S}.client_ca is ignored because client_ca_file is set (as in exporter-toolkit)"
+                    ));
+                }
+                let key = k("client_ca_file");
+                let pem = self.read_file(&key, &s.client_ca_file, watched)?;
+                (key, pem)
             }
         };
-        let lo = rank("min_version", min, 12)?;
-        let hi = rank("max_version", max, 13)?;
-        if lo > hi {
-            return Err(self.err(
-                "tls_server_config.min_version",
-                format!("{min} is above max_version {max}"),
-            ));
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.err(&key, format!("invalid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(self.err(&key, "no CERTIFICATE block found"));
         }
-        let mut out = Vec::new();
-        if lo <= 12 {
-            out.push(&rustls::version::TLS12);
-        }
-        if hi >= 13 {
-            out.push(&rustls::version::TLS13);
-        }
-        Ok(out)
-    }
-}
-
-/// The aws-lc-rs provider (the one reqwest uses), chosen explicitly rather than the process
-/// default.
-fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// Client certificate policy beyond what `WebPkiClientVerifier` does: accepting any certificate
-/// (`RequestClientCert`, `RequireAnyClientCert`) and checking `client_allowed_sans`.
-#[derive(Debug)]
-struct ClientVerifier {
-    /// Chain verification against `client_ca_file`; `None` accepts any certificate.
-    inner: Option<Arc<dyn ClientCertVerifier>>,
-    mandatory: bool,
-    /// DNS names, IP addresses or URIs one of which the client certificate must carry.
-    allowed_sans: Vec<String>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ClientCertVerifier for ClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.mandatory
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        match &self.inner {
-            Some(inner) => inner.root_hint_subjects(),
-            None => &[],
-        }
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        if let Some(inner) = &self.inner {
-            inner.verify_client_cert(end_entity, intermediates, now)?;
-        }
-        if !self.allowed_sans.is_empty() && !san_allowed(end_entity, &self.allowed_sans) {
-            return Err(rustls::Error::General(
-                "client certificate has none of the allowed SANs".into(),
-            ));
-        }
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// Whether the certificate carries one of `allowed` as a DNS name, IP address or URI SAN.
-/// (The toolkit also matches e-mail SANs; those are not read here.)
-fn san_allowed(cert: &CertificateDer<'_>, allowed: &[String]) -> bool {
-    let Ok(ee) = webpki::EndEntityCert::try_from(cert) else {
-        return false;
-    };
-    let dns: Vec<&str> = ee.valid_dns_names().collect();
-    let uris: Vec<&str> = ee.valid_uri_names().collect();
-    allowed.iter().any(|a| {
-        if dns.iter().any(|d| d.eq_ignore_ascii_case(a)) || uris.contains(&a.as_str()) {
-            return true;
-        }
-        match a.parse::<std::net::IpAddr>() {
-            Ok(ip) => ee
-                .verify_is_valid_for_subject_name(&ServerName::IpAddress(ip.into()))
-                .is_ok(),
-            Err(_) => false,
-        }
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    #[test]
-    fn old_tls_versions_are_refused() {
-        let cx = Cx {
-            file: Path::new("w.yml"),
-            dir: PathBuf::from("."),
-        };
-        let e = cx.versions("TLS10", "").expect_err("TLS10");
-        assert!(
-            e.to_string()
-                .contains("tls_server_config.min_version: TLS10 is not supported"),
-            "{e}"
-        );
-        assert!(cx.versions("TLS13", "TLS12").is_err());
-        assert_eq!(cx.versions("TLS13", "").expect("13").len(), 1);
-        assert_eq!(cx.versions("", "").expect("default").len(), 2);
+        Ok(Some(certs))
     }
 }
