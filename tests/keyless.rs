@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use dli_exporter::app::App;
-use dli_exporter::config::{Credentials, PollConfig, Settings};
+use dli_exporter::config::{Credentials, PollConfig};
 use dli_exporter::sim::{DEMO_IDP_ID, Outage, Service, SimConfig, Simulator};
-use tokio::net::TcpListener;
 
 const QUEUES: [&str; 2] = ["etl", "adhoc"];
 
@@ -46,11 +45,6 @@ fn oidc(sim: &Simulator, file: &Path) -> Credentials {
         idp_id: DEMO_IDP_ID.into(),
         id_token_file: file.to_path_buf(),
     }
-}
-
-async fn start(settings: &Settings) -> App {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    App::start(settings, listener).expect("exporter starts")
 }
 
 fn success(queue: &str) -> String {
@@ -162,7 +156,7 @@ async fn metadata_keys_rotate_several_times_without_a_failed_poll() {
     .await;
     assert_eq!(failures(&text, "metadata"), 0.0, "{text}");
     assert_eq!(failures(&text, "list_batches"), 0.0, "{text}");
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -189,7 +183,7 @@ async fn without_session_tokens_the_keys_are_fetched_directly() {
     assert_eq!(stats.metadata_key_requests, stats.temporary_keys_issued);
     // A 404 to the token request is the documented fallback, not a failure.
     assert_eq!(failures(&text, "metadata"), 0.0, "{text}");
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -224,7 +218,7 @@ async fn an_expired_session_token_is_replaced_and_the_keys_request_retried_once(
         Some(1.0),
         "{text}"
     );
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 /// A metadata outage of `outage` starting 1 s after the first keys (which live 8 s, due for
@@ -265,7 +259,7 @@ async fn outage_shorter_than_the_lifetime(outage: Outage, reason: &str) {
     );
     // Polls went on through the outage.
     assert!(polled(&sim, 12), "{:?}", sim.stats());
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -319,7 +313,7 @@ async fn without_usable_keys_polls_fail_with_the_metadata_error_and_fetches_back
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let later = sim.stats().metadata_key_requests;
     assert!(later - asked <= 2, "{asked} then {later}");
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]
@@ -368,7 +362,7 @@ async fn oidc_exchange_follows_the_rewritten_token_file() {
     .await;
     assert_eq!(failures(&text, "oidc"), 0.0, "{text}");
     assert_eq!(sim.stats().metadata_key_requests, 0);
-    app.shutdown().await;
+    shutdown(app).await;
 }
 
 #[tokio::test]

@@ -56,7 +56,7 @@ queues = [{list}]
 
 /// An exporter started in `dir` with `args` after the config and listen flags.
 fn exporter(dir: &Path, name: &str, args: &[&str]) -> (ChildGuard, String) {
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = child::free_listen_address();
     let mut all = vec![
         "--config.file",
         "config.toml",
@@ -84,19 +84,16 @@ fn polled_queues(text: &str) -> BTreeSet<String> {
 /// checking that each of them was polled successfully and that the shard gauges say `shard`.
 async fn queues_of(child: &mut ChildGuard, url: &str, shard: Shard) -> BTreeSet<String> {
     let ready = url.replace("/metrics", "/-/ready");
-    child::scrape_until(child, &ready, "ready", Duration::from_secs(15), |_| true).await;
-    let text = child::scrape_until(
-        child,
-        url,
-        "every poll successful",
-        Duration::from_secs(10),
-        |t| {
+    child
+        .scrape_until(&ready, "ready", Duration::from_secs(15), |_| true)
+        .await;
+    let text = child
+        .scrape_until(url, "every poll successful", Duration::from_secs(10), |t| {
             t.lines()
                 .filter(|l| l.starts_with("dli_poll_success{"))
                 .all(|l| l.ends_with(" 1"))
-        },
-    )
-    .await;
+        })
+        .await;
     for line in text.lines().filter(|l| l.starts_with("dli_poll_success{")) {
         assert!(line.ends_with(" 1"), "{line}\n{}", child.outputs());
     }
@@ -253,7 +250,7 @@ async fn shard_auto_takes_the_number_at_the_end_of_the_host_name() {
     let sim = shard_sim(&queues).await;
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("config.toml"), config(&sim, &queues)).expect("config");
-    let listen = format!("127.0.0.1:{}", free_port());
+    let listen = child::free_listen_address();
     let args = [
         "--config.file",
         "config.toml",

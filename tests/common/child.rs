@@ -188,34 +188,3 @@ pub async fn run(
     let status = child.wait_exit(within).await;
     (status, child)
 }
-
-/// Scrapes `url` until `pred` holds for the body of a 200 answer (at most `within`), checking
-/// that `child` is alive meanwhile; returns that body.
-pub async fn scrape_until(
-    child: &mut ChildGuard,
-    url: &str,
-    what: &str,
-    within: Duration,
-    pred: impl Fn(&str) -> bool,
-) -> String {
-    let client = super::http();
-    let deadline = Instant::now() + within;
-    let mut last = String::new();
-    loop {
-        child.assert_running();
-        if let Ok(r) = client.get(url).send().await
-            && r.status() == reqwest::StatusCode::OK
-        {
-            last = r.text().await.unwrap_or_default();
-            if pred(&last) {
-                return last;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}\nlast answer:\n{last}\n{}",
-            child.outputs()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}

@@ -347,9 +347,3 @@ pub async fn eventually(
 ) -> String {
     wait_for(client, app, what, Duration::from_secs(5), pred).await
 }
-
-/// A loopback port that was free a moment ago (for a child process to listen on).
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
