@@ -1,8 +1,10 @@
 //! The simulator over real loopback HTTP: paging and filters, determinism (here), signatures
-//! and IAM tokens (`auth`), every fault (`faults`).
+//! and IAM tokens (`auth`), every fault (`faults`), the metadata service and the OIDC exchange
+//! (`keyless`).
 
 mod auth;
 mod faults;
+mod keyless;
 
 use faults::raw_get;
 
