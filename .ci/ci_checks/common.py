@@ -80,6 +80,8 @@ CONTRACT = {
     "dli_batch_job_duration_seconds": "histogram",
     "dli_exporter_config_last_reload_successful": "gauge",
     "dli_exporter_config_last_reload_success_timestamp_seconds": "gauge",
+    "dli_exporter_shard_ordinal": "gauge",
+    "dli_exporter_total_shards": "gauge",
 }
 # Buckets of dli_batch_job_duration_seconds (the dashboard's and recording rules' quantiles rely on them).
 JOB_DURATION_BUCKETS = ["30", "60", "120", "300", "600", "1200", "1800", "3600", "7200", "14400", "28800",
