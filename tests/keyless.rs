@@ -393,3 +393,74 @@ async fn a_rejected_id_token_fails_polls_as_auth_without_showing_the_token() {
     }
     assert_eq!(sim.stats().list_batches_requests, 0);
 }
+
+#[tokio::test]
+async fn an_unreadable_or_oversized_token_file_fails_the_exchange_naming_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "x".repeat(100 * 1024)).expect("write token");
+    let sim = keyless_sim(SimConfig::default()).await;
+    let settings = settings(vec![project(&sim, &QUEUES, oidc(&sim, &file))], poll());
+    let (_, outcomes) = dli_exporter::app::poll_once(&settings, None)
+        .await
+        .expect("runs");
+    for o in &outcomes {
+        let e = o.error.as_deref().expect("an error");
+        assert!(e.contains("id_token_file") && e.contains("bytes"), "{e}");
+    }
+    // Removed after the start (the kubelet's volume gone): named, and nothing sent to IAM.
+    std::fs::remove_file(&file).expect("remove");
+    let (_, outcomes) = dli_exporter::app::poll_once(&settings, None)
+        .await
+        .expect("runs");
+    for o in &outcomes {
+        let e = o.error.as_deref().expect("an error");
+        assert!(
+            e.contains("id_token_file") && e.contains("cannot read"),
+            "{e}"
+        );
+    }
+    assert_eq!(sim.stats().oidc_requests, 0);
+}
+
+#[tokio::test]
+async fn keys_revoked_before_their_expiry_are_replaced_on_the_first_rejection() {
+    // Keys live 8 s: due for refresh at 4 s, replaceable after a rejection from 1.8 s.
+    let sim = keyless_sim(SimConfig {
+        temporary_key_lifetime: Duration::from_secs(8),
+        ..SimConfig::default()
+    })
+    .await;
+    let app = start(&settings(
+        vec![project(&sim, &QUEUES, metadata(&sim))],
+        poll(),
+    ))
+    .await;
+    watch_without_failed_polls(&app, &sim, Duration::from_secs(10), |_, sim| {
+        sim.stats().temporary_keys_issued == 1 && polled(sim, 1)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    sim.revoke_temporary_keys();
+    let before = sim.request_log().len();
+    watch_without_failed_polls(&app, &sim, Duration::from_secs(10), |_, sim| {
+        let log = sim.request_log();
+        // Both queues polled successfully after the revocation.
+        QUEUES.iter().all(|q| {
+            log[before..]
+                .iter()
+                .any(|r| r.queue.as_deref() == Some(q) && r.status == 200)
+        })
+    })
+    .await;
+    let stats = sim.stats();
+    assert_eq!(stats.temporary_keys_issued, 2, "one replacement: {stats:?}");
+    // The rejected requests (one per queue at most, both with the revoked keys) were retried at
+    // once with the new keys, so no poll failed.
+    let rejected = sim.request_log()[before..]
+        .iter()
+        .filter(|r| r.status == 401)
+        .count();
+    assert!((1..=2).contains(&rejected), "{rejected} rejections");
+    shutdown(app).await;
+}

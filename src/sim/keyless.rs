@@ -177,6 +177,10 @@ impl KeylessState {
         lock(&self.sessions).clear();
     }
 
+    pub(crate) fn revoke_keys(&self) {
+        lock(&self.keys).clear();
+    }
+
     /// Every secret issued so far: session tokens, unscoped tokens, access keys, secret keys,
     /// security tokens.
     pub(crate) fn issued_secrets(&self) -> Vec<Secret> {

@@ -503,6 +503,12 @@ impl Simulator {
             .accept_id_tokens(tokens.iter().map(|t| Secret::new(*t)).collect());
     }
 
+    /// Every temporary key pair issued so far is now unknown (401 `APIGW.0301`), as if revoked
+    /// before its expiry.
+    pub fn revoke_temporary_keys(&self) {
+        self.inner.keyless.revoke_keys();
+    }
+
     /// Every metadata session token issued so far is now rejected with 401, as if expired.
     pub fn expire_metadata_sessions(&self) {
         self.inner.keyless.expire_sessions();

@@ -18,6 +18,8 @@ use crate::secret::Secret;
 
 /// Lifetime asked for the temporary keys (the SDK's value).
 pub const DURATION_SECONDS: u64 = 21_600;
+/// Largest id token file read (a projected service account token is about 1 KB).
+pub const MAX_ID_TOKEN_BYTES: u64 = 64 * 1024;
 
 /// Where and as whom to exchange.
 pub struct OidcExchange {
@@ -101,6 +103,15 @@ impl OidcExchange {
             url: format!("id_token_file {shown}"),
             message,
         };
+        let size = tokio::fs::metadata(&self.id_token_file)
+            .await
+            .map_err(|e| error(format!("cannot read: {e}")))?
+            .len();
+        if size > MAX_ID_TOKEN_BYTES {
+            return Err(error(format!(
+                "holds {size} bytes, more than the {MAX_ID_TOKEN_BYTES} an id token can take"
+            )));
+        }
         let bytes = tokio::fs::read(&self.id_token_file)
             .await
             .map_err(|e| error(format!("cannot read: {e}")))?;

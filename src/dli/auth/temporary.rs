@@ -35,8 +35,9 @@ pub const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 /// First and longest wait after a failed fetch.
 pub const RETRY_BASE: Duration = Duration::from_secs(1);
 pub const RETRY_CAP: Duration = Duration::from_secs(60);
-/// Keys DLI rejected are replaced at once only when they are at least this old (a rejection of
-/// fresh keys is not about their age, and refetching would not help).
+/// Keys DLI rejected are replaced at once only when they are at least this old, or a quarter of
+/// their usable time for short-lived keys (a rejection of fresh keys is not about their age, and
+/// fetching again at every request would not help).
 pub const MIN_AGE_TO_REPLACE: Duration = Duration::from_secs(30);
 
 /// When keys living `lifetime` (as seen when fetched) are due for refresh, and for how long they
@@ -94,7 +95,8 @@ impl Fetcher {
 /// Keys in use.
 struct Current {
     signer: Arc<AkSkSigner>,
-    fetched_at: Instant,
+    /// From then on a rejection by DLI drops these keys.
+    replaceable_at: Instant,
     refresh_at: Instant,
     usable_until: Instant,
 }
@@ -182,20 +184,26 @@ impl KeySource {
         self.refresh(Some(seen)).await
     }
 
-    /// DLI rejected a request signed by `signer` (401): drops those keys when they are still the
-    /// current ones and old enough that new ones may help; true when the caller should retry.
+    /// DLI rejected a request signed by `signer` (401): true when the caller should send it once
+    /// more, with the keys [`KeySource::signer`] gives next. Those keys are dropped when they are
+    /// still the current ones and old enough that new ones may help; keys already replaced (by a
+    /// refresh, or another request's rejection) mean a retry with the new ones.
     pub fn rejected(&self, signer: &Arc<AkSkSigner>) -> bool {
         let mut state = self.lock();
-        let replace = state.current.as_ref().is_some_and(|c| {
-            Arc::ptr_eq(&c.signer, signer) && c.fetched_at.elapsed() >= MIN_AGE_TO_REPLACE
-        });
-        if replace {
-            state.current = None;
-            state.retry_at = None;
-            tracing::warn!(project_id = %self.project_id, operation = self.fetcher.operation().as_str(),
-                "DLI rejected the temporary credentials; fetching new ones");
+        let Some(current) = state.current.as_ref() else {
+            return true;
+        };
+        if !Arc::ptr_eq(&current.signer, signer) {
+            return true;
         }
-        replace
+        if Instant::now() < current.replaceable_at {
+            return false;
+        }
+        state.current = None;
+        state.retry_at = None;
+        tracing::warn!(project_id = %self.project_id, operation = self.fetcher.operation().as_str(),
+            "DLI rejected the temporary credentials before their expiry; fetching new ones");
+        true
     }
 
     /// One fetch (waiting for any other under way). `seen`: the attempt count when a foreground
@@ -235,10 +243,13 @@ impl KeySource {
                 // Both sums are bounded by MAX_LIFETIME; saturate rather than panic regardless.
                 let usable_until = now.checked_add(usable_for).unwrap_or(now);
                 let refresh_at = now.checked_add(refresh_after).unwrap_or(now);
+                let replaceable_at = now
+                    .checked_add(MIN_AGE_TO_REPLACE.min(usable_for / 4))
+                    .unwrap_or(now);
                 let first = state.current.is_none();
                 state.current = Some(Current {
                     signer: signer.clone(),
-                    fetched_at: now,
+                    replaceable_at,
                     refresh_at,
                     usable_until,
                 });
