@@ -92,6 +92,7 @@ fn scrape_world_metrics(queues: usize, owners: usize) -> Metrics {
         CollectorOptions {
             owner_breakdown: true,
             stale_after: Duration::from_secs(600),
+            queue_list_stale_after: Duration::from_secs(600),
         },
     ) {
         Ok(m) => m,

@@ -344,6 +344,7 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
         dli_exporter::metrics::CollectorOptions {
             owner_breakdown: true,
             stale_after: Duration::from_secs(60),
+            queue_list_stale_after: Duration::from_secs(600),
         },
     )
     .expect("metrics");

@@ -354,9 +354,12 @@ async fn wrong_totals_neither_hang_nor_lose_jobs() {
 fn small_limit_client(endpoint: String, limit: usize) -> DliClient {
     let sim_project = dli_exporter::config::Project {
         project_id: PID.into(),
+        project_id_from_region: false,
         region: None,
         endpoint,
+        iam_endpoint: None,
         queues: vec!["q".into()],
+        discover: None,
         credentials: aksk(),
         ca_file: None,
         proxy: None,
@@ -445,6 +448,7 @@ fn exposition_of(queue: &str, snap: QueueSnapshot) -> String {
         CollectorOptions {
             owner_breakdown: true,
             stale_after: Duration::from_secs(300),
+            queue_list_stale_after: Duration::from_secs(600),
         },
     )
     .expect("metrics");

@@ -373,10 +373,11 @@ async fn a_rejected_id_token_fails_polls_as_auth_without_showing_the_token() {
     std::fs::write(&file, token).expect("write token");
     let sim = keyless_sim(SimConfig::default()).await;
     let settings = settings(vec![project(&sim, &QUEUES, oidc(&sim, &file))], poll());
-    let (exposition, outcomes) = dli_exporter::app::poll_once(&settings, None)
+    let report = dli_exporter::app::poll_once(&settings, None)
         .await
         .expect("runs");
-    let text = String::from_utf8(exposition).expect("utf8");
+    let outcomes = report.polls;
+    let text = String::from_utf8(report.exposition).expect("utf8");
     assert!(
         value(
             &text,
@@ -401,18 +402,20 @@ async fn an_unreadable_or_oversized_token_file_fails_the_exchange_naming_the_fil
     std::fs::write(&file, "x".repeat(100 * 1024)).expect("write token");
     let sim = keyless_sim(SimConfig::default()).await;
     let settings = settings(vec![project(&sim, &QUEUES, oidc(&sim, &file))], poll());
-    let (_, outcomes) = dli_exporter::app::poll_once(&settings, None)
+    let outcomes = dli_exporter::app::poll_once(&settings, None)
         .await
-        .expect("runs");
+        .expect("runs")
+        .polls;
     for o in &outcomes {
         let e = o.error.as_deref().expect("an error");
         assert!(e.contains("id_token_file") && e.contains("bytes"), "{e}");
     }
     // Removed after the start (the kubelet's volume gone): named, and nothing sent to IAM.
     std::fs::remove_file(&file).expect("remove");
-    let (_, outcomes) = dli_exporter::app::poll_once(&settings, None)
+    let outcomes = dli_exporter::app::poll_once(&settings, None)
         .await
-        .expect("runs");
+        .expect("runs")
+        .polls;
     for o in &outcomes {
         let e = o.error.as_deref().expect("an error");
         assert!(

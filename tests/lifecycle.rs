@@ -40,6 +40,7 @@ impl Harness {
                 CollectorOptions {
                     owner_breakdown: true,
                     stale_after: Duration::from_secs(60),
+                    queue_list_stale_after: Duration::from_secs(600),
                 },
             )
             .expect("metrics"),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::child::{self, ChildGuard};
 use common::*;
 use dli_exporter::poll::shard::Shard;
-use dli_exporter::sim::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY, SimConfig, Simulator};
+use dli_exporter::sim::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY, SimConfig, SimQueue, Simulator};
 
 const QUEUE_COUNT: usize = 24;
 
@@ -401,4 +401,79 @@ async fn once_and_check_config_follow_the_shard() {
         expected.len()
     );
     assert!(out.stdout().contains(&line), "{}", out.outputs());
+}
+
+#[tokio::test]
+async fn discovered_queues_are_split_between_shards_too() {
+    let queues = queue_names();
+    let sim = shard_sim(&queues).await;
+    sim.set_queue_list(
+        PID,
+        queues.iter().map(|q| SimQueue::new(q, "general")).collect(),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let discovering = config(&sim, &queues)
+        .replace(
+            &format!(
+                "queues = [{}]",
+                queues
+                    .iter()
+                    .map(|q| format!("{q:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "queues = [\"*\"]",
+        )
+        .replace("[auth]", "[discovery]\ninterval = \"1s\"\n\n[auth]");
+    assert!(discovering.contains("queues = [\"*\"]"));
+    std::fs::write(dir.path().join("config.toml"), discovering).expect("config");
+    let mut children = Vec::new();
+    for n in 0..3u32 {
+        let ordinal = n.to_string();
+        children.push(exporter(
+            dir.path(),
+            &format!("shard{n}"),
+            &["--shard", &ordinal, "--total-shards", "3"],
+        ));
+    }
+    let mut union = BTreeSet::new();
+    for (n, (child, url)) in children.iter_mut().enumerate() {
+        let shard = Shard::new(n as u32, 3).expect("shard");
+        let set = queues_of(child, url, shard).await;
+        let expected: BTreeSet<String> = queues
+            .iter()
+            .filter(|q| shard.owns(PID, q))
+            .cloned()
+            .collect();
+        assert_eq!(set, expected, "shard {n}");
+        assert!(union.is_disjoint(&set));
+        union.extend(set);
+    }
+    assert_eq!(union, queues.iter().cloned().collect::<BTreeSet<_>>());
+
+    // A queue created later is polled by its shard only, once discovery finds it.
+    let new = "queue_new";
+    sim.set_jobs(PID, new, numbered_jobs(new, 2));
+    sim.add_queue(PID, SimQueue::new(new, "general"));
+    let owner = (0..3u32)
+        .find(|n| Shard::new(*n, 3).is_ok_and(|s| s.owns(PID, new)))
+        .expect("an owner") as usize;
+    let series = format!("dli_poll_success{{project_id=\"{PID}\",queue=\"{new}\"}} 1");
+    let (child, url) = &mut children[owner];
+    child
+        .scrape_until(url, "the new queue polled", Duration::from_secs(15), |t| {
+            t.contains(&series)
+        })
+        .await;
+    for (n, (child, url)) in children.iter_mut().enumerate() {
+        if n != owner {
+            let text = child
+                .scrape_until(url, "a scrape", Duration::from_secs(5), |_| true)
+                .await;
+            assert!(
+                !text.contains(&format!("queue=\"{new}\"")),
+                "shard {n}:\n{text}"
+            );
+        }
+    }
 }

@@ -80,6 +80,14 @@ CONTRACT = {
     "dli_batch_job_duration_seconds": "histogram",
     "dli_exporter_config_last_reload_successful": "gauge",
     "dli_exporter_config_last_reload_success_timestamp_seconds": "gauge",
+    # queue discovery and the queue list (the demo discovers its queues)
+    "dli_queue_info": "gauge",
+    "dli_queue_cu": "gauge",
+    "dli_queue_cu_used": "gauge",
+    "dli_queue_cu_scale_out_limit": "gauge",
+    "dli_queue_cu_scale_in_limit": "gauge",
+    "dli_discovery_success": "gauge",
+    "dli_discovered_queues": "gauge",
     "dli_exporter_shard_ordinal": "gauge",
     "dli_exporter_total_shards": "gauge",
 }

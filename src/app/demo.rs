@@ -1,12 +1,16 @@
-//! `--demo`: an embedded simulator with two lively queues, and the settings that make the real
-//! client poll it over loopback with the simulator's demo credentials.
+//! `--demo`: an embedded simulator with two lively queues (and two SQL queues discovery leaves
+//! out), and the settings that make the real client discover and poll them over loopback with the
+//! simulator's demo credentials.
 //!
 //! Nothing here is a shortcut around the client: the demo exercises signing, paging and
 //! aggregation exactly as a real account would. It must never be used with real credentials.
 
 use std::time::Duration;
 
-use crate::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use crate::config::{
+    Credentials, DiscoveryConfig, MetricsConfig, PollConfig, Project, QueueFilter, Settings,
+    WebConfig,
+};
 use crate::secret::Secret;
 use crate::sim::{
     DEMO_ACCESS_KEY, DEMO_PROJECT_ID, DEMO_QUEUES, DEMO_REGION, DEMO_SECRET_KEY, Simulator,
@@ -27,17 +31,30 @@ pub fn demo_poll() -> PollConfig {
     }
 }
 
+/// The queue list is fetched every 30 s, so CU usage moves on the dashboard.
+pub fn demo_discovery() -> DiscoveryConfig {
+    DiscoveryConfig {
+        interval: Duration::from_secs(30),
+        ..DiscoveryConfig::default()
+    }
+}
+
 /// Settings that poll `sim` with the demo credentials.
 pub fn settings_for(sim: &Simulator) -> Settings {
     Settings {
         web: WebConfig::default(),
         poll: demo_poll(),
         metrics: MetricsConfig::default(),
+        discovery: demo_discovery(),
         projects: vec![Project {
             project_id: DEMO_PROJECT_ID.to_string(),
+            project_id_from_region: false,
             region: Some(DEMO_REGION.to_string()),
             endpoint: sim.base_url(),
-            queues: DEMO_QUEUES.iter().map(|q| q.to_string()).collect(),
+            iam_endpoint: Some(sim.base_url()),
+            // `queues = ["*"]`: the demo finds its queues as a real account's are found.
+            queues: Vec::new(),
+            discover: Some(QueueFilter::default()),
             credentials: Credentials::AkSk {
                 access_key: Secret::new(DEMO_ACCESS_KEY),
                 secret_key: Secret::new(DEMO_SECRET_KEY),
@@ -54,6 +71,7 @@ pub fn settings_for(sim: &Simulator) -> Settings {
 pub async fn start() -> std::io::Result<(Simulator, Settings)> {
     let sim = Simulator::start_lively(DEMO_TICK).await?;
     let settings = settings_for(&sim);
-    tracing::info!(simulator = %sim.base_url(), queues = ?DEMO_QUEUES, "demo: polling the embedded DLI simulator");
+    tracing::info!(simulator = %sim.base_url(), expected_queues = ?DEMO_QUEUES,
+        "demo: discovering and polling the queues of the embedded DLI simulator");
     Ok((sim, settings))
 }

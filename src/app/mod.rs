@@ -9,15 +9,16 @@
 //! It is the one module that may import every other; flag parsing and logging setup are `cli`'s.
 
 mod demo;
+mod discovery;
 mod reload;
 mod run;
 mod shard;
 mod signals;
 
+pub use discovery::{ResolveError, discover_targets, resolve_project_ids};
 pub use run::{RunError, check_config, once, serve};
 pub use shard::{os_hostname, resolve_shard};
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error("cannot read the listening address: {0}")]
     Listener(#[from] std::io::Error),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// Why a reload did not take effect (the previous configuration keeps running).
@@ -63,6 +66,8 @@ pub enum ReloadError {
     Client(#[from] ClientBuildError),
     #[error(transparent)]
     WebConfig(#[from] WebConfigError),
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 /// How the daemon serves, beyond [`Settings`]: what `main` takes from flags, and what tests tune.
@@ -133,6 +138,10 @@ fn collector_options(settings: &Settings) -> CollectorOptions {
     CollectorOptions {
         owner_breakdown: settings.metrics.owner_breakdown,
         stale_after: settings.poll.stale_after,
+        queue_list_stale_after: settings
+            .discovery
+            .interval
+            .saturating_add(settings.poll.stale_after),
     }
 }
 
@@ -169,11 +178,41 @@ impl App {
     }
 
     /// Like [`App::start`], with a web config (watched for changes), tuned server limits and
-    /// the reload source.
+    /// the reload source. Every project id must be known: see [`App::launch`] for settings with
+    /// ids still to be looked up from regions.
     pub fn start_with(
         settings: &Settings,
         listener: TcpListener,
         options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new(queue_keys(
+            settings,
+            options.shard.as_ref(),
+        )));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
+        Self::assemble(settings, listener, options, store, metrics)
+    }
+
+    /// Looks up the project ids of entries that give only a region (the requests counted in the
+    /// exporter's own API metrics), then starts as [`App::start_with`]. A failed lookup is a
+    /// start-up error naming the entry and the region.
+    pub async fn launch(
+        mut settings: Settings,
+        listener: TcpListener,
+        options: StartOptions,
+    ) -> Result<App, StartError> {
+        let store = Arc::new(SnapshotStore::new([]));
+        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(&settings))?);
+        resolve_project_ids(&mut settings, metrics.observer()).await?;
+        Self::assemble(&settings, listener, options, store, metrics)
+    }
+
+    fn assemble(
+        settings: &Settings,
+        listener: TcpListener,
+        options: StartOptions,
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
     ) -> Result<App, StartError> {
         let StartOptions {
             source,
@@ -182,15 +221,21 @@ impl App {
             limits,
             shard,
         } = options;
-        let store = Arc::new(SnapshotStore::new(queue_keys(settings, shard.as_ref())));
-        let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         if let Some(s) = &shard {
             metrics.set_shard(s.ordinal(), s.total());
         }
         let addr = listener.local_addr()?;
+        // Readiness waits for the first discoveries from the first request on.
+        store.set_queue_list_projects(
+            settings
+                .projects
+                .iter()
+                .map(|p| (p.project_id.clone(), p.discover.is_some())),
+        );
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let control = Arc::new(Control {
+        let control = Arc::new_cyclic(|this| Control {
+            this: this.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
             tasks: tasks.clone(),
@@ -198,11 +243,10 @@ impl App {
             source,
             web: web.clone(),
             shard,
-            running: tokio::sync::Mutex::new(Running {
-                settings: settings.clone(),
-                pollers: shutdown.child_token(),
-                trackers: HashMap::new(),
-            }),
+            running: tokio::sync::Mutex::new(Running::new(
+                settings.clone(),
+                shutdown.child_token(),
+            )),
         });
         let reload: ReloadFn = {
             let control = Arc::downgrade(&control);
@@ -224,16 +268,18 @@ impl App {
             web.clone(),
             limits,
         ));
-        tasks.spawn(server::serve(listener, state, shutdown.clone()));
-        if let Some(web) = web {
-            tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
-        }
+        // The queues are set before the first request is served (the port is bound already, so
+        // early connections wait): /-/ready must not see an empty set and answer 200.
         {
             let mut running = control
                 .running
                 .try_lock()
                 .map_err(|_| std::io::Error::other("reload state busy at start"))?;
             control.apply(settings.clone(), &mut running)?;
+        }
+        tasks.spawn(server::serve(listener, state, shutdown.clone()));
+        if let Some(web) = web {
+            tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
         }
         Ok(App {
             addr,
@@ -273,20 +319,34 @@ impl App {
     }
 }
 
-/// `--once`: polls every queue (of `shard`, when given) one time and returns the exposition and
-/// each queue's outcome.
+/// What `--once` did: the exposition, each queue's poll, and the error of each failed queue
+/// list (discovery and the queue metrics).
+pub struct OnceReport {
+    pub exposition: Vec<u8>,
+    pub polls: Vec<PollOutcome>,
+    pub list_errors: Vec<String>,
+}
+
+/// `--once`: looks up project ids, discovers queues, polls every queue (of `shard`, when given)
+/// once and returns the exposition and each outcome.
 pub async fn poll_once(
     settings: &Settings,
     shard: Option<&Shard>,
-) -> Result<(Vec<u8>, Vec<PollOutcome>), StartError> {
-    let store = Arc::new(SnapshotStore::new(queue_keys(settings, shard)));
-    let metrics = Metrics::new(store.clone(), collector_options(settings))?;
+) -> Result<OnceReport, StartError> {
+    let mut settings = settings.clone();
+    let store = Arc::new(SnapshotStore::new([]));
+    let metrics = Metrics::new(store.clone(), collector_options(&settings))?;
     if let Some(s) = shard {
         metrics.set_shard(s.ordinal(), s.total());
     }
-    let clients = build_clients(settings, &metrics)?;
+    resolve_project_ids(&mut settings, metrics.observer()).await?;
+    let clients = build_clients(&settings, &metrics)?;
+    let (targets, list_errors) = discover_targets(&settings, &clients, &store, shard).await;
     let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
-    let targets = scheduler::shard_targets(settings, &clients, shard);
-    let outcomes = scheduler::poll_all_once(&targets, &context).await;
-    Ok((metrics.render(), outcomes))
+    let polls = scheduler::poll_all_once(&targets, &context).await;
+    Ok(OnceReport {
+        exposition: metrics.render(),
+        polls,
+        list_errors,
+    })
 }

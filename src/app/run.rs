@@ -100,12 +100,16 @@ fn settings(flags: &Flags, env: &Env) -> Result<Settings, RunError> {
 pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
     let settings = settings(flags, &process_env())?;
     let shard = shard(flags)?;
-    let (exposition, outcomes) = super::poll_once(&settings, shard.as_ref()).await?;
+    let report = super::poll_once(&settings, shard.as_ref()).await?;
     std::io::stdout()
-        .write_all(&exposition)
+        .write_all(&report.exposition)
         .map_err(RunError::Stdout)?;
     let mut code = ExitCode::SUCCESS;
-    for o in outcomes.iter().filter(|o| !o.success) {
+    for e in &report.list_errors {
+        eprintln!("dli_exporter: {e}");
+        code = ExitCode::FAILURE;
+    }
+    for o in report.polls.iter().filter(|o| !o.success) {
         eprintln!(
             "dli_exporter: {}",
             o.error.as_deref().unwrap_or("poll failed")
@@ -141,8 +145,15 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
         .await
         .map_err(|source| RunError::Listen { address, source })?;
     let web_summary = web.as_ref().map(|w| w.current().summary());
-    let app = App::start_with(
-        &settings,
+    let listed_queues = settings.queue_pairs().count();
+    let discovering = settings
+        .projects
+        .iter()
+        .filter(|p| p.discover.is_some())
+        .count();
+    let telemetry_path = settings.web.telemetry_path.clone();
+    let app = App::launch(
+        settings,
         listener,
         StartOptions {
             source,
@@ -150,10 +161,11 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
             shard,
             ..StartOptions::default()
         },
-    )?;
-    tracing::info!(address = %app.addr, telemetry_path = %settings.web.telemetry_path,
+    )
+    .await?;
+    tracing::info!(address = %app.addr, telemetry_path = %telemetry_path,
         web_config = web_summary.as_deref().unwrap_or("none"),
-        queues = app.store.attempted().1, version = LONG_VERSION, "listening");
+        listed_queues, discovering_projects = discovering, version = LONG_VERSION, "listening");
     let token = app.shutdown_token();
     tokio::spawn(async move {
         signals::shutdown().await;

@@ -5,6 +5,8 @@
 //! It owns reading the host name and the errors that name the flags. Which queues a shard owns
 //! is `poll::shard`'s pure function; this file never decides that.
 
+use std::collections::BTreeMap;
+
 use crate::cli::ShardArg;
 use crate::config::Settings;
 use crate::poll::shard::{Shard, ordinal_from_hostname};
@@ -64,26 +66,36 @@ pub fn resolve_shard(
         .map_err(|e| e.to_string())
 }
 
-/// Says which share of the configured queues this exporter polls (at start and after each
-/// reload); a shard with none says so plainly: it polls nothing and reports `dli_up` 1.
-pub fn log_assignment(shard: Option<&Shard>, settings: &Settings, polled: usize) {
+/// Says which share of the listed queues this exporter polls, `wanted` being each project's
+/// queues it polls now (at start and after each reload; discovered queues are assigned as they
+/// are found and logged then). A shard with none says so plainly: it polls nothing, reports
+/// `dli_up` 1, and discovery may still bring it queues.
+pub fn log_assignment(
+    shard: Option<&Shard>,
+    settings: &Settings,
+    wanted: &BTreeMap<String, Vec<String>>,
+) {
     let Some(shard) = shard else {
         return;
     };
-    let configured = settings.queue_pairs().count();
+    let listed = settings.queue_pairs().count();
+    let polled: usize = wanted.values().map(Vec::len).sum();
+    let discovering = settings.projects.iter().any(|p| p.discover.is_some());
     if polled == 0 {
         tracing::warn!(
             shard = shard.ordinal(),
             total_shards = shard.total(),
-            configured,
-            "no queue is assigned to this shard: it polls nothing (dli_up stays 1); more shards than queues?"
+            listed,
+            discovering,
+            "no queue is assigned to this shard: it polls nothing and reports dli_up 1 (more shards than queues?)"
         );
     } else {
         tracing::info!(
             shard = shard.ordinal(),
             total_shards = shard.total(),
             polled,
-            configured,
+            listed,
+            discovering,
             "polling the queues assigned to this shard"
         );
     }

@@ -7,6 +7,8 @@
 //! error. It must not log or print secret values, does no network I/O, and imports nothing of
 //! the rest of the exporter.
 
+#[cfg(test)]
+mod auth_tests;
 mod endpoints;
 mod load;
 mod model;
@@ -24,7 +26,7 @@ pub use load::{load, load_toml_str};
 pub use model::*;
 pub use validate::{
     LISTEN_ADDRESS_RULE, TELEMETRY_PATH_RULE, check_ca_file, is_valid_telemetry_path,
-    normalize_listen_address, validate,
+    normalize_listen_address, project_id_problems, validate,
 };
 
 /// Environment variables are read through this map so tests never touch the process environment.
@@ -95,15 +97,58 @@ pub fn summary(settings: &Settings) -> String {
         settings.poll.page_size,
         settings.poll.concurrency,
     ));
+    let d = &settings.discovery;
+    out.push_str(&format!(
+        "discovery: queue list every {}, queue_types {}\n",
+        humantime::format_duration(d.interval),
+        d.queue_types.join(", ")
+    ));
     for p in &settings.projects {
+        let id = if p.has_project_id() {
+            p.project_id.clone()
+        } else {
+            // --check-config does not contact IAM: the lookup happens at start and on reload.
+            format!(
+                "(project_id resolved at start from region {} via {}/v3/projects?name={})",
+                p.region.as_deref().unwrap_or("-"),
+                p.iam_endpoint.as_deref().unwrap_or("-"),
+                p.region.as_deref().unwrap_or("-"),
+            )
+        };
+        let listed = if p.queues.is_empty() {
+            "none".to_string()
+        } else {
+            p.queues.join(", ")
+        };
         out.push_str(&format!(
-            "project {} (region {}) endpoint {} auth {}: queues {}\n",
-            p.project_id,
+            "project {id} (region {}) endpoint {} auth {}: queues {listed}\n",
             p.region.as_deref().unwrap_or("-"),
             p.endpoint,
             p.credentials.kind().as_str(),
-            p.queues.join(", ")
         ));
+        match &p.discover {
+            Some(filter) => {
+                let list = |ps: &[QueuePattern]| {
+                    ps.iter()
+                        .map(|p| format!("{:?}", p.as_str()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let mut rule = format!(
+                    "  discovered: the queues the queue list shows with queue_type {}",
+                    d.queue_types.join(" or ")
+                );
+                if !filter.include.is_empty() {
+                    rule.push_str(&format!(", matching {}", list(&filter.include)));
+                }
+                if !filter.exclude.is_empty() {
+                    rule.push_str(&format!(", not matching {}", list(&filter.exclude)));
+                }
+                out.push_str(&rule);
+                out.push_str(" (found at start, then every discovery.interval)\n");
+            }
+            None => out.push_str("  discovered: none (only the listed queues)\n"),
+        }
         match &p.credentials {
             Credentials::Metadata { endpoint } => {
                 out.push_str(&format!("  temporary keys from the metadata service {endpoint}\n"));

@@ -15,6 +15,16 @@ pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 /// nodes (docs/dli-api.md, "Metadata credentials").
 pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
 
+/// Default of `discovery.interval`.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Shortest `discovery.interval` the file may set: the queue list is one request per project,
+/// but nothing about queues changes fast enough to justify asking more often.
+pub const MIN_DISCOVERY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The `queues` entry that asks for discovery (docs/architecture.md, "Queue discovery").
+pub const DISCOVER_ALL: &str = "*";
+
 /// The whole configuration file, as written (docs/architecture.md, "Configuration").
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +35,8 @@ pub struct Config {
     pub poll: PollConfig,
     #[serde(default)]
     pub metrics: MetricsConfig,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
     /// Default credentials for every project that does not carry its own `[projects.auth]`.
     #[serde(default)]
     pub auth: AuthConfig,
@@ -104,6 +116,36 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[discovery]`: how the queues of `queues = ["*"]` projects are found, and how often the queue
+/// list (also the source of the `dli_queue_*` metrics) is fetched.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Time between two fetches of a project's queue list.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// `queue_type`s kept by discovery; the default keeps the types that run Spark batch jobs.
+    pub queue_types: Vec<String>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            interval: DEFAULT_DISCOVERY_INTERVAL,
+            queue_types: vec!["general".into(), "all".into()],
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// True when discovery keeps queues of this `queue_type` (compared without regard to case).
+    pub fn keeps_type(&self, queue_type: &str) -> bool {
+        self.queue_types
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(queue_type))
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
@@ -165,13 +207,23 @@ pub struct AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectConfig {
-    pub project_id: String,
+    /// Resolved from `region` through IAM when absent.
+    #[serde(default)]
+    pub project_id: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
     /// DLI endpoint; derived from the region when absent.
     #[serde(default)]
     pub endpoint: Option<String>,
-    pub queues: Vec<String>,
+    /// Queue names; `"*"` (or no `queues` key) discovers the project's queues.
+    #[serde(default)]
+    pub queues: Option<Vec<String>>,
+    /// Regexes (matching the whole name) a discovered queue must match one of; empty keeps all.
+    #[serde(default)]
+    pub include_queues: Vec<String>,
+    /// Regexes (matching the whole name) that drop a discovered queue.
+    #[serde(default)]
+    pub exclude_queues: Vec<String>,
     /// Replaces `[auth]` whole for this project (tables are not merged).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
@@ -221,14 +273,80 @@ impl Credentials {
     }
 }
 
+/// A regex that must match a queue's whole name, as Prometheus relabel regexes do: the text as
+/// written, compiled as `^(?:text)$`.
+#[derive(Debug, Clone)]
+pub struct QueuePattern {
+    source: String,
+    regex: regex::Regex,
+}
+
+impl QueuePattern {
+    /// Compiles `source` anchored at both ends; the error is the regex crate's explanation.
+    pub fn new(source: &str) -> Result<Self, String> {
+        let regex = regex::RegexBuilder::new(&format!("^(?:{source})$"))
+            .size_limit(1 << 20)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(QueuePattern {
+            source: source.to_string(),
+            regex,
+        })
+    }
+
+    /// The regex as written in the configuration.
+    pub fn as_str(&self) -> &str {
+        &self.source
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.regex.is_match(name)
+    }
+}
+
+impl PartialEq for QueuePattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for QueuePattern {}
+
+/// The name filters of a project that discovers its queues (`queues = ["*"]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueFilter {
+    /// A discovered queue is kept only if it matches one of these (all are kept when empty).
+    pub include: Vec<QueuePattern>,
+    /// A discovered queue matching one of these is dropped.
+    pub exclude: Vec<QueuePattern>,
+}
+
+impl QueueFilter {
+    /// True when the name filters keep a discovered queue of this name.
+    pub fn keeps(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
+            && !self.exclude.iter().any(|p| p.matches(name))
+    }
+}
+
 /// One validated project.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Project {
+    /// The project id; empty until resolved when `project_id_from_region` is set.
     pub project_id: String,
+    /// `project_id` was omitted: it is looked up from `region` through IAM at start and on reload
+    /// (docs/architecture.md, "Project id from the region").
+    pub project_id_from_region: bool,
     pub region: Option<String>,
     /// Base URL without a trailing slash, e.g. `https://dli.cn-north-4.myhuaweicloud.com`.
     pub endpoint: String,
+    /// IAM base URL (from the auth table, else derived from the region): token logins and the
+    /// project id lookup. `None` when neither is set (then neither is possible).
+    pub iam_endpoint: Option<String>,
+    /// Queues listed by name: always polled, whatever the queue list says.
     pub queues: Vec<String>,
+    /// `Some` when the project discovers its queues (`"*"` in `queues`, or no `queues` key).
+    pub discover: Option<QueueFilter>,
     pub credentials: Credentials,
     /// Extra PEM CA bundle (checked to hold at least one certificate), trusted in addition to
     /// the built-in roots.
@@ -237,20 +355,40 @@ pub struct Project {
     pub proxy: Option<SecretUrl>,
 }
 
+impl Project {
+    /// The project id, or how it will be found, for messages.
+    pub fn display_id(&self) -> String {
+        if self.project_id.is_empty() && self.project_id_from_region {
+            format!(
+                "(project of region {})",
+                self.region.as_deref().unwrap_or("-")
+            )
+        } else {
+            self.project_id.clone()
+        }
+    }
+
+    /// True once the project id is known (given, or looked up).
+    pub fn has_project_id(&self) -> bool {
+        !self.project_id.is_empty()
+    }
+}
+
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub web: WebConfig,
     pub poll: PollConfig,
     pub metrics: MetricsConfig,
+    pub discovery: DiscoveryConfig,
     pub projects: Vec<Project>,
     /// Where it was loaded from, for messages and reloads.
     pub source: Option<PathBuf>,
 }
 
 impl Settings {
-    /// Every configured project x queue pair, in the order of the file: the one expansion of
-    /// `[[projects]]` into what is polled.
+    /// Every project x queue pair listed by name, in the order of the file (discovered queues
+    /// come on top of these at run time).
     pub fn queue_pairs(&self) -> impl Iterator<Item = (&Project, &str)> {
         self.projects
             .iter()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::secret::Secret;
 
-const GOOD: &str = r#"
+pub(super) const GOOD: &str = r#"
 [poll]
 interval = "30s"
 timeout = "20s"
@@ -21,14 +21,14 @@ region = "cn-north-4"
 queues = ["default", "etl"]
 "#;
 
-fn env(pairs: &[(&str, &str)]) -> Env {
+pub(super) fn env(pairs: &[(&str, &str)]) -> Env {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-fn err_keys(text: &str, e: &Env) -> Vec<String> {
+pub(super) fn err_keys(text: &str, e: &Env) -> Vec<String> {
     match load_toml_str(text, e) {
         Ok(s) => panic!("expected an error, got {s:?}"),
         Err(err) => {
@@ -474,122 +474,137 @@ fn the_example_config_is_valid() {
     assert_eq!(s.poll.page_size, defaults.page_size);
 }
 
-/// `GOOD` with its `[auth]` table replaced by `auth`.
-fn with_auth(auth: &str) -> String {
-    GOOD.replace(
-        "[auth]\naccess_key = \"AKEXAMPLE\"\nsecret_key = \"SKEXAMPLE\"",
-        &format!("[auth]\n{auth}"),
-    )
-}
+const AKSK: &str = "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\n";
 
 #[test]
-fn metadata_auth_needs_no_secret_and_defaults_to_the_link_local_service() {
-    // The SDK's AK/SK variables are not consulted for this kind.
-    let e = env(&[("HUAWEICLOUD_SDK_AK", "ak")]);
-    let s = load_toml_str(&with_auth("kind = \"metadata\""), &e).expect("valid");
-    assert_eq!(
-        s.projects[0].credentials,
-        Credentials::Metadata {
-            endpoint: DEFAULT_METADATA_ENDPOINT.into()
-        }
-    );
+fn no_queues_key_or_star_discovers_and_names_are_listed_beside_it() {
     let s = load_toml_str(
-        &with_auth("kind = \"metadata\"\nmetadata_endpoint = \"http://127.0.0.1:8080/\"\niam_endpoint = \"http://127.0.0.1:9\""),
-        &e,
-    )
-    .expect("valid");
-    assert_eq!(
-        s.projects[0].credentials,
-        Credentials::Metadata {
-            endpoint: "http://127.0.0.1:8080".into()
-        }
-    );
-    assert!(summary(&s).contains("metadata service http://127.0.0.1:8080"));
-    assert_eq!(
-        err_keys(
-            &with_auth("kind = \"metadata\"\nmetadata_endpoint = \"169.254.169.254\""),
-            &e
-        ),
-        vec!["auth.metadata_endpoint"]
-    );
-    assert_eq!(
-        err_keys(
-            &with_auth("kind = \"metadata\"\naccess_key = \"AK\"\npassword = \"pw\""),
-            &e
-        ),
-        vec!["auth.access_key", "auth.password"]
-    );
-}
-
-#[test]
-fn oidc_auth_reads_nothing_secret_into_the_settings() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("token");
-    std::fs::write(&file, "eyJ.id-token-secret-value.sig\n").expect("write");
-    let auth = format!(
-        "kind = \"oidc\"\nidp_id = \"cce-idp\"\nid_token_file = {:?}",
-        file.display().to_string()
-    );
-    let s = load_toml_str(&with_auth(&auth), &Env::new()).expect("valid");
-    assert_eq!(
-        s.projects[0].credentials,
-        Credentials::Oidc {
-            iam_endpoint: "https://iam.cn-north-4.myhuaweicloud.com".into(),
-            idp_id: "cce-idp".into(),
-            id_token_file: file.clone(),
-        }
-    );
-    let shown = format!("{s:?}{}", summary(&s));
-    assert!(!shown.contains("id-token-secret-value"), "{shown}");
-    assert!(shown.contains("cce-idp"), "{shown}");
-
-    assert_eq!(
-        err_keys(&with_auth("kind = \"oidc\""), &Env::new()),
-        vec!["auth.idp_id", "auth.id_token_file"]
-    );
-    let no_region = with_auth(&auth).replace(
-        "region = \"cn-north-4\"",
-        "endpoint = \"http://127.0.0.1:1\"",
-    );
-    assert_eq!(err_keys(&no_region, &Env::new()), vec!["auth.iam_endpoint"]);
-    let missing = with_auth(&auth.replace("token\"", "absent\""));
-    assert_eq!(err_keys(&missing, &Env::new()), vec!["auth.id_token_file"]);
-    std::fs::write(&file, " \n").expect("write");
-    assert_eq!(
-        err_keys(&with_auth(&auth), &Env::new()),
-        vec!["auth.id_token_file"]
-    );
-    std::fs::write(&file, "tok").expect("write");
-    let bad_idp = auth.replace("cce-idp", "cce idp");
-    assert_eq!(
-        err_keys(&with_auth(&bad_idp), &Env::new()),
-        vec!["auth.idp_id"]
-    );
-    assert_eq!(
-        err_keys(
-            &with_auth(&format!("{auth}\nsecret_key = \"SK\"")),
-            &Env::new()
-        ),
-        vec!["auth.secret_key"]
-    );
-}
-
-#[test]
-fn iam_endpoint_is_accepted_for_every_kind_and_keys_of_keyless_kinds_are_not() {
-    let s = load_toml_str(
-        &GOOD.replace("[auth]", "[auth]\niam_endpoint = \"http://127.0.0.1:9\""),
+        &format!("{AKSK}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\n"),
         &Env::new(),
     )
-    .expect("iam_endpoint with aksk");
-    assert_eq!(s.projects[0].credentials.kind(), AuthKind::Aksk);
-    let text = GOOD.replace(
-        "[auth]",
-        "[auth]\nmetadata_endpoint = \"http://127.0.0.1:1\"\nidp_id = \"x\"",
-    );
-    let e = load_toml_str(&text, &Env::new()).expect_err("keyless keys with aksk");
-    assert_eq!(e.keys(), vec!["auth.metadata_endpoint", "auth.idp_id"]);
+    .expect("valid");
+    assert!(s.projects[0].queues.is_empty());
+    assert_eq!(s.projects[0].discover, Some(QueueFilter::default()));
+    assert_eq!(s.discovery, DiscoveryConfig::default());
+    assert_eq!(s.discovery.interval, Duration::from_secs(600));
+    assert_eq!(s.discovery.queue_types, vec!["general", "all"]);
+    let s = load_toml_str(
+        &format!(
+            "{AKSK}[discovery]\ninterval = \"2m\"\nqueue_types = [\"general\"]\n[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\nqueues = [\"etl\", \"*\"]\ninclude_queues = [\"a.*\"]\nexclude_queues = [\"a_tmp\"]\n"
+        ),
+        &Env::new(),
+    )
+    .expect("valid");
+    let p = &s.projects[0];
+    assert_eq!(p.queues, vec!["etl"]);
+    let filter = p.discover.as_ref().expect("discovers");
+    assert!(filter.keeps("abc") && !filter.keeps("a_tmp") && !filter.keeps("xa"));
     assert!(
-        e.to_string().contains("only used with kind = \"metadata\""),
-        "{e}"
+        !filter.keeps("etl"),
+        "filters apply to discovered queues only"
     );
+    assert_eq!(s.discovery.interval, Duration::from_secs(120));
+    assert!(s.discovery.keeps_type("GENERAL") && !s.discovery.keeps_type("all"));
+    // The patterns match whole names, as Prometheus relabel regexes do.
+    let p = QueuePattern::new("tmp").expect("valid");
+    assert!(p.matches("tmp") && !p.matches("tmp_x") && !p.matches("x_tmp"));
+    let p = QueuePattern::new("a|b").expect("valid");
+    assert!(p.matches("a") && p.matches("b") && !p.matches("ab"));
+}
+
+#[test]
+fn discovery_rules_name_their_keys() {
+    let project = |extra: &str| {
+        format!("{AKSK}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\n{extra}")
+    };
+    assert_eq!(
+        err_keys(&project("include_queues = [\"ok\", \"(\"]\n"), &Env::new()),
+        vec!["projects[0].include_queues[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &project("queues = [\"etl\"]\nexclude_queues = [\"x\"]\n"),
+            &Env::new()
+        ),
+        vec!["projects[0].exclude_queues"]
+    );
+    assert_eq!(
+        err_keys(&project("queues = [\"*\", \"*\"]\n"), &Env::new()),
+        vec!["projects[0].queues[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!(
+                "[discovery]\ninterval = \"500ms\"\nqueue_types = []\n{}",
+                project("")
+            ),
+            &Env::new()
+        ),
+        vec!["discovery.interval", "discovery.queue_types"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!(
+                "[discovery]\nqueue_types = [\"general\", \" \"]\n{}",
+                project("")
+            ),
+            &Env::new()
+        ),
+        vec!["discovery.queue_types[1]"]
+    );
+    assert_eq!(
+        err_keys(
+            &format!("{AKSK}[[projects]]\nendpoint = \"https://dli.example.com\"\n"),
+            &Env::new()
+        ),
+        vec!["projects[0].project_id"]
+    );
+    // A discovering project is configured in one entry.
+    let twice = format!(
+        "{}[[projects]]\nproject_id = \"p1\"\nregion = \"cn-east-3\"\nqueues = [\"other\"]\n",
+        project("")
+    );
+    assert_eq!(
+        err_keys(&twice, &Env::new()),
+        vec!["projects[1].project_id"]
+    );
+}
+
+#[test]
+fn project_id_may_come_from_the_region_and_iam_endpoint_serves_every_kind() {
+    let s = load_toml_str(
+        &format!("{AKSK}[[projects]]\nregion = \"eu-west-101\"\nqueues = [\"etl\"]\n"),
+        &Env::new(),
+    )
+    .expect("valid");
+    let p = &s.projects[0];
+    assert!(p.project_id_from_region && !p.has_project_id());
+    assert_eq!(
+        p.iam_endpoint.as_deref(),
+        Some("https://iam.eu-west-101.myhuaweicloud.eu")
+    );
+    assert!(summary(&s).contains("resolved at start from region eu-west-101"));
+    let s = load_toml_str(
+        "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"http://127.0.0.1:1/\"\n[[projects]]\nregion = \"cn-north-4\"\n",
+        &Env::new(),
+    )
+    .expect("aksk accepts iam_endpoint");
+    assert_eq!(
+        s.projects[0].iam_endpoint.as_deref(),
+        Some("http://127.0.0.1:1")
+    );
+    let bad = "[auth]\naccess_key = \"a\"\nsecret_key = \"b\"\niam_endpoint = \"iam\"\n[[projects]]\nregion = \"cn-north-4\"\n";
+    assert_eq!(err_keys(bad, &Env::new()), vec!["auth.iam_endpoint"]);
+    // Once looked up, ids are checked again across entries.
+    let mut s = load_toml_str(
+        &format!(
+            "{AKSK}[[projects]]\nregion = \"cn-north-4\"\nqueues = [\"etl\"]\n[[projects]]\nproject_id = \"p1\"\nregion = \"cn-north-4\"\nqueues = [\"etl\"]\n"
+        ),
+        &Env::new(),
+    )
+    .expect("valid before the lookup");
+    s.projects[0].project_id = "p1".into();
+    let problems = project_id_problems(&s.projects);
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "projects[1].queues[0]");
 }

@@ -7,7 +7,9 @@ use std::path::Path;
 use super::endpoints::{
     dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
 };
-use super::model::{Config, Project, Settings};
+use super::model::{
+    Config, DISCOVER_ALL, MIN_DISCOVERY_INTERVAL, Project, QueueFilter, QueuePattern, Settings,
+};
 use super::secrets::{resolve_credentials, resolve_iam_endpoint};
 use super::{ConfigError, Env, Problem};
 use crate::secret::SecretUrl;
@@ -78,10 +80,36 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         problem("poll.concurrency", "must be at least 1".into());
     }
 
+    let d = &config.discovery;
+    if d.interval < MIN_DISCOVERY_INTERVAL {
+        problem(
+            "discovery.interval",
+            format!(
+                "{} must be at least {}",
+                humantime::format_duration(d.interval),
+                humantime::format_duration(MIN_DISCOVERY_INTERVAL)
+            ),
+        );
+    }
+    if d.queue_types.is_empty() {
+        problem(
+            "discovery.queue_types",
+            "must name at least one queue type (\"general\", \"all\", \"sql\")".into(),
+        );
+    }
+    for (j, t) in d.queue_types.iter().enumerate() {
+        if t.trim().is_empty() {
+            problem(
+                &format!("discovery.queue_types[{j}]"),
+                "must not be empty".into(),
+            );
+        }
+    }
+
     if config.projects.is_empty() {
         problem(
             "projects",
-            "at least one [[projects]] entry with a project_id and queues is required".into(),
+            "at least one [[projects]] entry with a project_id (or region) is required".into(),
         );
     }
 
@@ -90,15 +118,26 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     for (i, pc) in config.projects.iter().enumerate() {
         let key = |field: &str| format!("projects[{i}].{field}");
         let mut ok = true;
-        if !is_valid_project_id(&pc.project_id) {
-            problem(
-                &key("project_id"),
-                format!(
-                    "{:?} must be 1 to 64 ASCII letters and digits (usually 32 lowercase hex)",
-                    pc.project_id
-                ),
-            );
-            ok = false;
+        let project_id = pc.project_id.clone().unwrap_or_default();
+        match &pc.project_id {
+            Some(id) if !is_valid_project_id(id) => {
+                problem(
+                    &key("project_id"),
+                    format!(
+                        "{id:?} must be 1 to 64 ASCII letters and digits (usually 32 lowercase hex)"
+                    ),
+                );
+                ok = false;
+            }
+            Some(_) => {}
+            None if pc.region.is_none() => {
+                problem(
+                    &key("project_id"),
+                    "missing: set project_id, or region to look the project id up from it".into(),
+                );
+                ok = false;
+            }
+            None => {}
         }
         if let Some(region) = &pc.region
             && !is_valid_region(region)
@@ -129,28 +168,75 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
                 None
             }
         };
-        if pc.queues.is_empty() {
-            problem(&key("queues"), "must list at least one queue".into());
+        // No `queues` key discovers every queue; an explicit empty list is a mistake.
+        let listed = pc
+            .queues
+            .clone()
+            .unwrap_or_else(|| vec![DISCOVER_ALL.to_string()]);
+        if listed.is_empty() {
+            problem(
+                &key("queues"),
+                "must list at least one queue, or \"*\" to discover them".into(),
+            );
             ok = false;
         }
-        for (j, q) in pc.queues.iter().enumerate() {
-            if q.trim().is_empty() {
-                problem(
-                    &format!("projects[{i}].queues[{j}]"),
-                    "queue name must not be empty".into(),
-                );
+        let mut discovers = false;
+        let mut queues = Vec::with_capacity(listed.len());
+        // Unresolved project ids cannot collide yet: checked again once resolved.
+        let id_key = pc
+            .project_id
+            .clone()
+            .unwrap_or_else(|| format!("(region {})", pc.region.as_deref().unwrap_or("")));
+        for (j, q) in listed.iter().enumerate() {
+            let qkey = format!("projects[{i}].queues[{j}]");
+            if q == DISCOVER_ALL {
+                if discovers {
+                    problem(&qkey, "\"*\" is listed twice".into());
+                    ok = false;
+                }
+                discovers = true;
+            } else if q.trim().is_empty() {
+                problem(&qkey, "queue name must not be empty".into());
                 ok = false;
-            } else if !seen.insert((pc.project_id.clone(), q.clone())) {
+            } else if !seen.insert((id_key.clone(), q.clone())) {
                 problem(
-                    &format!("projects[{i}].queues[{j}]"),
+                    &qkey,
                     format!(
-                        "duplicate queue {q:?} for project {}: each project x queue pair may appear once",
-                        pc.project_id
+                        "duplicate queue {q:?} for project {id_key}: each project x queue pair may appear once"
                     ),
                 );
                 ok = false;
+            } else {
+                queues.push(q.clone());
             }
         }
+        let mut patterns = |field: &str, sources: &[String]| -> Vec<QueuePattern> {
+            let mut out = Vec::with_capacity(sources.len());
+            for (j, source) in sources.iter().enumerate() {
+                match QueuePattern::new(source) {
+                    Ok(p) => out.push(p),
+                    Err(why) => {
+                        problem(
+                            &format!("projects[{i}].{field}[{j}]"),
+                            format!("{source:?} is not a valid regex: {why}"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            if !sources.is_empty() && !discovers {
+                problem(
+                    &format!("projects[{i}].{field}"),
+                    "filters discovered queues only: add \"*\" to queues (or remove the queues key)"
+                        .into(),
+                );
+                ok = false;
+            }
+            out
+        };
+        let include = patterns("include_queues", &pc.include_queues);
+        let exclude = patterns("exclude_queues", &pc.exclude_queues);
+        let discover = discovers.then_some(QueueFilter { include, exclude });
         let (auth, auth_key) = match &pc.auth {
             Some(a) => (a, key("auth")),
             None => (&config.auth, "auth".to_string()),
@@ -181,10 +267,13 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         };
         if let (true, Some(endpoint), Some(credentials)) = (ok, endpoint, credentials) {
             projects.push(Project {
-                project_id: pc.project_id.clone(),
+                project_id,
+                project_id_from_region: pc.project_id.is_none(),
                 region: pc.region.clone(),
                 endpoint,
-                queues: pc.queues.clone(),
+                iam_endpoint,
+                queues,
+                discover,
                 credentials,
                 ca_file: pc.ca_file.clone(),
                 proxy,
@@ -192,6 +281,7 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         }
     }
 
+    problems.extend(project_id_problems(&projects));
     if !problems.is_empty() {
         return Err(ConfigError::Invalid {
             path: path.map(Path::to_path_buf),
@@ -206,9 +296,61 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         web,
         poll: config.poll,
         metrics: config.metrics,
+        discovery: config.discovery,
         projects,
         source: path.map(Path::to_path_buf),
     })
+}
+
+/// Rules about project ids across `[[projects]]` entries, checked at validation and again once
+/// ids have been looked up from regions: a project that discovers its queues is configured in
+/// one entry only (its discovered set and `dli_discovery_*` series are the project's), and each
+/// project x queue pair appears once.
+pub fn project_id_problems(projects: &[Project]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    // (project, queue) -> whether the entry that listed it first had its id looked up.
+    let mut pairs: std::collections::HashMap<(&str, &str), bool> = Default::default();
+    for (i, p) in projects.iter().enumerate() {
+        if !p.has_project_id() {
+            continue;
+        }
+        let others = projects
+            .iter()
+            .enumerate()
+            .filter(|(j, o)| *j != i && o.project_id == p.project_id);
+        for (j, o) in others {
+            if (p.discover.is_some() || o.discover.is_some()) && j > i {
+                problems.push(Problem {
+                    key: format!("projects[{j}].project_id"),
+                    message: format!(
+                        "project {} is also configured in projects[{i}]; a project that discovers its queues (\"*\") must be configured in one entry",
+                        p.project_id
+                    ),
+                });
+            }
+        }
+        // Pairs involving a looked-up id; pairs of given ids were checked queue by queue.
+        for (j, q) in p.queues.iter().enumerate() {
+            let first = pairs.get(&(p.project_id.as_str(), q.as_str())).copied();
+            if first.is_none() {
+                pairs.insert(
+                    (p.project_id.as_str(), q.as_str()),
+                    p.project_id_from_region,
+                );
+            }
+            if first.is_some_and(|looked_up| looked_up || p.project_id_from_region) {
+                problems.push(Problem {
+                    key: format!("projects[{i}].queues[{j}]"),
+                    message: format!(
+                        "duplicate queue {q:?} for project {} (looked up from region {}): each project x queue pair may appear once",
+                        p.project_id,
+                        p.region.as_deref().unwrap_or("-")
+                    ),
+                });
+            }
+        }
+    }
+    problems
 }
 
 /// What [`normalize_listen_address`] accepts, as said in errors.

@@ -12,14 +12,12 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
-use super::auth::keys::MAX_ANSWER_BYTES;
-use super::auth::metadata::{METADATA_TIMEOUT, MetadataService};
-use super::auth::oidc::OidcExchange;
 use super::auth::temporary::{Fetcher, KeySource};
-use super::auth::token::{TokenLogin, TokenSource};
+use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::error::{DliError, Operation};
 use super::http::{ClientBuildError, ClientOptions};
 use super::model::{BatchPage, ListBatchesQuery, decode_page};
+use super::queues::{QueueList, decode_queue_list};
 use super::transport::{RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project};
 
@@ -39,6 +37,8 @@ pub struct DliClient {
     host: String,
     /// `/v2.0/{project_id}/batches`, the project id percent-encoded.
     path: String,
+    /// `/v1.0/{project_id}/queues`, the project id percent-encoded.
+    queues_path: String,
     auth: Auth,
     transport: Transport,
 }
@@ -61,6 +61,11 @@ impl DliClient {
         limit: Arc<Semaphore>,
         observer: Arc<dyn RequestObserver>,
     ) -> Result<Self, ClientBuildError> {
+        if !project.has_project_id() {
+            return Err(ClientBuildError::NoProjectId {
+                project: project.display_id(),
+            });
+        }
         let project_id = project.project_id.clone();
         let http = super::http::build(project, options)?;
         let transport = Transport::new(
@@ -107,40 +112,28 @@ impl DliClient {
                     domain_name: domain_name.clone(),
                     user_name: user_name.clone(),
                     password: password.clone(),
-                    project_id: project_id.clone(),
+                    scope: TokenScope::ProjectId(project_id.clone()),
                 },
                 transport.clone(),
             ))),
-            Credentials::Metadata { endpoint } => {
-                let http = super::http::build_metadata(&project_id, options, METADATA_TIMEOUT)?;
-                let metadata_transport = Transport::new(
-                    http,
-                    observer.clone(),
-                    Arc::new(Semaphore::new(1)),
-                    MAX_ANSWER_BYTES,
-                    METADATA_TIMEOUT.saturating_mul(2),
-                );
-                Auth::Temporary(Arc::new(KeySource::new(
-                    Fetcher::Metadata(MetadataService::new(endpoint, metadata_transport)),
+            Credentials::Metadata { .. } | Credentials::Oidc { .. } => {
+                let fetcher = Fetcher::for_credentials(
+                    &project.credentials,
                     &project_id,
-                )))
+                    options,
+                    &transport,
+                    observer.clone(),
+                )?
+                .ok_or_else(|| ClientBuildError::Http {
+                    project_id: project_id.clone(),
+                    message: "no fetcher for temporary keys".into(),
+                })?;
+                Auth::Temporary(Arc::new(KeySource::new(fetcher, &project_id)))
             }
-            Credentials::Oidc {
-                iam_endpoint,
-                idp_id,
-                id_token_file,
-            } => Auth::Temporary(Arc::new(KeySource::new(
-                Fetcher::Oidc(OidcExchange::new(
-                    iam_endpoint,
-                    idp_id,
-                    id_token_file.clone(),
-                    transport.clone(),
-                )),
-                &project_id,
-            ))),
         };
         Ok(DliClient {
             path: format!("/v2.0/{}/batches", aksk::encode(&project_id)),
+            queues_path: format!("/v1.0/{}/queues", aksk::encode(&project_id)),
             project_id,
             endpoint: project.endpoint.trim_end_matches('/').to_string(),
             host,
@@ -165,21 +158,59 @@ impl DliClient {
     /// One ListBatches request. The query string is built once, sorted and encoded, and sent
     /// exactly as signed.
     pub async fn list_batches(&self, query: &ListBatchesQuery) -> Result<BatchPage, DliError> {
-        let canonical_query = aksk::canonical_query(&query.pairs());
+        self.get(
+            Operation::ListBatches,
+            &self.path,
+            &query.pairs(),
+            parse_page,
+        )
+        .await
+    }
+
+    /// One ListQueues request (`GET /v1.0/{project_id}/queues?queue_type=…`), authenticated like
+    /// ListBatches. `queue_type` is always sent: the API's default (`sql`) hides Spark queues.
+    pub async fn list_queues(&self, queue_type: &str) -> Result<QueueList, DliError> {
+        let pairs = [("queue_type", queue_type.to_string())];
+        self.get(
+            Operation::ListQueues,
+            &self.queues_path,
+            &pairs,
+            parse_queue_list,
+        )
+        .await
+    }
+
+    /// A GET of `path` on the DLI endpoint with `pairs` as its query, signed or carrying the
+    /// project's token (fetched again once when DLI answers 401 to it).
+    async fn get<T>(
+        &self,
+        operation: Operation,
+        path: &str,
+        pairs: &[(&'static str, String)],
+        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+    ) -> Result<T, DliError> {
+        let canonical_query = aksk::canonical_query(pairs);
         let url = if canonical_query.is_empty() {
-            format!("{}{}", self.endpoint, self.path)
+            format!("{}{}", self.endpoint, path)
         } else {
-            format!("{}{}?{}", self.endpoint, self.path, canonical_query)
+            format!("{}{}?{}", self.endpoint, path, canonical_query)
         };
         match &self.auth {
-            Auth::AkSk(signer) => self.signed(signer, &url, &canonical_query).await,
+            Auth::AkSk(signer) => {
+                self.signed(signer, operation, path, &url, &canonical_query, parse)
+                    .await
+            }
             Auth::Temporary(source) => {
                 let signer = source.signer().await?;
-                match self.signed(&signer, &url, &canonical_query).await {
+                match self
+                    .signed(&signer, operation, path, &url, &canonical_query, parse)
+                    .await
+                {
                     // Keys DLI no longer accepts (revoked early): new ones, once.
                     Err(e) if e.status() == Some(401) && source.rejected(&signer) => {
                         let signer = source.signer().await?;
-                        self.signed(&signer, &url, &canonical_query).await
+                        self.signed(&signer, operation, path, &url, &canonical_query, parse)
+                            .await
                     }
                     other => other,
                 }
@@ -194,12 +225,13 @@ impl DliClient {
                         .get(&url)
                         .header("Content-Type", "application/json")
                         .header("X-Project-Id", &self.project_id)
-                        .header("X-Auth-Token", sensitive_header(token.expose(), &url)?);
+                        .header(
+                            "X-Auth-Token",
+                            sensitive_header(operation, token.expose(), &url)?,
+                        );
                     let result = self
                         .transport
-                        .call(Operation::ListBatches, &url, request, |raw| {
-                            parse_page(raw, &url)
-                        })
+                        .call(operation, &url, request, |raw| parse(raw, &url))
                         .await;
                     match result {
                         Err(e) if e.status() == Some(401) && !retried => {
@@ -216,17 +248,20 @@ impl DliClient {
 }
 
 impl DliClient {
-    /// One ListBatches request signed with `signer`.
-    async fn signed(
+    /// One GET of `path` signed with `signer` (AK/SK, or temporary keys with their token).
+    async fn signed<T>(
         &self,
         signer: &AkSkSigner,
+        operation: Operation,
+        path: &str,
         url: &str,
         canonical_query: &str,
-    ) -> Result<BatchPage, DliError> {
+        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+    ) -> Result<T, DliError> {
         let headers = signer.sign(
             "GET",
             &self.host,
-            &self.path,
+            path,
             canonical_query,
             &self.project_id,
             &aksk::sdk_date(OffsetDateTime::now_utc()),
@@ -234,29 +269,53 @@ impl DliClient {
         let mut request = self.transport.http().get(url);
         for (name, value) in headers {
             if matches!(name, "Authorization" | "X-Security-Token") {
-                request = request.header(name, sensitive_header(&value, url)?);
+                request = request.header(name, sensitive_header(operation, &value, url)?);
             } else {
                 request = request.header(name, value);
             }
         }
         self.transport
-            .call(Operation::ListBatches, url, request, |raw| {
-                parse_page(raw, url)
-            })
+            .call(operation, url, request, |raw| parse(raw, url))
             .await
     }
 }
 
 /// A credential as a header value marked sensitive, so that the HTTP stack never shows it in
 /// `Debug` output. The error does not repeat the value.
-fn sensitive_header(value: &str, url: &str) -> Result<reqwest::header::HeaderValue, DliError> {
+pub(super) fn sensitive_header(
+    operation: Operation,
+    value: &str,
+    url: &str,
+) -> Result<reqwest::header::HeaderValue, DliError> {
     let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| DliError::Request {
-        operation: Operation::ListBatches,
+        operation,
         url: url.to_string(),
         message: "a credential holds characters that are not allowed in an HTTP header".into(),
     })?;
     v.set_sensitive(true);
     Ok(v)
+}
+
+fn parse_queue_list(raw: RawResponse, url: &str) -> Result<QueueList, DliError> {
+    if !(200..300).contains(&raw.status) {
+        return Err(raw.error(Operation::ListQueues, url));
+    }
+    let list = decode_queue_list(&raw.body).map_err(|message| DliError::Decode {
+        operation: Operation::ListQueues,
+        url: url.to_string(),
+        status: raw.status,
+        message,
+        request_id: raw.request_id(),
+    })?;
+    if list.is_success == Some(false) {
+        let mut error = raw.error(Operation::ListQueues, url);
+        if let DliError::Api { body, .. } = &mut error {
+            body.error_code = list.error_code.clone().or(body.error_code.take());
+            body.error_msg = list.message.clone().or(body.error_msg.take());
+        }
+        return Err(error);
+    }
+    Ok(list)
 }
 
 fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
@@ -288,10 +347,12 @@ mod tests {
 
     #[test]
     fn credential_headers_are_sensitive_and_errors_do_not_repeat_them() {
-        let v = sensitive_header("tok-secret-123", "http://h/p").expect("valid");
+        let v = sensitive_header(Operation::ListBatches, "tok-secret-123", "http://h/p")
+            .expect("valid");
         assert!(v.is_sensitive());
         assert!(!format!("{v:?}").contains("tok-secret-123"));
-        let e = sensitive_header("bad\nsecret-456", "http://h/p").expect_err("newline");
+        let e = sensitive_header(Operation::ListBatches, "bad\nsecret-456", "http://h/p")
+            .expect_err("newline");
         assert!(!e.to_string().contains("secret-456"), "{e}");
         assert!(e.to_string().contains("http://h/p"), "{e}");
     }

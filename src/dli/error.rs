@@ -17,15 +17,21 @@ pub enum Operation {
     /// The OIDC exchange with IAM: id token to unscoped token to temporary keys
     /// (`auth.kind = "oidc"`).
     Oidc,
+    /// `GET /v1.0/{project_id}/queues` (discovery and the queue metrics).
+    ListQueues,
+    /// `GET {iam}/v3/projects?name={region}` (the project id of a region).
+    ListProjects,
 }
 
 impl Operation {
     /// Every operation, for metrics that exist at 0 from the start.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 6] = [
         Operation::ListBatches,
         Operation::IamToken,
         Operation::Metadata,
         Operation::Oidc,
+        Operation::ListQueues,
+        Operation::ListProjects,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +40,8 @@ impl Operation {
             Operation::IamToken => "iam_token",
             Operation::Metadata => "metadata",
             Operation::Oidc => "oidc",
+            Operation::ListQueues => "list_queues",
+            Operation::ListProjects => "list_projects",
         }
     }
 }

@@ -37,6 +37,8 @@ impl ClientOptions {
 /// Errors building a client: they name the project and the file or setting at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientBuildError {
+    #[error("project {project}: the project id has not been looked up from the region yet")]
+    NoProjectId { project: String },
     #[error("project {project_id}: ca_file {path}: {message}")]
     CaFile {
         project_id: String,
@@ -85,7 +87,7 @@ pub fn build(
     project: &Project,
     options: &ClientOptions,
 ) -> Result<reqwest::Client, ClientBuildError> {
-    let project_id = project.project_id.clone();
+    let project_id = project.display_id();
     let mut builder = reqwest::Client::builder()
         .user_agent(options.user_agent.clone())
         .connect_timeout(options.request_timeout.min(MAX_CONNECT_TIMEOUT))

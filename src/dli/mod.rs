@@ -1,7 +1,8 @@
 //! Everything that talks to DLI and IAM: request signing and tokens (`auth`), the serde model
 //! (`model`), the HTTP client with its TLS roots, proxy and timeouts (`http`), one request
-//! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`)
-//! and the page walk (`paging`). Nothing here knows about Prometheus or the daemon's schedule.
+//! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`),
+//! the page walk (`paging`), the queue list (`queues`), the project id of a region (`projects`)
+//! and retries of single requests (`retry`). Nothing here knows about Prometheus or the daemon's schedule.
 
 pub(crate) mod auth;
 mod client;
@@ -9,6 +10,9 @@ mod error;
 mod http;
 pub mod model;
 pub mod paging;
+mod projects;
+mod queues;
+mod retry;
 pub mod states;
 mod throttle;
 mod transport;
@@ -18,5 +22,8 @@ pub use error::{DliError, FailureReason, Operation};
 pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue};
+pub use projects::{LookupError, lookup_project_id};
+pub use queues::{MAX_QUEUE_NAME_BYTES, QueueList, QueueRecord, decode_queue_list};
+pub use retry::with_retries;
 pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};

@@ -73,7 +73,8 @@ pub struct Transport {
     limit: Arc<Semaphore>,
     max_body_bytes: usize,
     request_timeout: Duration,
-    /// One hold-off state per endpoint: ListBatches goes to DLI, tokens and the OIDC exchange to IAM.
+    /// One hold-off state per endpoint: ListBatches and ListQueues go to DLI; tokens, the project
+    /// list and the OIDC exchange to IAM.
     throttles: Arc<[Throttle; 2]>,
 }
 
@@ -107,9 +108,12 @@ impl Transport {
     /// The hold-off state of the endpoint `operation` talks to.
     pub fn throttle(&self, operation: Operation) -> &Throttle {
         match operation {
-            Operation::ListBatches => &self.throttles[0],
+            Operation::ListBatches | Operation::ListQueues => &self.throttles[0],
             // IAM, and the metadata service (which has a transport of its own).
-            Operation::IamToken | Operation::Oidc | Operation::Metadata => &self.throttles[1],
+            Operation::IamToken
+            | Operation::ListProjects
+            | Operation::Oidc
+            | Operation::Metadata => &self.throttles[1],
         }
     }
 

@@ -5,6 +5,7 @@
 //! Names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). It reads
 //! the store and never writes to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -20,6 +21,8 @@ use crate::store::SnapshotStore;
 pub struct JobsCollector {
     store: Arc<SnapshotStore>,
     options: Arc<RwLock<CollectorOptions>>,
+    /// This exporter is a shard: with no queue assigned it reports `dli_up` 1.
+    sharded: Arc<AtomicBool>,
     descs: Vec<Desc>,
 }
 
@@ -71,7 +74,7 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
     ),
     (
         UP,
-        "1 if the last poll of at least one queue succeeded (or no queue is assigned to this exporter), else 0.",
+        "1 if the last poll of at least one queue succeeded (or this shard has no queue assigned), else 0.",
         &[],
     ),
 ];
@@ -80,6 +83,7 @@ impl JobsCollector {
     pub(super) fn new(
         store: Arc<SnapshotStore>,
         options: Arc<RwLock<CollectorOptions>>,
+        sharded: Arc<AtomicBool>,
     ) -> Result<Self, prometheus::Error> {
         let descs = FAMILIES
             .iter()
@@ -95,12 +99,14 @@ impl JobsCollector {
         Ok(JobsCollector {
             store,
             options,
+            sharded,
             descs,
         })
     }
 }
 
-fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
+/// One gauge sample with these labels (names in alphabetical order).
+pub(super) fn gauge(labels: &[(&str, &str)], value: f64) -> Metric {
     let pairs = labels
         .iter()
         .map(|(n, v)| {
@@ -131,8 +137,9 @@ impl Collector for JobsCollector {
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         let view = self.store.view();
-        // No queue to poll (a shard with none assigned): nothing of this exporter failed.
-        let mut up = view.is_empty();
+        // A shard with no queue assigned to it: nothing of its own failed. (Without shards an
+        // empty set means discovery has found nothing yet, which is not "up".)
+        let mut up = view.is_empty() && self.sharded.load(Ordering::Relaxed);
         for (key, status) in view {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
             if status.attempted {

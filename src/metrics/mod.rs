@@ -9,8 +9,10 @@
 mod api;
 mod jobs;
 mod lifecycle;
+mod queues;
 mod render_cache;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use prometheus::{
 pub use api::ApiMetrics;
 pub use jobs::JobsCollector;
 pub use lifecycle::{JOB_DURATION_BUCKETS, LifecycleMetrics};
+pub use queues::QueueCollector;
 pub use render_cache::{Exposition, RenderCache};
 
 use crate::dli::RequestObserver;
@@ -69,6 +72,9 @@ impl ReloadMetrics {
 pub struct CollectorOptions {
     pub owner_breakdown: bool,
     pub stale_after: Duration,
+    /// After this long without a successful queue list a project's `dli_queue_*` series are
+    /// dropped (`discovery.interval + poll.stale_after`: a refresh overdue by `stale_after`).
+    pub queue_list_stale_after: Duration,
 }
 
 /// The registry behind `/metrics`.
@@ -85,6 +91,7 @@ pub struct Metrics {
     pub reload: ReloadMetrics,
     shard_ordinal: IntGauge,
     total_shards: IntGauge,
+    sharded: Arc<AtomicBool>,
 }
 
 impl Metrics {
@@ -125,7 +132,13 @@ impl Metrics {
         let lifecycle = Arc::new(LifecycleMetrics::register(&registry, changes.clone())?);
         let reload = ReloadMetrics::register(&registry, changes.clone())?;
         let collector_options = Arc::new(RwLock::new(options));
+        let sharded = Arc::new(AtomicBool::new(false));
         registry.register(Box::new(JobsCollector::new(
+            store.clone(),
+            collector_options.clone(),
+            sharded.clone(),
+        )?))?;
+        registry.register(Box::new(QueueCollector::new(
             store.clone(),
             collector_options.clone(),
         )?))?;
@@ -140,6 +153,7 @@ impl Metrics {
             changes,
             shard_ordinal,
             total_shards,
+            sharded,
         })
     }
 
@@ -147,6 +161,7 @@ impl Metrics {
     pub fn set_shard(&self, ordinal: u32, total: u32) {
         self.shard_ordinal.set(i64::from(ordinal));
         self.total_shards.set(i64::from(total));
+        self.sharded.store(true, Ordering::Relaxed);
         self.changes.bump();
     }
 
@@ -178,12 +193,21 @@ impl Metrics {
         // Both counters only grow, so their sum changes whenever either does.
         let generation = self.store.generation().wrapping_add(self.changes.get());
         self.cache.get(generation, gzip, || {
-            let stale_after = match self.collector_options.read() {
-                Ok(o) => o.stale_after,
-                Err(poisoned) => poisoned.into_inner().stale_after,
+            let (stale_after, list_stale_after) = match self.collector_options.read() {
+                Ok(o) => (o.stale_after, o.queue_list_stale_after),
+                Err(poisoned) => {
+                    let o = poisoned.into_inner();
+                    (o.stale_after, o.queue_list_stale_after)
+                }
             };
             // Read before rendering: a queue going stale meanwhile makes the entry expire early.
-            let until = self.store.next_stale_at(stale_after);
+            let until = [
+                self.store.next_stale_at(stale_after),
+                self.store.next_queue_list_stale_at(list_stale_after),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             (self.render(), until)
         })
     }
@@ -232,6 +256,7 @@ mod tests {
             CollectorOptions {
                 owner_breakdown: true,
                 stale_after: Duration::from_secs(60),
+                queue_list_stale_after: Duration::from_secs(120),
             },
         )
         .expect("metrics");
@@ -288,8 +313,29 @@ mod tests {
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,
             stale_after: Duration::from_secs(60),
+            queue_list_stale_after: Duration::from_secs(120),
         });
         assert!(!text(&metrics).contains("dli_batch_jobs_by_owner{"));
+    }
+
+    #[test]
+    fn without_queues_only_a_shard_is_up() {
+        let metrics = Metrics::new(
+            Arc::new(SnapshotStore::new([])),
+            CollectorOptions {
+                owner_breakdown: true,
+                stale_after: Duration::from_secs(60),
+                queue_list_stale_after: Duration::from_secs(120),
+            },
+        )
+        .expect("metrics");
+        // Not sharded: nothing polled (nothing discovered yet) is not up.
+        assert!(text(&metrics).contains("dli_up 0\n"));
+        metrics.set_shard(1, 3);
+        assert!(
+            text(&metrics).contains("dli_up 1\n"),
+            "a shard with no queue"
+        );
     }
 
     #[test]
@@ -321,6 +367,7 @@ mod tests {
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,
             stale_after: Duration::from_secs(60),
+            queue_list_stale_after: Duration::from_secs(120),
         });
         let mut text = String::new();
         use std::io::Read;

@@ -1,7 +1,9 @@
 //! Polling: the per-queue schedule (`scheduler`) and the folding of a walk into a snapshot
-//! (`aggregate`), and the job lifecycle between walks (`lifecycle`).
+//! (`aggregate`), the job lifecycle between walks (`lifecycle`), and the queue list that
+//! discovery and the queue metrics come from (`discovery`).
 
 pub mod aggregate;
+pub mod discovery;
 pub mod lifecycle;
 pub mod scheduler;
 pub mod shard;

@@ -275,9 +275,14 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
     let project_id = if let Some(id) = scope["id"].as_str() {
         id.to_string()
     } else if let Some(name) = scope["name"].as_str() {
-        match lock(&inner.project_names).get(name) {
-            Some(id) => id.clone(),
-            None => return iam_error(400, "Bad Request", "The project does not exist."),
+        let names = lock(&inner.project_names);
+        let mut ids = names.iter().filter(|(n, _)| n == name).map(|(_, id)| id);
+        match (ids.next(), ids.next()) {
+            (Some(id), None) => id.clone(),
+            (None, _) => return iam_error(400, "Bad Request", "The project does not exist."),
+            (Some(_), Some(_)) => {
+                return iam_error(400, "Bad Request", "The project name is ambiguous.");
+            }
         }
     } else {
         return iam_error(
@@ -311,7 +316,7 @@ pub(crate) fn issue_token(inner: &Inner, body: &[u8]) -> IamAnswer {
     bump(&inner.counters.tokens_issued, 1);
     let project_name = lock(&inner.project_names)
         .iter()
-        .find(|(_, id)| **id == project_id)
+        .find(|(_, id)| *id == project_id)
         .map(|(name, _)| name.clone())
         .unwrap_or_else(|| project_id.clone());
     let domain_id = hex::encode(Sha256::digest(domain.as_bytes()))[..32].to_string();

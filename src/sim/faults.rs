@@ -57,11 +57,25 @@ impl Fault {
     }
 }
 
+/// The simulated API a [`FaultRule`] applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SimApi {
+    /// `GET /v2.0/{project_id}/batches`.
+    #[default]
+    Batches,
+    /// `POST /v3/auth/tokens`.
+    IamToken,
+    /// `GET /v1.0/{project_id}/queues`.
+    QueueList,
+    /// `GET /v3/projects`.
+    ProjectList,
+}
+
 /// Which requests a fault applies to, and how often.
 ///
-/// A rule matches ListBatches requests whose queue (`queue_name`, else `cluster_name`) and `from`
-/// equal its filters (`None` = any); a rule with `iam: true` matches only `POST /v3/auth/tokens`
-/// (its queue/from filters are ignored). Of the matching requests the first `skip` pass through
+/// A rule matches requests of its `api`: for ListBatches those whose queue (`queue_name`, else
+/// `cluster_name`) and `from` equal its filters (`None` = any); for the other APIs the queue/from
+/// filters are ignored. Of the matching requests the first `skip` pass through
 /// untouched, the next `times` (`None` = all) get the fault. Rules are consulted in the order they
 /// were added; the first terminal fault ends the consultation (later rules neither see nor count
 /// that request). Faults come before authentication: a faulted request is not checked.
@@ -69,7 +83,7 @@ impl Fault {
 pub struct FaultRule {
     pub queue: Option<String>,
     pub from: Option<i64>,
-    pub iam: bool,
+    pub api: SimApi,
     pub skip: usize,
     pub times: Option<usize>,
     pub action: Fault,
@@ -81,7 +95,7 @@ impl FaultRule {
         FaultRule {
             queue: None,
             from: None,
-            iam: false,
+            api: SimApi::Batches,
             skip: 0,
             times: None,
             action,
@@ -121,7 +135,19 @@ impl FaultRule {
 
     /// Match the IAM token endpoint instead of ListBatches.
     pub fn iam(mut self) -> Self {
-        self.iam = true;
+        self.api = SimApi::IamToken;
+        self
+    }
+
+    /// Match the queue list (`GET /v1.0/{project_id}/queues`) instead of ListBatches.
+    pub fn queue_list(mut self) -> Self {
+        self.api = SimApi::QueueList;
+        self
+    }
+
+    /// Match the IAM project list (`GET /v3/projects`) instead of ListBatches.
+    pub fn project_list(mut self) -> Self {
+        self.api = SimApi::ProjectList;
         self
     }
 }
@@ -131,6 +157,8 @@ impl FaultRule {
 pub(crate) enum Target<'a> {
     Batches { queue: Option<&'a str>, from: i64 },
     Iam,
+    QueueList,
+    ProjectList,
 }
 
 /// A rule with its counters.
@@ -152,9 +180,11 @@ impl FaultSlot {
 
     fn matches(&self, target: Target<'_>) -> bool {
         match target {
-            Target::Iam => self.rule.iam,
+            Target::Iam => self.rule.api == SimApi::IamToken,
+            Target::QueueList => self.rule.api == SimApi::QueueList,
+            Target::ProjectList => self.rule.api == SimApi::ProjectList,
             Target::Batches { queue, from } => {
-                !self.rule.iam
+                self.rule.api == SimApi::Batches
                     && self.rule.queue.as_deref().is_none_or(|q| Some(q) == queue)
                     && self.rule.from.is_none_or(|f| f == from)
             }

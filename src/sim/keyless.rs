@@ -14,7 +14,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use super::{Inner, auth, bump, lock};
+use super::{Inner, Simulator, auth, bump, lock};
 use crate::secret::Secret;
 
 /// The identity provider [`super::SimConfig::default`] accepts id tokens from.
@@ -387,5 +387,39 @@ impl KeylessState {
             ));
         }
         Some(Ok(issued.secret_key.clone()))
+    }
+}
+
+/// The keyless knobs of the simulator.
+impl Simulator {
+    /// Takes the metadata service or the OIDC exchange down for `duration`: every request to it
+    /// gets `outage` meanwhile (`Duration::ZERO` ends an outage at once).
+    pub fn outage(&self, service: Service, duration: Duration, outage: Outage) {
+        self.inner.keyless.set_outage(service, duration, outage);
+    }
+
+    /// The id tokens the OIDC exchange accepts from now on (instead of [`DEMO_ID_TOKEN`]).
+    pub fn accept_id_tokens(&self, tokens: &[&str]) {
+        self.inner
+            .keyless
+            .accept_id_tokens(tokens.iter().map(|t| Secret::new(*t)).collect());
+    }
+
+    /// Every temporary key pair issued so far is now unknown (401 `APIGW.0301`), as if revoked
+    /// before its expiry.
+    pub fn revoke_temporary_keys(&self) {
+        self.inner.keyless.revoke_keys();
+    }
+
+    /// Every metadata session token issued so far is now rejected with 401, as if expired.
+    pub fn expire_metadata_sessions(&self) {
+        self.inner.keyless.expire_sessions();
+    }
+
+    /// Every secret the keyless endpoints issued: session tokens, unscoped tokens, temporary
+    /// access keys, secret keys and security tokens (for tests that check none shows up in logs
+    /// or metrics).
+    pub fn issued_keyless_secrets(&self) -> Vec<Secret> {
+        self.inner.keyless.issued_secrets()
     }
 }

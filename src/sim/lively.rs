@@ -1,5 +1,7 @@
 //! The lively world behind `--demo`: [`DEMO_PROJECT_ID`]'s queues [`DEMO_QUEUES`] filled
-//! with jobs that move through states over time.
+//! with jobs that move through states over time, and its queue list: those two Spark queues
+//! (types `general` and `all`, their CUs in use following their running jobs) and two `sql`
+//! queues ([`DEMO_SQL_QUEUES`]) that discovery leaves out by default.
 //!
 //! Owns the world's evolution: every tick jobs start, finish, fail or recover, new jobs are
 //! submitted at the front, and old finished ones are pruned. Invariants after every step, for
@@ -15,7 +17,42 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::jobs::{self, JOB_STATES, SimJob};
+use super::queues::SimQueue;
 use super::{DEMO_PROJECT_ID, DEMO_QUEUES, QueueJobs, SimConfig, Simulator, lock, now_ms};
+
+/// The demo project's SQL queues: listed, never polled by default (`discovery.queue_types`).
+pub const DEMO_SQL_QUEUES: [&str; 2] = ["default", "bi_sql"];
+
+/// The demo project's queue list, CUs in use at 0.
+pub fn demo_queue_list() -> Vec<SimQueue> {
+    let etl = SimQueue {
+        cu_count: Some(64),
+        cu_scale_out_limit: Some(128),
+        cu_scale_in_limit: Some(32),
+        resource_mode: Some(1),
+        charging_mode: Some(2),
+        elastic_resource_pool_name: Some("demo_pool".into()),
+        ..SimQueue::new(DEMO_QUEUES[0], "general")
+    };
+    let adhoc = SimQueue {
+        cu_count: Some(32),
+        cu_scale_out_limit: Some(48),
+        cu_scale_in_limit: Some(16),
+        ..SimQueue::new(DEMO_QUEUES[1], "all")
+    };
+    let mut list = vec![etl, adhoc];
+    list.extend(DEMO_SQL_QUEUES.iter().map(|q| SimQueue::new(q, "sql")));
+    list
+}
+
+/// CUs a demo queue uses: 4 per running or recovering job, at most its CUs.
+fn used_cu(q: &QueueJobs, cu_count: i64) -> f64 {
+    let active = q
+        .iter()
+        .filter(|j| j.state == "running" || j.state == "recovering")
+        .count();
+    (active as f64 * 4.0).min(cu_count as f64)
+}
 
 /// The owners the demo world's jobs belong to (one job at least has no owner at all).
 pub const LIVELY_OWNERS: [&str; 8] = jobs::OWNERS;
@@ -131,16 +168,41 @@ impl LivelyWorld {
             }
             sim.set_jobs(DEMO_PROJECT_ID, queue, out);
         }
+        sim.set_queue_list(DEMO_PROJECT_ID, demo_queue_list());
+        self.update_used_cu(sim);
+    }
+
+    /// Sets the CUs in use of the demo's Spark queues from their active jobs.
+    fn update_used_cu(&self, sim: &Simulator) {
+        let used: Vec<(String, f64)> = {
+            let projects = lock(&sim.inner.projects);
+            let Some(project) = projects.get(DEMO_PROJECT_ID) else {
+                return;
+            };
+            demo_queue_list()
+                .into_iter()
+                .filter_map(|q| {
+                    let jobs = project.get(&q.queue_name)?;
+                    Some((q.queue_name.clone(), used_cu(jobs, q.cu_count.unwrap_or(0))))
+                })
+                .collect()
+        };
+        for (queue, cu) in used {
+            sim.set_queue_field(DEMO_PROJECT_ID, &queue, "used_cu", serde_json::json!(cu));
+        }
     }
 
     /// One tick of life at wall-clock `now` (unix ms).
     pub fn step(&mut self, sim: &Simulator, now: i64) {
-        let mut projects = lock(&sim.inner.projects);
-        let project = projects.entry(DEMO_PROJECT_ID.to_string()).or_default();
-        for queue in DEMO_QUEUES {
-            let q = project.entry(queue.to_string()).or_default();
-            self.step_queue(queue, q, now);
+        {
+            let mut projects = lock(&sim.inner.projects);
+            let project = projects.entry(DEMO_PROJECT_ID.to_string()).or_default();
+            for queue in DEMO_QUEUES {
+                let q = project.entry(queue.to_string()).or_default();
+                self.step_queue(queue, q, now);
+            }
         }
+        self.update_used_cu(sim);
     }
 
     fn step_queue(&mut self, queue: &str, q: &mut QueueJobs, now: i64) {

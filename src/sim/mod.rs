@@ -14,8 +14,9 @@
 //!
 //! Layout: `mod.rs` (this handle and its configuration), `server.rs` (hyper plumbing and routing),
 //! `jobs.rs` ([`SimJob`] and seeded generation), `faults.rs` ([`FaultRule`], [`Fault`] and matching),
-//! `auth.rs` (signature and token checks, the IAM token endpoint), `keyless.rs` (the metadata
-//! service and the OIDC exchange, issuing short-lived temporary keys), `lively.rs` (the lively
+//! `auth.rs` (signature and token checks, the IAM token endpoint), `queues.rs` (the queue list and
+//! the IAM project list), `keyless.rs` (the metadata service and the OIDC exchange, issuing
+//! short-lived temporary keys), `respond.rs` (responses, error bodies, faults), `lively.rs` (the lively
 //! world that `--demo` polls).
 
 mod auth;
@@ -23,6 +24,8 @@ mod faults;
 mod jobs;
 mod keyless;
 mod lively;
+mod queues;
+mod respond;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -39,10 +42,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::secret::Secret;
 
-pub use faults::{Fault, FaultRule};
+pub use faults::{Fault, FaultRule, SimApi};
 pub use jobs::{JOB_STATES, SimJob};
 pub use keyless::{DEMO_ID_TOKEN, DEMO_IDP_ID, NO_AGENCY_MESSAGE, Outage, Service};
-pub use lively::{LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, start_lively, start_lively_with};
+pub use lively::{
+    DEMO_SQL_QUEUES, LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, demo_queue_list, start_lively,
+    start_lively_with,
+};
+pub use queues::SimQueue;
 
 /// Access key accepted by [`SimConfig::default`].
 pub const DEMO_ACCESS_KEY: &str = "DLIDEMOACCESSKEY0001";
@@ -153,6 +160,10 @@ pub struct SimStats {
     pub auth_rejections: u64,
     /// Fault actions applied (each rule application counts once, terminal or not).
     pub faults_injected: u64,
+    /// Every request to `/v1.0/{project_id}/queues`, whatever its outcome.
+    pub list_queues_requests: u64,
+    /// Every request to `GET /v3/projects`, whatever its outcome.
+    pub list_projects_requests: u64,
     /// `PUT /meta-data/latest/api/token` requests, whatever their outcome.
     pub metadata_token_requests: u64,
     /// `GET /openstack/latest/securitykey` requests, whatever their outcome.
@@ -198,6 +209,8 @@ pub(crate) struct Counters {
     tokens_issued: AtomicU64,
     auth_rejections: AtomicU64,
     faults_injected: AtomicU64,
+    list_queues_requests: AtomicU64,
+    list_projects_requests: AtomicU64,
 }
 
 impl Counters {
@@ -214,6 +227,8 @@ impl Counters {
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             auth_rejections: self.auth_rejections.load(Ordering::Relaxed),
             faults_injected: self.faults_injected.load(Ordering::Relaxed),
+            list_queues_requests: self.list_queues_requests.load(Ordering::Relaxed),
+            list_projects_requests: self.list_projects_requests.load(Ordering::Relaxed),
         }
     }
 
@@ -224,6 +239,8 @@ impl Counters {
             &self.tokens_issued,
             &self.auth_rejections,
             &self.faults_injected,
+            &self.list_queues_requests,
+            &self.list_projects_requests,
             &keyless.session_token_requests,
             &keyless.security_key_requests,
             &keyless.oidc_requests,
@@ -259,8 +276,13 @@ pub(crate) struct Inner {
     pub(crate) projects: Mutex<BTreeMap<String, BTreeMap<String, QueueJobs>>>,
     pub(crate) faults: Mutex<Vec<faults::FaultSlot>>,
     pub(crate) tokens: Mutex<HashMap<String, auth::IssuedToken>>,
-    /// Project name (region) -> project id, for token requests scoped by name.
-    pub(crate) project_names: Mutex<HashMap<String, String>>,
+    /// IAM projects as (name, id), for token requests scoped by name and the project list; a
+    /// name may be listed more than once.
+    pub(crate) project_names: Mutex<Vec<(String, String)>>,
+    /// project id -> the queue list (queue objects as served).
+    pub(crate) queue_lists: Mutex<BTreeMap<String, Vec<serde_json::Value>>>,
+    /// Raw query strings of the queue list requests, oldest first.
+    pub(crate) queue_list_queries: Mutex<VecDeque<String>>,
     /// Job generation (generate_jobs, InsertFront): its own stream, so that the number of requests
     /// served does not change which jobs are generated.
     pub(crate) job_rng: Mutex<StdRng>,
@@ -341,8 +363,7 @@ impl Simulator {
     ) -> std::io::Result<Simulator> {
         let addr = listener.local_addr()?;
         let seed = config.seed;
-        let mut project_names = HashMap::new();
-        project_names.insert(DEMO_REGION.to_string(), DEMO_PROJECT_ID.to_string());
+        let project_names = vec![(DEMO_REGION.to_string(), DEMO_PROJECT_ID.to_string())];
         let inner = Arc::new(Inner {
             config,
             addr,
@@ -351,6 +372,8 @@ impl Simulator {
             faults: Mutex::new(Vec::new()),
             tokens: Mutex::new(HashMap::new()),
             project_names: Mutex::new(project_names),
+            queue_lists: Mutex::new(BTreeMap::new()),
+            queue_list_queries: Mutex::new(VecDeque::new()),
             job_rng: Mutex::new(StdRng::seed_from_u64(seed)),
             misc_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
             counters: Counters::default(),
@@ -490,40 +513,93 @@ impl Simulator {
         lock(&self.inner.tokens).keys().map(Secret::new).collect()
     }
 
-    /// Takes the metadata service or the OIDC exchange down for `duration`: every request to it
-    /// gets `outage` meanwhile (`Duration::ZERO` ends an outage at once).
-    pub fn outage(&self, service: Service, duration: Duration, outage: Outage) {
-        self.inner.keyless.set_outage(service, duration, outage);
-    }
-
-    /// The id tokens the OIDC exchange accepts from now on (instead of [`DEMO_ID_TOKEN`]).
-    pub fn accept_id_tokens(&self, tokens: &[&str]) {
-        self.inner
-            .keyless
-            .accept_id_tokens(tokens.iter().map(|t| Secret::new(*t)).collect());
-    }
-
-    /// Every temporary key pair issued so far is now unknown (401 `APIGW.0301`), as if revoked
-    /// before its expiry.
-    pub fn revoke_temporary_keys(&self) {
-        self.inner.keyless.revoke_keys();
-    }
-
-    /// Every metadata session token issued so far is now rejected with 401, as if expired.
-    pub fn expire_metadata_sessions(&self) {
-        self.inner.keyless.expire_sessions();
-    }
-
-    /// Every secret the keyless endpoints issued: session tokens, unscoped tokens, temporary
-    /// access keys, secret keys and security tokens (for tests that check none shows up in logs
-    /// or metrics).
-    pub fn issued_keyless_secrets(&self) -> Vec<Secret> {
-        self.inner.keyless.issued_secrets()
-    }
-
-    /// Token requests scoped by project `name` (a region id) get this project id.
+    /// IAM's project `name` (a region id) is this project id, and only this one: token requests
+    /// scoped by that name get it, the project list lists it.
     pub fn map_project_name(&self, name: &str, project_id: &str) {
-        lock(&self.inner.project_names).insert(name.to_string(), project_id.to_string());
+        let mut names = lock(&self.inner.project_names);
+        names.retain(|(n, _)| n != name);
+        names.push((name.to_string(), project_id.to_string()));
+    }
+
+    /// Adds one more project of this `name` (so the project list shows several).
+    pub fn add_iam_project(&self, name: &str, project_id: &str) {
+        lock(&self.inner.project_names).push((name.to_string(), project_id.to_string()));
+    }
+
+    /// Removes every project of this `name` from IAM.
+    pub fn remove_iam_projects(&self, name: &str) {
+        lock(&self.inner.project_names).retain(|(n, _)| n != name);
+    }
+
+    /// Replaces a project's queue list.
+    pub fn set_queue_list(&self, project_id: &str, queues: Vec<SimQueue>) {
+        self.set_queue_list_raw(project_id, queues.iter().map(SimQueue::to_json).collect());
+    }
+
+    /// Replaces a project's queue list with these JSON values as they are (any field, any
+    /// type: for tests of hostile answers).
+    pub fn set_queue_list_raw(&self, project_id: &str, queues: Vec<serde_json::Value>) {
+        lock(&self.inner.queue_lists).insert(project_id.to_string(), queues);
+    }
+
+    /// Adds a queue to a project's list, replacing one of the same name.
+    pub fn add_queue(&self, project_id: &str, queue: SimQueue) {
+        let mut lists = lock(&self.inner.queue_lists);
+        let list = lists.entry(project_id.to_string()).or_default();
+        list.retain(|q| queues::queue_name(q) != Some(queue.queue_name.as_str()));
+        list.push(queue.to_json());
+    }
+
+    /// Removes a queue from a project's list; false when it was not listed.
+    pub fn remove_queue(&self, project_id: &str, name: &str) -> bool {
+        let mut lists = lock(&self.inner.queue_lists);
+        let Some(list) = lists.get_mut(project_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|q| queues::queue_name(q) != Some(name));
+        list.len() != before
+    }
+
+    /// Sets one field of a listed queue to any JSON value (`Null` removes it); false when the
+    /// queue is not listed.
+    pub fn set_queue_field(
+        &self,
+        project_id: &str,
+        name: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) -> bool {
+        let mut lists = lock(&self.inner.queue_lists);
+        let Some(q) = lists
+            .get_mut(project_id)
+            .and_then(|l| l.iter_mut().find(|q| queues::queue_name(q) == Some(name)))
+            .and_then(|q| q.as_object_mut())
+        else {
+            return false;
+        };
+        if value.is_null() {
+            q.remove(field);
+        } else {
+            q.insert(field.to_string(), value);
+        }
+        true
+    }
+
+    /// A project's queue list as served with `queue_type=all`.
+    pub fn queue_list(&self, project_id: &str) -> Vec<serde_json::Value> {
+        lock(&self.inner.queue_lists)
+            .get(project_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The raw query strings of every queue list request so far, oldest first.
+    pub fn queue_list_queries(&self) -> Vec<String> {
+        lock(&self.inner.queue_list_queries)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Counters since start or the last [`Simulator::reset_stats`].
@@ -536,10 +612,11 @@ impl Simulator {
         lock(&self.inner.log).iter().cloned().collect()
     }
 
-    /// Zeroes the counters and empties the request log.
+    /// Zeroes the counters and empties the request logs.
     pub fn reset_stats(&self) {
         self.inner.counters.reset(&self.inner.keyless.counters);
         lock(&self.inner.log).clear();
+        lock(&self.inner.queue_list_queries).clear();
     }
 
     /// Stops accepting connections and ends every open one, hung ones included. Idempotent.

@@ -9,27 +9,26 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{HeaderMap, Method, Request, Response, StatusCode};
+use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use serde::Serialize;
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::faults::{self, Fault, Target};
+use super::faults::{Fault, Target};
 use super::jobs::{self, SimJob};
 use super::keyless::{self, Answer, Endpoint};
+use super::queues;
+use super::respond::{Body, answer_fault, apply_faults, error_response, respond};
 use super::{Inner, LoggedRequest, TotalMode, auth, bump, lock, now_ms};
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 1 << 20;
-
-type Body = Full<Bytes>;
 
 pub(crate) fn spawn(listener: TcpListener, inner: Arc<Inner>) {
     tokio::spawn(accept_loop(listener, inner));
@@ -88,40 +87,12 @@ async fn serve_connection(stream: TcpStream, inner: Arc<Inner>) {
     }
 }
 
-/// A response with the given status, content type, body and `X-Request-Id`.
-fn respond(
-    status: u16,
-    content_type: &str,
-    body: impl Into<Bytes>,
-    request_id: &str,
-) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut resp = Response::new(Full::new(body.into()));
-    *resp.status_mut() = status;
-    let h = resp.headers_mut();
-    if let Ok(v) = content_type.parse() {
-        h.insert(hyper::header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = request_id.parse() {
-        h.insert("x-request-id", v);
-    }
-    resp
-}
-
-/// A DLI/APIG error: `{"error_code","error_msg"}`, plus `request_id` for gateway (`APIG*`) codes.
-fn error_response(status: u16, code: &str, msg: &str, request_id: &str) -> Response<Body> {
-    let body = if code.starts_with("APIG") {
-        json!({"error_code": code, "error_msg": msg, "request_id": request_id})
-    } else {
-        json!({"error_code": code, "error_msg": msg})
-    };
-    respond(status, "application/json", body.to_string(), request_id)
-}
-
 enum Route {
     Batches(String),
+    Queues(String),
     Tokens,
     Keyless(Endpoint),
+    Projects,
     NotFound,
 }
 
@@ -131,6 +102,9 @@ fn route(path: &str) -> Route {
     }
     if let Some(endpoint) = keyless::route(path) {
         return Route::Keyless(endpoint);
+    }
+    if path == "/v3/projects" {
+        return Route::Projects;
     }
     let trimmed = path.strip_suffix('/').unwrap_or(path);
     let mut segments = trimmed.split('/');
@@ -147,6 +121,12 @@ fn route(path: &str) -> Route {
                 .into_owned();
             Route::Batches(pid)
         }
+        (Some(""), Some("v1.0"), Some(pid), Some("queues"), None) if !pid.is_empty() => {
+            let pid = percent_encoding::percent_decode_str(pid)
+                .decode_utf8_lossy()
+                .into_owned();
+            Route::Queues(pid)
+        }
         _ => Route::NotFound,
     }
 }
@@ -159,7 +139,7 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
     let allow = match route {
-        Route::Batches(_) => Some("GET"),
+        Route::Batches(_) | Route::Queues(_) | Route::Projects => Some("GET"),
         Route::Tokens => Some("POST"),
         Route::Keyless(endpoint) => Some(endpoint.method()),
         Route::NotFound => None,
@@ -198,6 +178,29 @@ async fn handle(
             )
             .await
         }
+        Route::Queues(project_id) => {
+            queues::queue_list(
+                &inner,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                &project_id,
+                &reset,
+            )
+            .await
+        }
+        Route::Projects => {
+            queues::project_list(
+                &inner,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                &reset,
+            )
+            .await
+        }
         Route::Tokens => tokens(&inner, &body, &reset).await,
         Route::Keyless(endpoint) => {
             let request_id = inner.request_id();
@@ -222,86 +225,6 @@ async fn handle(
                 "The API does not exist or has not been published in the environment",
                 &request_id,
             )
-        }
-    }
-}
-
-/// Non-terminal faults done, and the terminal one (if any) left to answer with.
-struct Applied {
-    total_override: Option<i64>,
-    terminal: Option<Fault>,
-}
-
-async fn apply_faults(inner: &Inner, target: Target<'_>, insert: impl Fn(usize)) -> Applied {
-    let actions = faults::select(&mut lock(&inner.faults), target);
-    bump(&inner.counters.faults_injected, actions.len() as u64);
-    let mut applied = Applied {
-        total_override: None,
-        terminal: None,
-    };
-    for action in actions {
-        match action {
-            Fault::Latency(d) => tokio::time::sleep(d).await,
-            Fault::InsertFront(n) => insert(n),
-            Fault::WrongTotal(t) => applied.total_override = Some(t),
-            terminal => applied.terminal = Some(terminal),
-        }
-    }
-    applied
-}
-
-/// Answers with a terminal fault; `page` builds the normal body when the fault needs it.
-async fn answer_fault(
-    fault: Fault,
-    request_id: &str,
-    ok_status: u16,
-    reset: &CancellationToken,
-    page: impl FnOnce() -> Vec<u8>,
-) -> Response<Body> {
-    match fault {
-        Fault::Status {
-            status,
-            error_code,
-            error_msg,
-        } => error_response(status, &error_code, &error_msg, request_id),
-        Fault::Throttle { retry_after } => {
-            let mut resp = error_response(
-                429,
-                "APIGW.0308",
-                "The throttling threshold has been reached: policy user over ratelimit,limit:200,time:1 second",
-                request_id,
-            );
-            if let Some(secs) = retry_after {
-                resp.headers_mut()
-                    .insert(hyper::header::RETRY_AFTER, secs.into());
-            }
-            resp
-        }
-        Fault::MalformedJson => respond(
-            ok_status,
-            "application/json",
-            "<html><head><title>502 Bad Gateway</title></head><body>upstream error</body></html>",
-            request_id,
-        ),
-        Fault::TruncatedJson => {
-            let mut body = page();
-            body.truncate(body.len() / 2);
-            respond(ok_status, "application/json", body, request_id)
-        }
-        Fault::Oversized(n) => {
-            let mut body = br#"{"from":0,"total":1,"sessions":[{"id":""#.to_vec();
-            body.truncate(n);
-            body.resize(n, b'x');
-            respond(ok_status, "application/json", body, request_id)
-        }
-        Fault::ResetConnection => {
-            reset.cancel();
-            std::future::pending().await
-        }
-        // Hang, and the non-terminal faults that never get here: no answer until shutdown drops
-        // the connection.
-        Fault::Hang | Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_) => {
-            std::future::pending().await
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The snapshot store: the latest poll outcome and the last good [`QueueSnapshot`] of every
-//! configured project x queue.
+//! polled project x queue, and the last queue list of every project (`queues`).
 //!
 //! Pollers write into it (a successful walk replaces the snapshot whole, a failed one only marks
 //! the poll failed); the metrics collector and the readiness check read it. It never calls DLI
@@ -11,10 +11,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 mod generation;
 mod lifecycle;
+mod queues;
 mod snapshot;
 
 pub use generation::Generation;
 pub use lifecycle::{Finished, LifecycleEvents, LifecycleSink};
+pub use queues::{QueueInfo, QueueListStatus};
 pub use snapshot::QueueSnapshot;
 
 /// A project x queue pair.
@@ -74,6 +76,8 @@ impl QueueStatus {
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     queues: RwLock<BTreeMap<QueueKey, QueueStatus>>,
+    /// The queue list of each project, by project id.
+    lists: RwLock<BTreeMap<String, QueueListStatus>>,
     /// Bumped on every write, so `/metrics` knows its cached rendering is out of date.
     generation: Generation,
 }
@@ -95,7 +99,7 @@ impl SnapshotStore {
     /// Makes the configured set exactly `keys`: new queues start empty, removed ones vanish,
     /// kept ones keep their state.
     pub fn set_queues(&self, keys: impl IntoIterator<Item = QueueKey>) {
-        let keys: Vec<QueueKey> = keys.into_iter().collect();
+        let keys: std::collections::BTreeSet<QueueKey> = keys.into_iter().collect();
         if let Ok(mut q) = self.queues.write() {
             q.retain(|k, _| keys.contains(k));
             for k in keys {
@@ -108,6 +112,18 @@ impl SnapshotStore {
     /// Changes with every write to the store.
     pub fn generation(&self) -> u64 {
         self.generation.get()
+    }
+
+    fn bump(&self) {
+        self.generation.bump();
+    }
+
+    /// The queues polled now, in order.
+    pub fn keys(&self) -> Vec<QueueKey> {
+        match self.queues.read() {
+            Ok(q) => q.keys().cloned().collect(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The next moment a queue's snapshot goes stale after `stale_after` (job series vanish
@@ -175,12 +191,12 @@ impl SnapshotStore {
         }
     }
 
-    /// `dli_up`: the last poll of at least one queue succeeded, or there is no queue to poll
-    /// (a shard with none assigned: nothing of its own failed).
+    /// The last poll of at least one queue succeeded (`dli_up`, with the shard rule of the
+    /// collector on top).
     pub fn up(&self) -> bool {
         self.queues
             .read()
-            .map(|q| q.is_empty() || q.values().any(|s| s.last_success))
+            .map(|q| q.values().any(|s| s.last_success))
             .unwrap_or(false)
     }
 }
@@ -225,8 +241,5 @@ mod tests {
         assert_eq!(store.attempted(), (1, 2));
         store.set_queues([b]);
         assert_eq!(store.attempted(), (0, 1));
-        assert!(!store.up(), "a queue that has not succeeded");
-        store.set_queues([]);
-        assert!(store.up(), "no queue to poll: nothing failed");
     }
 }

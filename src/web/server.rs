@@ -424,7 +424,15 @@ async fn route(req: Request<()>, state: &ServerState) -> Response<Body> {
         "/-/healthy" if is_get => text(StatusCode::OK, "Healthy\n".into()),
         "/-/ready" if is_get => {
             let (attempted, total) = state.store.attempted();
-            if attempted == total {
+            let discovering = state.store.pending_discoveries();
+            if discovering > 0 {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "Not ready: the first queue discovery of {discovering} project(s) has not ended\n"
+                    ),
+                )
+            } else if attempted == total {
                 text(StatusCode::OK, "Ready\n".into())
             } else {
                 text(

@@ -15,7 +15,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dli_exporter::app::App;
-use dli_exporter::config::{Credentials, MetricsConfig, PollConfig, Project, Settings, WebConfig};
+use dli_exporter::config::{
+    Credentials, DiscoveryConfig, MetricsConfig, PollConfig, Project, Settings, WebConfig,
+};
 use dli_exporter::dli::states::KNOWN_STATES;
 use dli_exporter::dli::{
     BatchJob, ClientOptions, DliClient, NoopObserver, RetryPolicy, WalkError, WalkOptions,
@@ -84,9 +86,12 @@ pub fn token_auth(sim: &Simulator) -> Credentials {
 pub fn project(sim: &Simulator, queues: &[&str], credentials: Credentials) -> Project {
     Project {
         project_id: PID.into(),
+        project_id_from_region: false,
         region: Some("cn-north-4".into()),
         endpoint: sim.base_url(),
+        iam_endpoint: Some(sim.base_url()),
         queues: queues.iter().map(|q| q.to_string()).collect(),
+        discover: None,
         credentials,
         ca_file: None,
         proxy: None,
@@ -115,6 +120,7 @@ pub fn settings(projects: Vec<Project>, poll: PollConfig) -> Settings {
         },
         poll,
         metrics: MetricsConfig::default(),
+        discovery: DiscoveryConfig::default(),
         projects,
         source: None,
     }

@@ -225,12 +225,35 @@ impl AkSkSigner {
         project_id: &str,
         sdk_date: &str,
     ) -> SignedHeaders {
+        self.sign_for(
+            method,
+            host,
+            path,
+            canonical_query,
+            Some(project_id),
+            sdk_date,
+        )
+    }
+
+    /// [`AkSkSigner::sign`] for a request that belongs to no project yet (`None`: no
+    /// `X-Project-Id`, as the SDK sends the IAM project lookup).
+    pub fn sign_for(
+        &self,
+        method: &str,
+        host: &str,
+        path: &str,
+        canonical_query: &str,
+        project_id: Option<&str>,
+        sdk_date: &str,
+    ) -> SignedHeaders {
         let mut headers: SignedHeaders = vec![
             ("Content-Type", "application/json".to_string()),
             ("Host", host.to_string()),
-            ("X-Project-Id", project_id.to_string()),
-            ("X-Sdk-Date", sdk_date.to_string()),
         ];
+        if let Some(project_id) = project_id {
+            headers.push(("X-Project-Id", project_id.to_string()));
+        }
+        headers.push(("X-Sdk-Date", sdk_date.to_string()));
         if let Some(token) = &self.security_token {
             headers.push(("X-Security-Token", token.expose().to_string()));
         }

@@ -17,10 +17,13 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::aksk::AkSkSigner;
-use super::keys::TemporaryKeys;
-use super::metadata::MetadataService;
+use super::keys::{MAX_ANSWER_BYTES, TemporaryKeys};
+use super::metadata::{METADATA_TIMEOUT, MetadataService};
 use super::oidc::OidcExchange;
+use crate::config::Credentials;
 use crate::dli::error::{DliError, Operation};
+use crate::dli::http::{self, ClientBuildError, ClientOptions};
+use crate::dli::transport::{RequestObserver, Transport};
 
 /// Keys living at least this long are refreshed this long before they expire (the SDK's rule).
 pub const REFRESH_AHEAD: Duration = Duration::from_secs(40 * 60);
@@ -77,6 +80,42 @@ pub enum Fetcher {
 }
 
 impl Fetcher {
+    /// The fetcher of keyless `credentials` (`None` for the kinds with stored secrets). The OIDC
+    /// exchange goes through `transport` (the project's: its proxy and CA apply to IAM); the
+    /// metadata service gets a client of its own (no proxy, 3 s timeouts).
+    pub fn for_credentials(
+        credentials: &Credentials,
+        project_id: &str,
+        options: &ClientOptions,
+        transport: &Transport,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Result<Option<Fetcher>, ClientBuildError> {
+        Ok(match credentials {
+            Credentials::Metadata { endpoint } => {
+                let client = http::build_metadata(project_id, options, METADATA_TIMEOUT)?;
+                let transport = Transport::new(
+                    client,
+                    observer,
+                    Arc::new(tokio::sync::Semaphore::new(1)),
+                    MAX_ANSWER_BYTES,
+                    METADATA_TIMEOUT.saturating_mul(2),
+                );
+                Some(Fetcher::Metadata(MetadataService::new(endpoint, transport)))
+            }
+            Credentials::Oidc {
+                iam_endpoint,
+                idp_id,
+                id_token_file,
+            } => Some(Fetcher::Oidc(OidcExchange::new(
+                iam_endpoint,
+                idp_id,
+                id_token_file.clone(),
+                transport.clone(),
+            ))),
+            Credentials::AkSk { .. } | Credentials::Token { .. } => None,
+        })
+    }
+
     fn operation(&self) -> Operation {
         match self {
             Fetcher::Metadata(_) => Operation::Metadata,
@@ -84,7 +123,9 @@ impl Fetcher {
         }
     }
 
-    async fn fetch(&self) -> Result<TemporaryKeys, DliError> {
+    /// One fetch of keys, uncached (for a one-off use such as the project id lookup; requests
+    /// go through a [`KeySource`]).
+    pub async fn fetch(&self) -> Result<TemporaryKeys, DliError> {
         match self {
             Fetcher::Metadata(m) => m.fetch().await,
             Fetcher::Oidc(o) => o.fetch().await,

@@ -17,6 +17,16 @@ use crate::dli::transport::{RawResponse, Transport};
 use crate::secret::Secret;
 use zeroize::Zeroize;
 
+/// The project a token is scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    /// By id: the usual case.
+    ProjectId(String),
+    /// By name (a region id): how the project id of a region is found with token auth, since
+    /// IAM's answer names the project it scoped the token to.
+    ProjectName(String),
+}
+
 /// Where and as whom to log in.
 pub struct TokenLogin {
     /// Base URL of IAM, e.g. `https://iam.cn-north-4.myhuaweicloud.com`.
@@ -24,7 +34,7 @@ pub struct TokenLogin {
     pub domain_name: String,
     pub user_name: String,
     pub password: Secret,
-    pub project_id: String,
+    pub scope: TokenScope,
 }
 
 struct Cached {
@@ -110,7 +120,7 @@ impl TokenSource {
         if let Some(t) = self.fresh() {
             return Ok(t);
         }
-        let (token, lifetime) = self.fetch().await?;
+        let (token, lifetime, _) = self.fetch().await?;
         let refresh_at = Instant::now() + lifetime.saturating_sub(refresh_margin(lifetime));
         self.fetched.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut c) = self.cached.lock() {
@@ -138,11 +148,28 @@ impl TokenSource {
             .map(|cached| cached.token.clone())
     }
 
-    async fn fetch(&self) -> Result<(Secret, Duration), DliError> {
+    /// Logs in once and returns the id of the project IAM scoped the token to (`token.project.id`
+    /// of the answer): with [`TokenScope::ProjectName`] this is the project id of that name.
+    pub async fn scoped_project_id(&self) -> Result<String, DliError> {
+        let (_, _, project_id) = self.fetch().await?;
+        project_id.ok_or_else(|| DliError::Decode {
+            operation: Operation::IamToken,
+            url: self.url.clone(),
+            status: 0,
+            message: "the token answer names no token.project.id".into(),
+            request_id: None,
+        })
+    }
+
+    async fn fetch(&self) -> Result<(Secret, Duration, Option<String>), DliError> {
+        let (scope, scope_value) = match &self.login.scope {
+            TokenScope::ProjectId(id) => ("id", id.as_str()),
+            TokenScope::ProjectName(name) => ("name", name.as_str()),
+        };
         let field_bytes = self.login.user_name.len()
             + self.login.password.expose().len()
             + self.login.domain_name.len()
-            + self.login.project_id.len();
+            + scope_value.len();
         let body = serde_json::json!({
             "auth": {
                 "identity": {
@@ -153,7 +180,7 @@ impl TokenSource {
                         "domain": {"name": self.login.domain_name},
                     }},
                 },
-                "scope": {"project": {"id": self.login.project_id}},
+                "scope": {"project": {scope: scope_value}},
             }
         });
         let request = self
@@ -165,10 +192,19 @@ impl TokenSource {
         let url = self.url.clone();
         self.transport
             .call(Operation::IamToken, &self.url, request, |raw| {
-                parse_token_response(raw, &url)
+                let project_id = token_project_id(&raw.body);
+                parse_token_response(raw, &url).map(|(t, life)| (t, life, project_id))
             })
             .await
     }
+}
+
+/// `token.project.id` of a token answer, when it is a string.
+fn token_project_id(body: &[u8]) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    body.pointer("/token/project/id")?
+        .as_str()
+        .map(str::to_string)
 }
 
 /// Refresh this long before expiry: min(5 minutes, 10% of the lifetime).
