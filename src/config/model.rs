@@ -162,13 +162,6 @@ pub enum AuthKind {
 }
 
 impl AuthKind {
-    pub const ALL: [AuthKind; 4] = [
-        AuthKind::Aksk,
-        AuthKind::Token,
-        AuthKind::Metadata,
-        AuthKind::Oidc,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             AuthKind::Aksk => "aksk",
