@@ -76,9 +76,11 @@ def main(argv=None):
     add("demo-contract", binary.demo_contract, "contract metrics in a saved demo exposition", ("exposition",))
     add("k8s-validate", kubernetes.validate_files, "kubernetes-validate --strict on the manifest files")
     add("k8s-lint", kubernetes.lint, "cross-references between the manifests")
+    add("k8s-sharded", kubernetes.sharded_lint, "the sharded overlay's StatefulSet against the base Deployment")
     add("k8s-render", None, "kubectl kustomize DIR (default: every kustomization under deploy/), validated",
         ("dirs", {"nargs": "*", "type": pathlib.Path}))
     add("systemd-lint", hostfiles.systemd_lint, "systemd unit hardening settings, env file syntax")
+    add("systemd-ecs", hostfiles.systemd_ecs_lint, "the ECS unit is the main one without credential lines")
     add("dockerfile", hostfiles.dockerfile_lint, "Dockerfile and Dockerfile.build structure")
     add("hadolint", hostfiles.hadolint, "hadolint on every Dockerfile")
     add("shellcheck", hostfiles.shellcheck, "shellcheck on the CI scripts")

@@ -470,3 +470,149 @@ fn secrets_that_look_like_numbers_are_strings_and_never_shown() {
         );
     }
 }
+
+const ID_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.HygieneProjectedServiceAccountToken042.c2lnbmF0dXJl";
+const WRONG_ID_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.HygieneRejectedServiceAccountToken042.c2ln";
+
+fn metadata_toml(sim: &Simulator, poll: &str) -> String {
+    let auth = format!(
+        "kind = \"metadata\"\nmetadata_endpoint = \"{}\"",
+        sim.base_url()
+    );
+    config_toml(sim, poll, &auth)
+}
+
+fn oidc_toml(sim: &Simulator, poll: &str, token_file: &std::path::Path) -> String {
+    let auth = format!(
+        "kind = \"oidc\"\niam_endpoint = \"{}\"\nidp_id = \"{}\"\nid_token_file = {:?}",
+        sim.base_url(),
+        dli_exporter::sim::DEMO_IDP_ID,
+        token_file.display().to_string()
+    );
+    config_toml(sim, poll, &auth)
+}
+
+/// A simulator whose temporary keys live 1 s (so the daemon refreshes them while it runs) and
+/// that accepts [`ID_TOKEN`].
+async fn keyless_hygiene_sim() -> Simulator {
+    let s = sim(SimConfig {
+        temporary_key_lifetime: Duration::from_secs(1),
+        ..SimConfig::default()
+    })
+    .await;
+    s.set_jobs(PID, "good", numbered_jobs("g", 150));
+    s.set_jobs(PID, "bad", numbered_jobs("b", 10));
+    s.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "internal error")).queue("bad"));
+    s.accept_id_tokens(&[ID_TOKEN]);
+    s
+}
+
+/// Every secret the keyless endpoints issued, the id tokens, and this file's fixed secrets.
+fn keyless_secrets(sim: &Simulator) -> Vec<String> {
+    let issued: Vec<String> = sim
+        .issued_keyless_secrets()
+        .iter()
+        .map(|s| s.expose().to_string())
+        .collect();
+    assert!(issued.len() >= 6, "keys and tokens were issued");
+    let mut secrets = fixed_secrets();
+    secrets.extend(issued);
+    secrets.push(ID_TOKEN.into());
+    secrets.push(WRONG_ID_TOKEN.into());
+    secrets
+}
+
+#[tokio::test]
+async fn metadata_and_oidc_daemons_never_show_temporary_keys_or_tokens() {
+    let sim = keyless_hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token_file = dir.path().join("id-token");
+    std::fs::write(&token_file, format!("{ID_TOKEN}\n")).expect("write token");
+    // The first fetches fail (logged with their errors), then keys are issued and refreshed.
+    sim.outage(
+        dli_exporter::sim::Service::Metadata,
+        Duration::from_millis(600),
+        dli_exporter::sim::Outage::Status(500),
+    );
+    let (served_md, metadata) =
+        daemon_outputs(dir.path(), "metadata", &metadata_toml(&sim, FAST)).await;
+    sim.outage(
+        dli_exporter::sim::Service::Oidc,
+        Duration::from_millis(600),
+        dli_exporter::sim::Outage::Reset,
+    );
+    let (served_oidc, oidc) =
+        daemon_outputs(dir.path(), "oidc", &oidc_toml(&sim, FAST, &token_file)).await;
+    let stats = sim.stats();
+    assert!(stats.temporary_keys_issued >= 3, "{stats:?}");
+    let secrets = keyless_secrets(&sim);
+    for (name, served, daemon) in [
+        ("metadata", served_md, metadata),
+        ("oidc", served_oidc, oidc),
+    ] {
+        let logs = daemon.outputs();
+        assert!(
+            logs.contains("level=debug"),
+            "{name}: debug logging is on:\n{logs}"
+        );
+        assert!(
+            logs.contains("temporary credentials obtained")
+                && logs.contains("cannot obtain temporary credentials"),
+            "{name}: the fetches and the failed one were logged:\n{logs}"
+        );
+        assert!(
+            served.contains(&format!("dli_api_requests_total{{operation=\"{name}\"}}")),
+            "{served}"
+        );
+        assert_clean(&format!("{name}: /metrics and pages"), &served, &secrets);
+        assert_clean(&format!("{name}: daemon logs"), &logs, &secrets);
+    }
+}
+
+#[tokio::test]
+async fn keyless_once_check_config_and_rejected_tokens_never_show_secrets() {
+    let sim = keyless_hygiene_sim().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let good = dir.path().join("good-token");
+    std::fs::write(&good, ID_TOKEN).expect("write token");
+    let wrong = dir.path().join("wrong-token");
+    std::fs::write(&wrong, WRONG_ID_TOKEN).expect("write token");
+    let cases = [
+        ("once_metadata", metadata_toml(&sim, FAST), "--once"),
+        ("once_oidc", oidc_toml(&sim, FAST, &good), "--once"),
+        ("wrong_id_token", oidc_toml(&sim, FAST, &wrong), "--once"),
+        ("check_oidc", oidc_toml(&sim, FAST, &good), "--check-config"),
+        (
+            "check_metadata",
+            metadata_toml(&sim, FAST),
+            "--check-config",
+        ),
+    ];
+    let mut outputs = Vec::new();
+    for (name, config, mode) in &cases {
+        let (status, out) = run_config(
+            dir.path(),
+            name,
+            config,
+            &[mode, "--log.level", "debug"],
+            Duration::from_secs(20),
+        )
+        .await;
+        // `--once` always fails on the "bad" queue; the configs themselves are valid.
+        assert_eq!(
+            status.success(),
+            *mode == "--check-config",
+            "{name}\n{}",
+            out.outputs()
+        );
+        if *name == "wrong_id_token" {
+            assert!(out.outputs().contains("oidc"), "{}", out.outputs());
+            assert!(out.outputs().contains("401"), "{}", out.outputs());
+        }
+        outputs.push((name, out.outputs()));
+    }
+    let secrets = keyless_secrets(&sim);
+    for (name, text) in &outputs {
+        assert_clean(name, text, &secrets);
+    }
+}

@@ -5,6 +5,7 @@ import json
 import re
 import shlex
 import sys
+import tomllib
 
 from .common import (DEPLOY, DISTROLESS, IMAGE_CONTEXT, IMAGE_ENTRYPOINT, IMAGE_PORT, IMAGE_USER, ROOT, SYSTEMD,
                      fail, fail_if)
@@ -35,11 +36,45 @@ def systemd_lint():
     print("hardening, credentials and reload settings present")
 
 
-def unit_copy(work, binary):
-    """A copy of the unit whose ExecStart= runs BINARY (verify insists that the executable exists)."""
-    out = work / "systemd" / "dli_exporter.service"
+# The units CI verifies: the one with key files, and the ECS one without (auth.kind = "metadata").
+UNITS = ("dli_exporter.service", "ecs/dli_exporter.service")
+CREDENTIAL_LINE = re.compile(r"^(LoadCredential=|Environment=DLI_EXPORTER__AUTH__)")
+
+
+def unit_settings(path):
+    """The non-comment, non-empty lines of a unit file."""
+    return [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def systemd_ecs_lint():
+    """deploy/systemd/ecs/dli_exporter.service is the main unit without LoadCredential= and the
+    DLI_EXPORTER__AUTH__* environment (so the hardening cannot drift apart); its config is keyless."""
+    main = [line for line in unit_settings(SYSTEMD / "dli_exporter.service") if not CREDENTIAL_LINE.match(line)]
+    ecs = unit_settings(SYSTEMD / "ecs" / "dli_exporter.service")
+    problems = []
+    if ecs != main:
+        extra = [line for line in ecs if line not in main]
+        missing = [line for line in main if line not in ecs]
+        problems.append(f"ecs/dli_exporter.service differs from dli_exporter.service beyond the credential "
+                        f"lines: extra {extra}, missing {missing} (or in another order)")
+    auth = tomllib.loads((SYSTEMD / "ecs" / "dli_exporter.toml").read_text(encoding="utf-8")).get("auth", {})
+    if auth.get("kind") != "metadata":
+        problems.append(f"ecs/dli_exporter.toml: [auth] kind should be \"metadata\", got {auth.get('kind')!r}")
+    if set(auth) - {"kind", "metadata_endpoint", "iam_endpoint"}:
+        problems.append(f"ecs/dli_exporter.toml: [auth] holds {sorted(set(auth) - {'kind'})}: keep key material "
+                        "out")
+    fail_if(problems)
+    dropped = len(unit_settings(SYSTEMD / "dli_exporter.service")) - len(ecs)
+    print(f"{len(ecs)} settings: the main unit's without its {dropped} credential lines")
+
+
+def unit_copy(work, binary, rel="dli_exporter.service"):
+    """A copy of the unit REL (under deploy/systemd) whose ExecStart= runs BINARY (verify insists that the
+    executable exists). The copy keeps the file name: verify names the unit after it."""
+    out = work / "systemd" / rel
     out.parent.mkdir(parents=True, exist_ok=True)
-    text = (SYSTEMD / "dli_exporter.service").read_text(encoding="utf-8")
+    text = (SYSTEMD / rel).read_text(encoding="utf-8")
     out.write_text(text.replace("/usr/local/bin/dli_exporter", str(binary)), encoding="utf-8")
     return out
 

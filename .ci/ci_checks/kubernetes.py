@@ -197,8 +197,62 @@ def out_of_band_secrets():
     return {d["metadata"]["name"] for d in load_yaml_all(K8S / "secret.example.yaml") if d.get("kind") == "Secret"}
 
 
+WORKLOADS = ("Deployment", "StatefulSet")
+
+
+def mounted_config(pod, configmaps):
+    """The config.toml of the ConfigMap a pod mounts where its --config.file points, parsed; None if there is
+    none to check."""
+    c = pod["containers"][0]
+    arg = [a.split("=", 1)[1] for a in c.get("args", []) if a.startswith("--config.file=")]
+    if not arg:
+        return None
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    for v in pod.get("volumes", []):
+        name = v.get("configMap", {}).get("name")
+        if name in configmaps and v["name"] in mounts and arg[0].startswith(mounts[v["name"]] + "/"):
+            key = os.path.relpath(arg[0], mounts[v["name"]])
+            text = configmaps[name].get("data", {}).get(key)
+            return tomllib.loads(text) if text is not None else None
+    return None
+
+
+def auth_file_problems(kind, name, pod, config):
+    """Every *_file of [auth] lies in a volume the container mounts; kind = "oidc" reads a projected service
+    account token (with an audience) at exactly that path; the keyless kinds hold no key material."""
+    problems = []
+    auth = config.get("auth", {})
+    c = pod["containers"][0]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = [(m["mountPath"], volumes.get(m["name"], {})) for m in c.get("volumeMounts", [])]
+    for key, path in auth.items():
+        if not key.endswith("_file"):
+            continue
+        inside = [(mp, v) for mp, v in mounts if path.startswith(mp.rstrip("/") + "/")]
+        if not inside:
+            problems.append(f"{kind} {name}: [auth] {key} = {path} is in no mounted volume")
+            continue
+        mount_path, volume = inside[0]
+        if key == "id_token_file":
+            rel = os.path.relpath(path, mount_path)
+            tokens = [src["serviceAccountToken"] for src in volume.get("projected", {}).get("sources", [])
+                      if "serviceAccountToken" in src]
+            if not any(t.get("path") == rel and t.get("audience") for t in tokens):
+                problems.append(f"{kind} {name}: id_token_file {path} is not a projected serviceAccountToken "
+                                "with an audience")
+    if auth.get("kind") in ("metadata", "oidc"):
+        for key in ("access_key", "secret_key", "security_token", "password", "access_key_file",
+                    "secret_key_file", "security_token_file", "password_file"):
+            if key in auth:
+                problems.append(f"{kind} {name}: [auth] kind = {auth['kind']} with {key}")
+        if any("secret" in v for v in pod.get("volumes", [])):
+            problems.append(f"{kind} {name}: a keyless [auth] kind still mounts a Secret")
+    return problems
+
+
 def rendered_lint(docs):
-    """What an overlay can break in what it renders: namespaces, selectors, references, images."""
+    """What an overlay can break in what it renders: namespaces, selectors, references, images, the config's
+    files."""
     problems = []
     by_kind = {}
     for d in docs:
@@ -209,35 +263,46 @@ def rendered_lint(docs):
     if len(namespaces) > 1:
         problems.append(f"resources spread over namespaces {sorted(map(str, namespaces))}: the Service, "
                         "ServiceMonitor and pods only find each other in one")
-    deployments = by_kind.get("Deployment", [])
-    if not deployments:
-        problems.append("no Deployment rendered")
-    pod_labels = [d["spec"]["template"]["metadata"].get("labels", {}) for d in deployments]
+    workloads = [d for kind in WORKLOADS for d in by_kind.get(kind, [])]
+    if not workloads:
+        problems.append("no Deployment or StatefulSet rendered")
+    pod_labels = [d["spec"]["template"]["metadata"].get("labels", {}) for d in workloads]
 
     def selects_pods(selector):
         return bool(selector) and any(selector.items() <= labels.items() for labels in pod_labels)
 
-    for d in deployments:
-        name = d["metadata"]["name"]
+    configmaps = {c["metadata"]["name"]: c for c in by_kind.get("ConfigMap", [])}
+    services = by_kind.get("Service", [])
+    accounts = {a["metadata"]["name"] for a in by_kind.get("ServiceAccount", [])} | {"default"}
+    for d in workloads:
+        kind, name = d["kind"], d["metadata"]["name"]
         if not d["spec"]["selector"].get("matchLabels", {}).items() <= \
                 d["spec"]["template"]["metadata"].get("labels", {}).items():
-            problems.append(f"Deployment {name}: selector does not match its pod template labels")
+            problems.append(f"{kind} {name}: selector does not match its pod template labels")
         pod = d["spec"]["template"]["spec"]
-        configmaps = {c["metadata"]["name"] for c in by_kind.get("ConfigMap", [])}
         secrets = {s["metadata"]["name"] for s in by_kind.get("Secret", [])} | out_of_band_secrets()
         for v in pod.get("volumes", []):
             if "configMap" in v and v["configMap"]["name"] not in configmaps:
-                problems.append(f"Deployment {name}: volume {v['name']} mounts ConfigMap "
+                problems.append(f"{kind} {name}: volume {v['name']} mounts ConfigMap "
                                 f"{v['configMap']['name']}, which is not rendered (rendered: {sorted(configmaps)})")
             if "secret" in v and v["secret"]["secretName"] not in secrets:
-                problems.append(f"Deployment {name}: volume {v['name']} mounts Secret {v['secret']['secretName']}, "
+                problems.append(f"{kind} {name}: volume {v['name']} mounts Secret {v['secret']['secretName']}, "
                                 f"neither rendered nor the documented {sorted(out_of_band_secrets())}")
+        if pod.get("serviceAccountName", "default") not in accounts:
+            problems.append(f"{kind} {name}: serviceAccountName {pod['serviceAccountName']} is not rendered")
+        if kind == "StatefulSet":
+            governing = [s for s in services if s["metadata"]["name"] == d["spec"].get("serviceName")]
+            if not governing or governing[0]["spec"].get("clusterIP") != "None":
+                problems.append(f"StatefulSet {name}: serviceName {d['spec'].get('serviceName')} is not a rendered "
+                                "headless Service")
         for c in pod.get("containers", []):
             image = c.get("image", "")
             if not re.search(r"(:[\w][\w.-]*|@sha256:[0-9a-f]{64})$", image.rsplit("/", 1)[-1]) \
                     or image.endswith(":latest"):
-                problems.append(f"Deployment {name}: container {c['name']} image {image!r} has no pinned tag")
-    services = by_kind.get("Service", [])
+                problems.append(f"{kind} {name}: container {c['name']} image {image!r} has no pinned tag")
+        config = mounted_config(pod, configmaps)
+        if config is not None:
+            problems += auth_file_problems(kind, name, pod, config)
     for s in services:
         if not selects_pods(s["spec"].get("selector", {})):
             problems.append(f"Service {s['metadata']['name']}: selector {s['spec'].get('selector')} matches no pods")
@@ -247,8 +312,10 @@ def rendered_lint(docs):
     for m in by_kind.get("ServiceMonitor", []):
         sel = m["spec"].get("selector", {}).get("matchLabels", {})
         matched = [s for s in services if sel and sel.items() <= s["metadata"].get("labels", {}).items()]
-        if not matched:
-            problems.append(f"ServiceMonitor {m['metadata']['name']}: selector {sel} matches no Service")
+        if len(matched) != 1:
+            problems.append(f"ServiceMonitor {m['metadata']['name']}: selector {sel} matches "
+                            f"{[s['metadata']['name'] for s in matched]}: want exactly one Service (two would "
+                            "scrape every pod twice)")
         ports = {p.get("name") for s in matched for p in s["spec"]["ports"]}
         for ep in m["spec"].get("endpoints", []):
             if matched and ep.get("port") not in ports:
@@ -258,6 +325,66 @@ def rendered_lint(docs):
         if not r.get("spec", {}).get("groups"):
             problems.append(f"PrometheusRule {r['metadata']['name']}: no spec.groups")
     return problems
+
+
+# --- overlays -------------------------------------------------------------------------------------------
+OVERLAYS = DEPLOY / "overlays"
+SHARD_ARGS = re.compile(r"^--(shard|total-shards)=")
+
+
+def sharded_lint():
+    """deploy/overlays/sharded: its StatefulSet's pod template is the base Deployment's plus --shard=auto and
+    --total-shards=N, N being its replicas (a pod numbered N or more would refuse to start)."""
+    problems = []
+    sts = [d for d in load_yaml_all(OVERLAYS / "sharded" / "statefulset.yaml") if d.get("kind") == "StatefulSet"]
+    dep = [d for d in load_yaml_all(K8S / "deployment.yaml") if d.get("kind") == "Deployment"]
+    if len(sts) != 1 or len(dep) != 1:
+        fail(f"want one StatefulSet in the overlay and one Deployment in the base, got {len(sts)} and {len(dep)}")
+    sts, dep = sts[0], dep[0]
+    tpl = json.loads(json.dumps(sts["spec"]["template"]))
+    args = tpl["spec"]["containers"][0].get("args", [])
+    shard_args = [a for a in args if SHARD_ARGS.match(a)]
+    tpl["spec"]["containers"][0]["args"] = [a for a in args if not SHARD_ARGS.match(a)]
+    if tpl != dep["spec"]["template"]:
+        problems.append("statefulset.yaml's pod template differs from deployment.yaml's beyond the shard flags: "
+                        "keep them the same")
+    replicas = sts["spec"].get("replicas", 1)
+    if shard_args != ["--shard=auto", f"--total-shards={replicas}"]:
+        problems.append(f"want args --shard=auto --total-shards={replicas} (= replicas), got {shard_args}")
+    if sts["metadata"]["name"] != dep["metadata"]["name"]:
+        problems.append("the StatefulSet should keep the Deployment's name (pods dli-exporter-N, the ordinal last)")
+    fail_if(problems)
+    print(f"StatefulSet: {replicas} shards, pod template = the base Deployment's + {' '.join(shard_args)}")
+
+
+def rendered_configs(tmp):
+    """The config.toml of every overlay's ConfigMap (name -> path in TMP), with each [auth] *_file moved to a
+    placeholder file in TMP, for --check-config."""
+    out = {}
+    for directory in kustomization_dirs():
+        if directory == K8S:
+            continue
+        p = subprocess.run([tool("kubectl"), "kustomize", str(directory)], capture_output=True, text=True)
+        if p.returncode != 0:
+            fail(f"kubectl kustomize {directory.relative_to(ROOT)}: {p.stderr}")
+        for d in yaml_module().safe_load_all(p.stdout):
+            if d and d.get("kind") == "ConfigMap" and "config.toml" in d.get("data", {}):
+                slug = re.sub(r"[^A-Za-z0-9]+", "-", str(directory.relative_to(ROOT)))
+                out[str(directory.relative_to(ROOT))] = placeholder_config(d["data"]["config.toml"], tmp, slug)
+    return out
+
+
+def placeholder_config(text, tmp, slug):
+    """TEXT with every [auth] *_file path replaced by a placeholder file in TMP; returns the written path."""
+    auth = tomllib.loads(text).get("auth", {})
+    for key, value in auth.items():
+        if key.endswith("_file"):
+            new = os.path.join(tmp, f"{slug}-{os.path.basename(value)}")
+            pathlib.Path(new).write_text(f"PLACEHOLDER{key.upper()}\n")
+            text = text.replace(f'"{value}"', json.dumps(new))
+    out = os.path.join(tmp, f"{slug}-config.toml")
+    pathlib.Path(out).write_text(text)
+    return out
 
 
 def render(directory, work):

@@ -6,7 +6,7 @@ import sys
 
 from . import binary as b
 from . import grafana, hostfiles, image, kubernetes, prometheus
-from .common import PROM, ROOT, free_port, wait_http
+from .common import PROM, ROOT, SYSTEMD, free_port, wait_http
 from .runner import Background, Suite, run, tail, tool
 
 
@@ -40,16 +40,21 @@ def static_checks(s, work, binary=None):
     s.note("kubernetes")
     s.check("kubernetes-validate --strict (built-in kinds, offline schemas)", kubernetes.validate_files)
     s.check("manifests agree (labels, ports, probes, volumes, CRDs, kustomization)", kubernetes.lint)
+    s.check("sharded overlay: StatefulSet = base pod template + --shard=auto --total-shards=replicas",
+            kubernetes.sharded_lint)
     for directory in kubernetes.kustomization_dirs():
         rel = directory.relative_to(ROOT)
         s.check(f"kubectl kustomize {rel}: rendered, validated, references", kubernetes.render, directory, work)
 
     s.note("systemd, docker, CI files")
     s.check("systemd unit settings and env file syntax", hostfiles.systemd_lint)
+    s.check("systemd ECS unit: the main unit without its credential lines", hostfiles.systemd_ecs_lint)
     if shutil.which("systemd-analyze"):
-        unit = hostfiles.unit_copy(work, binary or "/bin/true")
-        s.check("systemd-analyze verify dli_exporter.service (no warnings)", hostfiles.systemd_verify, unit)
-        s.check("systemd-analyze security --offline (exposure <= 2.0)", hostfiles.systemd_security, unit)
+        for rel in hostfiles.UNITS:
+            unit = hostfiles.unit_copy(work, binary or "/bin/true", rel)
+            s.check(f"systemd-analyze verify {rel} (no warnings)", hostfiles.systemd_verify, unit)
+            s.check(f"systemd-analyze security --offline {rel} (exposure <= 2.0)", hostfiles.systemd_security,
+                    unit)
     else:
         s.skip("systemd-analyze not available: unit not verified")
     s.check("Dockerfiles (runtime stage, BASE, non-root, no RUN; builder matches)", hostfiles.dockerfile_lint)
@@ -68,6 +73,13 @@ def binary_checks(s, work, binary, timeout):
     s.check("--check-config: kubernetes ConfigMap config.toml",
             lambda: b.check_config(binary, kubernetes.configmap_config(str(work))))
     s.check("--check-config: systemd dli_exporter.toml + unit environment", b.systemd_config, binary, work)
+    s.check("--check-config: systemd ecs/dli_exporter.toml (kind = metadata, no secret)",
+            lambda: b.check_config(binary, SYSTEMD / "ecs" / "dli_exporter.toml"))
+    overlay_configs = {}
+    if s.check("overlays' ConfigMaps rendered for --check-config",
+               lambda: overlay_configs.update(kubernetes.rendered_configs(str(work)))):
+        for rel, config in sorted(overlay_configs.items()):
+            s.check(f"--check-config: {rel} ConfigMap config.toml", b.check_config, binary, config)
     s.check("config reload: SIGHUP / POST /-/reload with a good and a broken file", b.reload, binary, work, timeout)
 
     procs = Background()

@@ -24,6 +24,7 @@ use crate::config::{ConfigError, Project, Settings, project_id_problems};
 use crate::dli::{ClientOptions, DliClient, LookupError, RequestObserver, RetryPolicy};
 use crate::poll::discovery::{QueueListOutcome, refresh_queue_list};
 use crate::poll::scheduler::Clients;
+use crate::poll::shard::{Shard, assigned};
 use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
 
 /// Why the project ids of `[[projects]]` entries without one could not be found.
@@ -89,13 +90,14 @@ pub async fn resolve_project_ids(
 }
 
 /// One discovery of every project, for the one-shot modes: records the queue lists in `store`
-/// and returns every queue to poll (listed and discovered, each once, in project order) with
-/// its client, and the error of each failed list (whose project's listed queues are still
-/// polled).
+/// and returns every queue to poll (listed and discovered, each once, in project order; only
+/// those assigned to `shard` when given) with its client, and the error of each failed list
+/// (whose project's listed queues are still polled).
 pub async fn discover_targets(
     settings: &Settings,
     clients: &Clients,
     store: &SnapshotStore,
+    shard: Option<&Shard>,
 ) -> (Vec<(QueueKey, Arc<DliClient>)>, Vec<String>) {
     store.set_queue_list_projects(
         settings
@@ -131,7 +133,7 @@ pub async fn discover_targets(
         if project.discover.is_some() {
             store.record_discovered(&project.project_id, discovered.len());
         }
-        for queue in wanted(project, &discovered) {
+        for queue in wanted(project, &discovered, shard) {
             let key = QueueKey::new(&project.project_id, queue);
             if seen.insert(key.clone()) {
                 targets.push((key, client.clone()));
@@ -142,8 +144,9 @@ pub async fn discover_targets(
     (targets, errors)
 }
 
-/// The queues to poll for `project`: its listed ones, then the discovered ones.
-fn wanted(project: &Project, discovered: &BTreeSet<String>) -> Vec<String> {
+/// The queues to poll for `project`: its listed ones, then the discovered ones; of those, only
+/// the ones assigned to `shard` (docs/architecture.md, "Shards").
+fn wanted(project: &Project, discovered: &BTreeSet<String>, shard: Option<&Shard>) -> Vec<String> {
     let mut out: Vec<String> = project.queues.clone();
     out.extend(
         discovered
@@ -151,6 +154,7 @@ fn wanted(project: &Project, discovered: &BTreeSet<String>) -> Vec<String> {
             .filter(|q| !project.queues.contains(q))
             .cloned(),
     );
+    out.retain(|q| assigned(&project.project_id, q, shard));
     out
 }
 
@@ -265,7 +269,7 @@ impl Control {
             }
         };
         self.store.record_discovered(id, set.len());
-        let wanted = wanted(project, &set);
+        let wanted = wanted(project, &set, self.shard.as_ref());
         running.discovered.insert(id.to_string(), set);
         self.set_project_queues(&mut running, id, &wanted);
     }
@@ -344,7 +348,16 @@ queues = ["etl", "*"]
             crate::config::load_toml_str(toml, &crate::config::Env::new()).expect("valid");
         let project = &settings.projects[0];
         let discovered: BTreeSet<String> = ["adhoc", "etl"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(wanted(project, &discovered), vec!["etl", "adhoc"]);
+        assert_eq!(wanted(project, &discovered, None), vec!["etl", "adhoc"]);
+        // A shard keeps exactly the queues the hash assigns to it, listed or discovered.
+        for n in 0..2 {
+            let shard = Shard::new(n, 2).expect("shard");
+            let expected: Vec<&str> = ["etl", "adhoc"]
+                .into_iter()
+                .filter(|q| shard.owns("p1", q))
+                .collect();
+            assert_eq!(wanted(project, &discovered, Some(&shard)), expected);
+        }
         assert_eq!(
             next_wait(&settings, true, false),
             settings.poll.interval.min(settings.discovery.interval)

@@ -12,10 +12,12 @@ mod demo;
 mod discovery;
 mod reload;
 mod run;
+mod shard;
 mod signals;
 
 pub use discovery::{ResolveError, discover_targets, resolve_project_ids};
 pub use run::{RunError, check_config, once, serve};
+pub use shard::{os_hostname, resolve_shard};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,6 +35,7 @@ use crate::dli::ClientBuildError;
 use crate::dli::{ClientOptions, DliClient};
 use crate::metrics::{CollectorOptions, Metrics};
 use crate::poll::scheduler::{self, Clients, PollContext, PollOutcome};
+use crate::poll::shard::{Shard, assigned};
 use crate::store::{QueueKey, SnapshotStore};
 use crate::web::config::{WEB_CONFIG_POLL_INTERVAL, WebConfigError, WebConfigWatcher};
 use crate::web::server::{self, Limits, ReloadFn, ServerState};
@@ -87,6 +90,8 @@ pub struct StartOptions {
     /// `[web]` of the config file before flags were applied, so a reload can tell a change
     /// that needs a restart; `None`: the settings' own `[web]`.
     pub file_web: Option<WebConfig>,
+    /// `--shard`/`--total-shards`: poll only the queues assigned to this shard (`None`: all).
+    pub shard: Option<Shard>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -99,6 +104,7 @@ impl std::fmt::Debug for StartOptions {
             .field("limits", &self.limits)
             .field("enable_lifecycle", &self.enable_lifecycle)
             .field("file_web", &self.file_web)
+            .field("shard", &self.shard)
             .finish()
     }
 }
@@ -112,13 +118,16 @@ impl Default for StartOptions {
             limits: Limits::default(),
             enable_lifecycle: true,
             file_web: None,
+            shard: None,
         }
     }
 }
 
-fn queue_keys(settings: &Settings) -> Vec<QueueKey> {
+/// The queues this exporter polls: every configured one, or those assigned to `shard`.
+fn queue_keys(settings: &Settings, shard: Option<&Shard>) -> Vec<QueueKey> {
     settings
         .queue_pairs()
+        .filter(|(p, q)| assigned(&p.project_id, q, shard))
         .map(|(p, q)| QueueKey::new(&p.project_id, q))
         .collect()
 }
@@ -186,7 +195,10 @@ impl App {
         listener: TcpListener,
         options: StartOptions,
     ) -> Result<App, StartError> {
-        let store = Arc::new(SnapshotStore::new(queue_keys(settings)));
+        let store = Arc::new(SnapshotStore::new(queue_keys(
+            settings,
+            options.shard.as_ref(),
+        )));
         let metrics = Arc::new(Metrics::new(store.clone(), collector_options(settings))?);
         Self::assemble(
             settings,
@@ -229,7 +241,11 @@ impl App {
             limits,
             enable_lifecycle,
             file_web,
+            shard,
         } = options;
+        if let Some(s) = &shard {
+            metrics.set_shard(s.ordinal(), s.total());
+        }
         let addr = listener.local_addr()?;
         // Readiness waits for the first discoveries from the first request on.
         store.set_queue_list_projects(
@@ -248,6 +264,7 @@ impl App {
             shutdown: shutdown.clone(),
             source,
             web: web.clone(),
+            shard,
             running: tokio::sync::Mutex::new(Running::new(
                 settings.clone(),
                 file_web.unwrap_or_else(|| settings.web.clone()),
@@ -275,10 +292,8 @@ impl App {
         );
         state.lifecycle_api = enable_lifecycle;
         let state = Arc::new(state);
-        tasks.spawn(server::serve(listener, state, shutdown.clone()));
-        if let Some(web) = web {
-            tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
-        }
+        // The queues are set before the first request is served (the port is bound already, so
+        // early connections wait): /-/ready must not see an empty set and answer 200.
         {
             let mut running = control
                 .running
@@ -286,6 +301,10 @@ impl App {
                 .map_err(|_| std::io::Error::other("reload state busy at start"))?;
             let plan = control.plan(settings.clone(), loaded, &running)?;
             control.apply(plan, &mut running);
+        }
+        tasks.spawn(server::serve(listener, state, shutdown.clone()));
+        if let Some(web) = web {
+            tasks.spawn(web.watch(web_config_poll, shutdown.clone()));
         }
         Ok(App {
             addr,
@@ -333,15 +352,21 @@ pub struct OnceReport {
     pub list_errors: Vec<String>,
 }
 
-/// `--once`: looks up project ids, discovers queues, polls every queue once and returns the
-/// exposition and each outcome.
-pub async fn poll_once(settings: &Settings) -> Result<OnceReport, StartError> {
+/// `--once`: looks up project ids, discovers queues, polls every queue (of `shard`, when given)
+/// once and returns the exposition and each outcome.
+pub async fn poll_once(
+    settings: &Settings,
+    shard: Option<&Shard>,
+) -> Result<OnceReport, StartError> {
     let mut settings = settings.clone();
     let store = Arc::new(SnapshotStore::new([]));
     let metrics = Metrics::new(store.clone(), collector_options(&settings))?;
+    if let Some(s) = shard {
+        metrics.set_shard(s.ordinal(), s.total());
+    }
     resolve_project_ids(&mut settings, metrics.observer()).await?;
     let clients = build_clients(&settings, &metrics)?;
-    let (targets, list_errors) = discover_targets(&settings, &clients, &store).await;
+    let (targets, list_errors) = discover_targets(&settings, &clients, &store, shard).await;
     let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
     let polls = scheduler::poll_all_once(&targets, &context).await;
     Ok(OnceReport {

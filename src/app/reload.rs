@@ -18,11 +18,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ReloadError, collector_options, resolve_project_ids};
+use super::{ReloadError, collector_options, resolve_project_ids, shard};
 use crate::config::{self, DiscoveryConfig, Env, PollConfig, Project, Settings, WebConfig};
 use crate::dli::{ClientBuildError, ClientOptions, DliClient};
 use crate::metrics::Metrics;
 use crate::poll::scheduler::{self, Clients, PollContext, Trackers};
+use crate::poll::shard::{Shard, assigned};
 use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
 use crate::web::WebConfigWatcher;
 
@@ -184,6 +185,9 @@ pub(super) struct Control {
     pub(super) shutdown: CancellationToken,
     pub(super) source: Option<(PathBuf, Env)>,
     pub(super) web: Option<Arc<WebConfigWatcher>>,
+    /// This exporter's shard, for the life of the process (flags are not reloaded): only the
+    /// queues assigned to it are polled, listed or discovered.
+    pub(super) shard: Option<Shard>,
     pub(super) running: tokio::sync::Mutex<Running>,
 }
 
@@ -307,13 +311,16 @@ impl Control {
                 (Some(_), None) => {}
                 (_, kept) => {
                     for q in project.queues.iter().chain(kept.into_iter().flatten()) {
-                        if !entry.contains(q) {
+                        if !entry.contains(q)
+                            && assigned(&project.project_id, q, self.shard.as_ref())
+                        {
                             entry.push(q.clone());
                         }
                     }
                 }
             }
         }
+        shard::log_assignment(self.shard.as_ref(), &running.settings, &wanted);
         let keys: BTreeSet<QueueKey> = wanted
             .iter()
             .flat_map(|(p, qs)| {

@@ -7,7 +7,8 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{App, StartError, StartOptions, demo, signals};
+use super::shard::{os_hostname, resolve_shard};
+use super::{App, StartError, StartOptions, demo, queue_keys, signals};
 use crate::cli::Flags;
 use crate::config::{self, ConfigError, Env, Settings};
 use crate::sim::Simulator;
@@ -85,7 +86,19 @@ pub fn check_config(flags: &Flags) -> ExitCode {
     let mut ok = match loaded {
         Ok(settings) => {
             print!("{}", config::summary(&settings));
-            true
+            match shard(flags) {
+                Ok(None) => true,
+                Ok(Some(s)) => {
+                    let polled = queue_keys(&settings, Some(&s)).len();
+                    let listed = settings.queue_pairs().count();
+                    println!("{s}: polls {polled} of the {listed} listed queues");
+                    true
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    false
+                }
+            }
         }
         Err(e) => {
             eprintln!("{e}");
@@ -108,6 +121,11 @@ pub fn check_config(flags: &Flags) -> ExitCode {
     }
 }
 
+/// The shard the flags ask for, the host name read for `--shard auto`.
+fn shard(flags: &Flags) -> Result<Option<crate::poll::shard::Shard>, RunError> {
+    resolve_shard(flags.shard, flags.total_shards, os_hostname).map_err(RunError::Flag)
+}
+
 /// The settings to run with: the config file with the flags applied.
 fn settings(flags: &Flags, env: &Env) -> Result<Settings, RunError> {
     let mut settings = config::load(&flags.config_file, env)?;
@@ -119,7 +137,8 @@ fn settings(flags: &Flags, env: &Env) -> Result<Settings, RunError> {
 /// stderr; exit 1 if any queue failed.
 pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
     let settings = settings(flags, &process_env()?)?;
-    let report = super::poll_once(&settings).await?;
+    let shard = shard(flags)?;
+    let report = super::poll_once(&settings, shard.as_ref()).await?;
     std::io::stdout()
         .write_all(&report.exposition)
         .map_err(RunError::Stdout)?;
@@ -141,6 +160,8 @@ pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
 /// The daemon (also `--demo`): listens, polls, serves `/metrics` until SIGTERM or SIGINT, reloads
 /// on SIGHUP and `POST /-/reload`.
 pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
+    // Bad shard flags stop the start before anything listens.
+    let shard = shard(flags)?;
     // Serving without the TLS or auth the operator asked for would be worse than not starting.
     let web = match &flags.web_config_file {
         Some(path) => Some(WebConfigWatcher::load(path)?),
@@ -178,6 +199,7 @@ pub async fn serve(flags: &Flags) -> Result<ExitCode, RunError> {
             web,
             enable_lifecycle: flags.lifecycle_enabled(),
             file_web: Some(file_web),
+            shard,
             ..StartOptions::default()
         },
     )

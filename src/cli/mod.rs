@@ -35,6 +35,23 @@ pub enum LogFormat {
 
 pub use crate::version::LONG_VERSION;
 
+/// The value of `--shard`: a shard number, or `auto` (the trailing number of the host name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardArg {
+    Ordinal(u32),
+    Auto,
+}
+
+fn parse_shard(value: &str) -> Result<ShardArg, String> {
+    match value {
+        "auto" => Ok(ShardArg::Auto),
+        n => n.parse().map(ShardArg::Ordinal).map_err(|_| {
+            "must be a shard number from 0, or auto (the number at the end of the host name)"
+                .to_string()
+        }),
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "dli_exporter",
@@ -105,6 +122,27 @@ pub struct Flags {
     /// Load and validate the configuration, print a summary without secrets, exit 0 or 1.
     #[arg(long = "check-config")]
     pub check_config: bool,
+
+    /// This exporter's shard, from 0, of --total-shards: it polls only the project x queue pairs
+    /// assigned to it. `auto`: the number after the last '-' of the host name (a StatefulSet's
+    /// pod ordinal).
+    #[arg(
+        long = "shard",
+        value_name = "N|auto",
+        value_parser = parse_shard,
+        requires = "total_shards",
+        allow_hyphen_values = true
+    )]
+    pub shard: Option<ShardArg>,
+
+    /// How many exporters share the configured queues (each with its own --shard).
+    #[arg(
+        long = "total-shards",
+        value_name = "M",
+        requires = "shard",
+        allow_hyphen_values = true
+    )]
+    pub total_shards: Option<u32>,
 }
 
 /// What the binary does, chosen by the flags.
@@ -239,6 +277,39 @@ queues = ["q"]
             .apply(&mut settings)
             .expect_err("space");
         assert!(e.contains("--web.listen-address"), "{e}");
+    }
+
+    #[test]
+    fn shard_flags_come_together() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["dli_exporter"];
+            all.extend_from_slice(args);
+            Flags::try_parse_from(all)
+        };
+        let f = parse(&["--shard", "2", "--total-shards", "3"]).expect("parses");
+        assert_eq!(
+            (f.shard, f.total_shards),
+            (Some(ShardArg::Ordinal(2)), Some(3))
+        );
+        let f = parse(&["--shard=auto", "--total-shards=3"]).expect("parses");
+        assert_eq!(f.shard, Some(ShardArg::Auto));
+        for (args, flag) in [
+            (&["--shard", "1"][..], "--total-shards"),
+            (&["--total-shards", "3"][..], "--shard"),
+            (&["--shard", "-1", "--total-shards", "3"][..], "--shard"),
+            (&["--shard", "one", "--total-shards", "3"][..], "--shard"),
+            (
+                &["--shard", "1", "--total-shards", "x"][..],
+                "--total-shards",
+            ),
+            (
+                &["--shard", "1", "--total-shards", "-3"][..],
+                "--total-shards",
+            ),
+        ] {
+            let e = parse(args).expect_err("rejected").to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! error. It must not log or print secret values, does no network I/O, and imports nothing of
 //! the rest of the exporter.
 
+#[cfg(test)]
+mod auth_tests;
 mod endpoints;
 mod load;
 mod model;
@@ -148,6 +150,20 @@ pub fn summary(settings: &Settings) -> String {
                 out.push_str(" (found at start, then every discovery.interval)\n");
             }
             None => out.push_str("  discovered: none (only the listed queues)\n"),
+        }
+        match &p.credentials {
+            Credentials::Metadata { endpoint } => {
+                out.push_str(&format!("  temporary keys from the metadata service {endpoint}\n"));
+            }
+            Credentials::Oidc {
+                iam_endpoint,
+                idp_id,
+                id_token_file,
+            } => out.push_str(&format!(
+                "  temporary keys from {iam_endpoint} for the id token in {} (identity provider {idp_id})\n",
+                id_token_file.display()
+            )),
+            Credentials::AkSk { .. } | Credentials::Token { .. } => {}
         }
         if let Some(ca) = &p.ca_file {
             out.push_str(&format!("  ca_file {}\n", ca.display()));

@@ -11,6 +11,10 @@ use crate::secret::{Secret, SecretUrl};
 /// Default of `poll.stale_after`.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(300);
 
+/// Default of `auth.metadata_endpoint`: the link-local metadata service of ECS instances and CCE
+/// nodes (docs/dli-api.md, "Metadata credentials").
+pub const DEFAULT_METADATA_ENDPOINT: &str = "http://169.254.169.254";
+
 /// Default of `discovery.interval`.
 pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -145,9 +149,16 @@ impl DiscoveryConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthKind {
+    /// A stored AK/SK (optionally with a security token): SDK-HMAC-SHA256 signing.
     #[default]
     Aksk,
+    /// An IAM password login; requests carry `X-Auth-Token`.
     Token,
+    /// Temporary AK/SK of the ECS instance's or CCE node's agency, from the metadata service.
+    Metadata,
+    /// CCE workload identity: a projected service account token exchanged at IAM for temporary
+    /// AK/SK.
+    Oidc,
 }
 
 impl AuthKind {
@@ -155,6 +166,8 @@ impl AuthKind {
         match self {
             AuthKind::Aksk => "aksk",
             AuthKind::Token => "token",
+            AuthKind::Metadata => "metadata",
+            AuthKind::Oidc => "oidc",
         }
     }
 }
@@ -175,6 +188,13 @@ pub struct AuthConfig {
     pub user_name: Option<String>,
     pub password: Option<Secret>,
     pub password_file: Option<PathBuf>,
+    /// `kind = "metadata"`: base URL of the metadata service.
+    pub metadata_endpoint: Option<String>,
+    /// `kind = "oidc"`: the IAM identity provider the id token is exchanged with.
+    pub idp_id: Option<String>,
+    /// `kind = "oidc"`: the file holding the id token (a projected service account token),
+    /// re-read at each exchange.
+    pub id_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -224,6 +244,15 @@ pub enum Credentials {
         user_name: String,
         password: Secret,
     },
+    /// Temporary keys from the metadata service at `endpoint` (no secret in the config).
+    Metadata { endpoint: String },
+    /// Temporary keys from IAM in exchange for the id token in `id_token_file` (no secret in the
+    /// config: the file is read at each exchange, never kept).
+    Oidc {
+        iam_endpoint: String,
+        idp_id: String,
+        id_token_file: PathBuf,
+    },
 }
 
 impl Credentials {
@@ -231,6 +260,8 @@ impl Credentials {
         match self {
             Credentials::AkSk { .. } => AuthKind::Aksk,
             Credentials::Token { .. } => AuthKind::Token,
+            Credentials::Metadata { .. } => AuthKind::Metadata,
+            Credentials::Oidc { .. } => AuthKind::Oidc,
         }
     }
 }

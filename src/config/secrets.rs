@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use super::Env;
 use super::endpoints::{iam_endpoint_for, is_valid_region, normalize_endpoint};
-use super::model::{AuthConfig, AuthKind, Credentials};
+use super::model::{AuthConfig, AuthKind, Credentials, DEFAULT_METADATA_ENDPOINT};
 use crate::secret::Secret;
 
 /// Picks a secret from the config value, the `*_file` path, or an environment variable, in that
@@ -75,8 +75,53 @@ pub(super) fn resolve_iam_endpoint(
     }
 }
 
+/// The keys of an auth table that only some kinds use, whether each is set, and those kinds
+/// (`iam_endpoint` serves every kind and is not listed).
+fn kind_specific_keys(auth: &AuthConfig) -> [(&'static str, bool, &'static [AuthKind]); 9] {
+    const AKSK: &[AuthKind] = &[AuthKind::Aksk];
+    const TOKEN: &[AuthKind] = &[AuthKind::Token];
+    const METADATA: &[AuthKind] = &[AuthKind::Metadata];
+    const OIDC: &[AuthKind] = &[AuthKind::Oidc];
+    [
+        (
+            "access_key",
+            auth.access_key.is_some() || auth.access_key_file.is_some(),
+            AKSK,
+        ),
+        (
+            "secret_key",
+            auth.secret_key.is_some() || auth.secret_key_file.is_some(),
+            AKSK,
+        ),
+        (
+            "security_token",
+            auth.security_token.is_some() || auth.security_token_file.is_some(),
+            AKSK,
+        ),
+        ("domain_name", auth.domain_name.is_some(), TOKEN),
+        ("user_name", auth.user_name.is_some(), TOKEN),
+        (
+            "password",
+            auth.password.is_some() || auth.password_file.is_some(),
+            TOKEN,
+        ),
+        (
+            "metadata_endpoint",
+            auth.metadata_endpoint.is_some(),
+            METADATA,
+        ),
+        ("idp_id", auth.idp_id.is_some(), OIDC),
+        ("id_token_file", auth.id_token_file.is_some(), OIDC),
+    ]
+}
+
+/// An IdP id is sent as the `X-Idp-Id` header: visible ASCII only, at most 256 bytes.
+fn is_valid_idp_id(id: &str) -> bool {
+    (1..=256).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The credentials of one auth table; `iam_endpoint` is what [`resolve_iam_endpoint`] found
-/// (token logins need it).
+/// (token logins and the OIDC exchange need it).
 pub(super) fn resolve_credentials(
     auth: &AuthConfig,
     key: &str,
@@ -85,20 +130,31 @@ pub(super) fn resolve_credentials(
     problem: &mut impl FnMut(&str, String),
 ) -> Option<Credentials> {
     let k = |field: &str| format!("{key}.{field}");
+    for (field, set, kinds) in kind_specific_keys(auth) {
+        if set && !kinds.contains(&auth.kind) {
+            let used_with = kinds
+                .iter()
+                .map(|kind| format!("kind = \"{}\"", kind.as_str()))
+                .collect::<Vec<_>>()
+                .join(" or ");
+            problem(&k(field), format!("is only used with {used_with}"));
+        }
+    }
+    let mut required_iam_endpoint = || match iam_endpoint {
+        Some(e) => Some(e.to_string()),
+        None => {
+            // A bad value was reported already; only a missing one is reported here.
+            if auth.iam_endpoint.is_none() {
+                problem(
+                    &k("iam_endpoint"),
+                    "missing: set iam_endpoint or the project's region".into(),
+                );
+            }
+            None
+        }
+    };
     match auth.kind {
         AuthKind::Aksk => {
-            for (set, field) in [
-                (auth.domain_name.is_some(), "domain_name"),
-                (auth.user_name.is_some(), "user_name"),
-                (
-                    auth.password.is_some() || auth.password_file.is_some(),
-                    "password",
-                ),
-            ] {
-                if set {
-                    problem(&k(field), "is only used with kind = \"token\"".into());
-                }
-            }
             let ak = resolve_secret(
                 &auth.access_key,
                 &auth.access_key_file,
@@ -142,37 +198,7 @@ pub(super) fn resolve_credentials(
             })
         }
         AuthKind::Token => {
-            for (set, field) in [
-                (
-                    auth.access_key.is_some() || auth.access_key_file.is_some(),
-                    "access_key",
-                ),
-                (
-                    auth.secret_key.is_some() || auth.secret_key_file.is_some(),
-                    "secret_key",
-                ),
-                (
-                    auth.security_token.is_some() || auth.security_token_file.is_some(),
-                    "security_token",
-                ),
-            ] {
-                if set {
-                    problem(&k(field), "is only used with kind = \"aksk\"".into());
-                }
-            }
-            let iam_endpoint = match iam_endpoint {
-                Some(e) => Some(e.to_string()),
-                None => {
-                    // A bad value was reported already; only a missing one is reported here.
-                    if auth.iam_endpoint.is_none() {
-                        problem(
-                            &k("iam_endpoint"),
-                            "missing: set iam_endpoint or the project's region".into(),
-                        );
-                    }
-                    None
-                }
-            };
+            let iam_endpoint = required_iam_endpoint();
             let mut required = |v: &Option<String>, field: &str| match v.as_deref().map(str::trim) {
                 Some(s) if !s.is_empty() => Some(s.to_string()),
                 _ => {
@@ -201,6 +227,71 @@ pub(super) fn resolve_credentials(
                 domain_name: domain_name?,
                 user_name: user_name?,
                 password: password?,
+            })
+        }
+        AuthKind::Metadata => {
+            let raw = auth
+                .metadata_endpoint
+                .as_deref()
+                .unwrap_or(DEFAULT_METADATA_ENDPOINT);
+            match normalize_endpoint(raw) {
+                Ok(endpoint) => Some(Credentials::Metadata { endpoint }),
+                Err(why) => {
+                    problem(&k("metadata_endpoint"), format!("{raw:?} {why}"));
+                    None
+                }
+            }
+        }
+        AuthKind::Oidc => {
+            let iam_endpoint = required_iam_endpoint();
+            let idp_id = match auth.idp_id.as_deref().map(str::trim) {
+                Some(id) if is_valid_idp_id(id) => Some(id.to_string()),
+                Some("") | None => {
+                    problem(
+                        &k("idp_id"),
+                        "missing: required with kind = \"oidc\"".into(),
+                    );
+                    None
+                }
+                Some(_) => {
+                    problem(
+                        &k("idp_id"),
+                        "must be the identity provider's id: at most 256 visible ASCII characters"
+                            .into(),
+                    );
+                    None
+                }
+            };
+            let id_token_file = match &auth.id_token_file {
+                None => {
+                    problem(
+                        &k("id_token_file"),
+                        "missing: required with kind = \"oidc\" (the projected service account token)"
+                            .into(),
+                    );
+                    None
+                }
+                // Read once now so that a wrong path fails at start; the content is dropped (and
+                // zeroed) at once and read again at each exchange.
+                Some(path) => match std::fs::read_to_string(path).map(Secret::new) {
+                    Ok(token) if !token.is_empty() => Some(path.clone()),
+                    Ok(_) => {
+                        problem(&k("id_token_file"), format!("{} is empty", path.display()));
+                        None
+                    }
+                    Err(e) => {
+                        problem(
+                            &k("id_token_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        );
+                        None
+                    }
+                },
+            };
+            Some(Credentials::Oidc {
+                iam_endpoint: iam_endpoint?,
+                idp_id: idp_id?,
+                id_token_file: id_token_file?,
             })
         }
     }

@@ -28,7 +28,7 @@ pub(super) fn env(pairs: &[(&str, &str)]) -> Env {
         .collect()
 }
 
-fn err_keys(text: &str, e: &Env) -> Vec<String> {
+pub(super) fn err_keys(text: &str, e: &Env) -> Vec<String> {
     match load_toml_str(text, e) {
         Ok(s) => panic!("expected an error, got {s:?}"),
         Err(err) => {

@@ -1,8 +1,10 @@
 //! The ListBatches client of one project: builds the query once, authenticates it (AK/SK
-//! signature or IAM token), sends it through the [`Transport`] and decodes the page.
+//! signature, IAM token, or a signature with temporary keys), sends it through the
+//! [`Transport`] and decodes the page.
 //!
-//! One call is one page and at most two HTTP requests (the second only to replace a token DLI
-//! rejected). It must not retry for other reasons or walk pages: that is [`super::paging`].
+//! One call is one page and at most two ListBatches requests (the second only to replace a token
+//! or temporary keys DLI rejected), plus whatever fetching credentials takes. It must not retry
+//! for other reasons or walk pages: that is [`super::paging`].
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
+use super::auth::temporary::{Fetcher, KeySource};
 use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::error::{DliError, MAX_ERROR_CODE, MAX_ERROR_MSG, Operation, bounded_text};
 use super::http::{ClientBuildError, ClientOptions};
@@ -22,6 +25,8 @@ use crate::config::{Credentials, Project};
 enum Auth {
     AkSk(AkSkSigner),
     Token(Box<TokenSource>),
+    /// Temporary keys from the metadata service or the OIDC exchange, signed like AK/SK.
+    Temporary(Arc<KeySource>),
 }
 
 /// The DLI client of one project.
@@ -65,7 +70,7 @@ impl DliClient {
         let http = super::http::build(project, options)?;
         let transport = Transport::new(
             http,
-            observer,
+            observer.clone(),
             limit,
             options.max_body_bytes,
             options.request_timeout,
@@ -111,6 +116,20 @@ impl DliClient {
                 },
                 transport.clone(),
             ))),
+            Credentials::Metadata { .. } | Credentials::Oidc { .. } => {
+                let fetcher = Fetcher::for_credentials(
+                    &project.credentials,
+                    &project_id,
+                    options,
+                    &transport,
+                    observer.clone(),
+                )?
+                .ok_or_else(|| ClientBuildError::Http {
+                    project_id: project_id.clone(),
+                    message: "no fetcher for temporary keys".into(),
+                })?;
+                Auth::Temporary(Arc::new(KeySource::new(fetcher, &project_id)))
+            }
         };
         Ok(DliClient {
             path: format!("/v2.0/{}/batches", aksk::encode(&project_id)),
@@ -127,10 +146,11 @@ impl DliClient {
         &self.project_id
     }
 
-    /// Tokens fetched from IAM so far (0 with AK/SK).
+    /// Tokens fetched from IAM, or temporary keys obtained, so far (0 with AK/SK).
     pub fn tokens_fetched(&self) -> u64 {
         match &self.auth {
             Auth::Token(t) => t.tokens_fetched(),
+            Auth::Temporary(k) => k.keys_fetched(),
             Auth::AkSk(_) => 0,
         }
     }
@@ -177,25 +197,23 @@ impl DliClient {
         };
         match &self.auth {
             Auth::AkSk(signer) => {
-                let headers = signer.sign(
-                    "GET",
-                    &self.host,
-                    path,
-                    &canonical_query,
-                    &self.project_id,
-                    &aksk::sdk_date(OffsetDateTime::now_utc()),
-                );
-                let mut request = self.transport.http().get(&url);
-                for (name, value) in headers {
-                    if matches!(name, "Authorization" | "X-Security-Token") {
-                        request = request.header(name, sensitive_header(operation, &value, &url)?);
-                    } else {
-                        request = request.header(name, value);
-                    }
-                }
-                self.transport
-                    .call(operation, &url, request, |raw| parse(raw, &url))
+                self.signed(signer, operation, path, &url, &canonical_query, parse)
                     .await
+            }
+            Auth::Temporary(source) => {
+                let signer = source.signer().await?;
+                match self
+                    .signed(&signer, operation, path, &url, &canonical_query, parse)
+                    .await
+                {
+                    // Keys DLI no longer accepts (revoked early): new ones, once.
+                    Err(e) if e.status() == Some(401) && source.rejected(&signer) => {
+                        let signer = source.signer().await?;
+                        self.signed(&signer, operation, path, &url, &canonical_query, parse)
+                            .await
+                    }
+                    other => other,
+                }
             }
             Auth::Token(source) => {
                 let mut retried = false;
@@ -226,6 +244,39 @@ impl DliClient {
                 }
             }
         }
+    }
+}
+
+impl DliClient {
+    /// One GET of `path` signed with `signer` (AK/SK, or temporary keys with their token).
+    async fn signed<T>(
+        &self,
+        signer: &AkSkSigner,
+        operation: Operation,
+        path: &str,
+        url: &str,
+        canonical_query: &str,
+        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+    ) -> Result<T, DliError> {
+        let headers = signer.sign(
+            "GET",
+            &self.host,
+            path,
+            canonical_query,
+            &self.project_id,
+            &aksk::sdk_date(OffsetDateTime::now_utc()),
+        );
+        let mut request = self.transport.http().get(url);
+        for (name, value) in headers {
+            if matches!(name, "Authorization" | "X-Security-Token") {
+                request = request.header(name, sensitive_header(operation, &value, url)?);
+            } else {
+                request = request.header(name, value);
+            }
+        }
+        self.transport
+            .call(operation, url, request, |raw| parse(raw, url))
+            .await
     }
 }
 

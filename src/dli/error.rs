@@ -12,6 +12,11 @@ use std::time::Duration;
 pub enum Operation {
     ListBatches,
     IamToken,
+    /// The ECS/CCE metadata service: session token and temporary keys (`auth.kind = "metadata"`).
+    Metadata,
+    /// The OIDC exchange with IAM: id token to unscoped token to temporary keys
+    /// (`auth.kind = "oidc"`).
+    Oidc,
     /// `GET /v1.0/{project_id}/queues` (discovery and the queue metrics).
     ListQueues,
     /// `GET {iam}/v3/projects?name={region}` (the project id of a region).
@@ -20,9 +25,11 @@ pub enum Operation {
 
 impl Operation {
     /// Every operation, for metrics that exist at 0 from the start.
-    pub const ALL: [Operation; 4] = [
+    pub const ALL: [Operation; 6] = [
         Operation::ListBatches,
         Operation::IamToken,
+        Operation::Metadata,
+        Operation::Oidc,
         Operation::ListQueues,
         Operation::ListProjects,
     ];
@@ -31,6 +38,8 @@ impl Operation {
         match self {
             Operation::ListBatches => "list_batches",
             Operation::IamToken => "iam_token",
+            Operation::Metadata => "metadata",
+            Operation::Oidc => "oidc",
             Operation::ListQueues => "list_queues",
             Operation::ListProjects => "list_projects",
         }
@@ -99,8 +108,9 @@ pub struct ApiErrorBody {
     pub request_id: Option<String>,
 }
 
-/// A failed DLI or IAM request (or a failed walk built from them).
-#[derive(Debug, thiserror::Error)]
+/// A failed DLI or IAM request (or a failed walk built from them). `Clone` so that one failed
+/// credential refresh can answer every caller that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum DliError {
     #[error("{operation} {url}: timed out after {}", humantime::format_duration(*.after))]
     Timeout {

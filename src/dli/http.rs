@@ -65,6 +65,28 @@ pub enum ClientBuildError {
     Http { project_id: String, message: String },
 }
 
+/// The HTTP client of a metadata service: link-local, so never through a proxy (whatever the
+/// environment says); connect and read bounded by `timeout` each (docs/dli-api.md, "Metadata
+/// credentials"); no redirects.
+pub fn build_metadata(
+    project_id: &str,
+    options: &ClientOptions,
+    timeout: Duration,
+) -> Result<reqwest::Client, ClientBuildError> {
+    reqwest::Client::builder()
+        .user_agent(options.user_agent.clone())
+        .connect_timeout(timeout)
+        .read_timeout(timeout)
+        .timeout(timeout.saturating_mul(2))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .map_err(|e| ClientBuildError::Http {
+            project_id: project_id.to_string(),
+            message: e.to_string(),
+        })
+}
+
 /// Longest a TCP + TLS connect may take, whatever `poll.request_timeout` is.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -97,7 +119,7 @@ pub fn build(
         builder = builder.proxy(p);
     }
     // Without `proxy_url`, reqwest reads HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY itself;
-    // `no_proxy()` must never be called here.
+    // `no_proxy()` must never be called here (only for the metadata service, above).
     builder.build().map_err(|e| ClientBuildError::Http {
         project_id,
         message: e.to_string(),

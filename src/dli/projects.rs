@@ -3,7 +3,8 @@
 //!
 //! With AK/SK: a signed `GET {iam}/v3/projects?name={region}` without `X-Project-Id`, as the
 //! official SDK does it (operation `list_projects`); exactly one project of that name must come
-//! back. With token auth: a password login scoped by project *name* (the region), whose answer
+//! back; with temporary keys (`metadata`, `oidc`), fetched once for the lookup, the same signed
+//! request. With token auth: a password login scoped by project *name* (the region), whose answer
 //! names the project id (operation `iam_token`). Nothing here is cached: the lookup runs at start
 //! and on each reload. Errors name the region and, when several projects match, their ids.
 
@@ -15,6 +16,7 @@ use time::OffsetDateTime;
 use tokio::sync::Semaphore;
 
 use super::auth::aksk::{self, AkSkSigner};
+use super::auth::temporary::Fetcher;
 use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::client::sensitive_header;
 use super::error::{DliError, Operation};
@@ -71,6 +73,7 @@ pub async fn lookup_project_id(
             region: region.clone(),
         })?;
     let http = super::http::build(project, options).map_err(Box::new)?;
+    let metadata_observer = observer.clone();
     let transport = Transport::new(
         http,
         observer,
@@ -119,6 +122,33 @@ pub async fn lookup_project_id(
                 .await
                 .map_err(request_failed)?;
             vec![id]
+        }
+        // Temporary keys, fetched once for this lookup, sign it like AK/SK.
+        Credentials::Metadata { .. } | Credentials::Oidc { .. } => {
+            let project_id = format!("(region {region})");
+            let fetcher = Fetcher::for_credentials(
+                &project.credentials,
+                &project_id,
+                options,
+                &transport,
+                metadata_observer,
+            )
+            .map_err(Box::new)?
+            .ok_or_else(|| {
+                LookupError::Client(Box::new(ClientBuildError::Http {
+                    project_id: project_id.clone(),
+                    message: "this auth kind has no temporary keys".into(),
+                }))
+            })?;
+            let keys = with_retries(retry, deadline, || fetcher.fetch())
+                .await
+                .map_err(request_failed)?;
+            let signer =
+                AkSkSigner::new(keys.access_key, keys.secret_key, Some(keys.security_token));
+            let lookup = IamProjects::new(&iam, &region, &signer, &transport)?;
+            with_retries(retry, deadline, || lookup.list())
+                .await
+                .map_err(request_failed)?
         }
     };
     match ids.as_slice() {

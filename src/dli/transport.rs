@@ -90,8 +90,8 @@ pub struct Transport {
     limit: Arc<Semaphore>,
     max_body_bytes: usize,
     request_timeout: Duration,
-    /// One hold-off state per endpoint: ListBatches and ListQueues go to DLI, tokens and the
-    /// project list to IAM.
+    /// One hold-off state per endpoint: ListBatches and ListQueues go to DLI; tokens, the project
+    /// list and the OIDC exchange to IAM.
     throttles: Arc<[Throttle; 2]>,
 }
 
@@ -126,7 +126,11 @@ impl Transport {
     pub fn throttle(&self, operation: Operation) -> &Throttle {
         match operation {
             Operation::ListBatches | Operation::ListQueues => &self.throttles[0],
-            Operation::IamToken | Operation::ListProjects => &self.throttles[1],
+            // IAM, and the metadata service (which has a transport of its own).
+            Operation::IamToken
+            | Operation::ListProjects
+            | Operation::Oidc
+            | Operation::Metadata => &self.throttles[1],
         }
     }
 

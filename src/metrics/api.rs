@@ -29,7 +29,7 @@ impl ApiMetrics {
         let requests = IntCounterVec::new(
             Opts::new(
                 "dli_api_requests_total",
-                "HTTP requests sent to DLI or IAM, retries included (operation list_batches, iam_token, list_queues, list_projects).",
+                "HTTP requests sent to DLI, IAM or the metadata service, retries included (operation list_batches, iam_token, list_queues, list_projects, metadata, oidc).",
             ),
             &["operation"],
         )?;

@@ -6,6 +6,7 @@
 //! Names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). It reads
 //! the store and never writes to it.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
@@ -21,6 +22,8 @@ use crate::store::SnapshotStore;
 pub struct JobsCollector {
     store: Arc<SnapshotStore>,
     options: Arc<RwLock<CollectorOptions>>,
+    /// This exporter is a shard: with no queue assigned it reports `dli_up` 1.
+    sharded: Arc<AtomicBool>,
     descs: Vec<Desc>,
 }
 
@@ -74,7 +77,7 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
     ),
     (
         UP,
-        "1 if the last poll of at least one queue succeeded, else 0.",
+        "1 if the last poll of at least one queue succeeded (or this shard has no queue assigned), else 0.",
         &[],
     ),
 ];
@@ -83,6 +86,7 @@ impl JobsCollector {
     pub(super) fn new(
         store: Arc<SnapshotStore>,
         options: Arc<RwLock<CollectorOptions>>,
+        sharded: Arc<AtomicBool>,
     ) -> Result<Self, prometheus::Error> {
         let descs = FAMILIES
             .iter()
@@ -104,6 +108,7 @@ impl JobsCollector {
         Ok(JobsCollector {
             store,
             options,
+            sharded,
             descs,
         })
     }
@@ -152,9 +157,12 @@ impl Collector for JobsCollector {
             .unwrap_or_else(|e| e.into_inner().clone());
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
-        let mut up = false;
         let mut panics = Vec::new();
-        for (key, status) in self.store.view() {
+        let view = self.store.view();
+        // A shard with no queue assigned to it: nothing of its own failed. (Without shards an
+        // empty set means discovery has found nothing yet, which is not "up".)
+        let mut up = view.is_empty() && self.sharded.load(Ordering::Relaxed);
+        for (key, status) in view {
             let (p, q) = (key.project_id.as_str(), key.queue.as_str());
             // Every configured queue has the counter from the start, so `increase()` sees the
             // first panic.

@@ -12,6 +12,7 @@ mod lifecycle;
 mod queues;
 mod render_cache;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -88,6 +89,9 @@ pub struct Metrics {
     cache: RenderCache,
     pub lifecycle: Arc<LifecycleMetrics>,
     pub reload: ReloadMetrics,
+    shard_ordinal: IntGauge,
+    total_shards: IntGauge,
+    sharded: Arc<AtomicBool>,
 }
 
 impl Metrics {
@@ -109,6 +113,18 @@ impl Metrics {
             .with_label_values(&[VERSION, REVISION, RUSTC_VERSION])
             .set(1);
         registry.register(Box::new(build_info))?;
+        // An exporter that is not sharded is the one shard of one.
+        let shard_ordinal = IntGauge::new(
+            "dli_exporter_shard_ordinal",
+            "This exporter's shard number (--shard, from 0); 0 when not sharded.",
+        )?;
+        let total_shards = IntGauge::new(
+            "dli_exporter_total_shards",
+            "How many shards share the configured queues (--total-shards); 1 when not sharded.",
+        )?;
+        total_shards.set(1);
+        registry.register(Box::new(shard_ordinal.clone()))?;
+        registry.register(Box::new(total_shards.clone()))?;
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -116,9 +132,11 @@ impl Metrics {
         let lifecycle = Arc::new(LifecycleMetrics::register(&registry, changes.clone())?);
         let reload = ReloadMetrics::register(&registry, changes.clone())?;
         let collector_options = Arc::new(RwLock::new(options));
+        let sharded = Arc::new(AtomicBool::new(false));
         registry.register(Box::new(JobsCollector::new(
             store.clone(),
             collector_options.clone(),
+            sharded.clone(),
         )?))?;
         registry.register(Box::new(QueueCollector::new(
             store.clone(),
@@ -133,7 +151,18 @@ impl Metrics {
             lifecycle,
             reload,
             changes,
+            shard_ordinal,
+            total_shards,
+            sharded,
         })
+    }
+
+    /// This exporter is shard `ordinal` of `total` (`--shard`, `--total-shards`).
+    pub fn set_shard(&self, ordinal: u32, total: u32) {
+        self.shard_ordinal.set(i64::from(ordinal));
+        self.total_shards.set(i64::from(total));
+        self.sharded.store(true, Ordering::Relaxed);
+        self.changes.bump();
     }
 
     /// The observer to hand to DLI clients.
@@ -274,6 +303,12 @@ mod tests {
             "dli_api_request_failures_total{operation=\"list_batches\",reason=\"throttled\"} 0"
         ));
         assert!(t.contains("dli_exporter_build_info{"));
+        assert!(t.contains("dli_exporter_shard_ordinal 0\n"), "{t}");
+        assert!(t.contains("dli_exporter_total_shards 1\n"), "{t}");
+        metrics.set_shard(2, 3);
+        let t = text(&metrics);
+        assert!(t.contains("dli_exporter_shard_ordinal 2\n"), "{t}");
+        assert!(t.contains("dli_exporter_total_shards 3\n"), "{t}");
 
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,
@@ -281,6 +316,26 @@ mod tests {
             queue_list_stale_after: Duration::from_secs(120),
         });
         assert!(!text(&metrics).contains("dli_batch_jobs_by_owner{"));
+    }
+
+    #[test]
+    fn without_queues_only_a_shard_is_up() {
+        let metrics = Metrics::new(
+            Arc::new(SnapshotStore::new([])),
+            CollectorOptions {
+                owner_breakdown: true,
+                stale_after: Duration::from_secs(60),
+                queue_list_stale_after: Duration::from_secs(120),
+            },
+        )
+        .expect("metrics");
+        // Not sharded: nothing polled (nothing discovered yet) is not up.
+        assert!(text(&metrics).contains("dli_up 0\n"));
+        metrics.set_shard(1, 3);
+        assert!(
+            text(&metrics).contains("dli_up 1\n"),
+            "a shard with no queue"
+        );
     }
 
     #[test]

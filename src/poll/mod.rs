@@ -6,3 +6,4 @@ pub mod aggregate;
 pub mod discovery;
 pub mod lifecycle;
 pub mod scheduler;
+pub mod shard;

@@ -20,6 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::aggregate::SnapshotBuilder;
 use super::lifecycle::JobTracker;
+use super::shard::{self, Shard};
 use crate::config::{PollConfig, Settings};
 use crate::dli::{DliClient, RetryPolicy, WalkOptions, WalkProgress, walk_queue_with_progress};
 use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
@@ -193,8 +194,18 @@ pub type Clients = HashMap<String, Arc<DliClient>>;
 
 /// Every configured queue with its project's client.
 pub fn queue_targets(settings: &Settings, clients: &Clients) -> Vec<(QueueKey, Arc<DliClient>)> {
+    shard_targets(settings, clients, None)
+}
+
+/// The configured queues `shard` polls (all of them when `None`), with their project's client.
+pub fn shard_targets(
+    settings: &Settings,
+    clients: &Clients,
+    shard: Option<&Shard>,
+) -> Vec<(QueueKey, Arc<DliClient>)> {
     settings
         .queue_pairs()
+        .filter(|(project, queue)| shard::assigned(&project.project_id, queue, shard))
         .filter_map(|(project, queue)| {
             let client = clients.get(&project.project_id)?;
             Some((QueueKey::new(&project.project_id, queue), client.clone()))

@@ -1,5 +1,6 @@
-//! Credential checks for ListBatches (SDK-HMAC-SHA256 signatures, `X-Auth-Token`s this simulator
-//! issued) and the fake IAM `POST /v3/auth/tokens`.
+//! Credential checks for ListBatches (SDK-HMAC-SHA256 signatures with the configured keys or
+//! unexpired temporary keys this simulator issued, `X-Auth-Token`s it issued) and the fake IAM
+//! `POST /v3/auth/tokens`.
 //!
 //! Owns verification only: the signing primitives are `crate::dli::auth::aksk`'s, rebuilt here from
 //! what was received. It must not log or echo a secret, token or signature.
@@ -159,16 +160,35 @@ fn verify_signature(
             "Incorrect app authentication information: the request time is too far from the server time",
         ));
     }
-    let Some((_, secret_key)) = inner
+    let configured = inner
         .config
         .credentials
         .iter()
         .find(|(ak, _)| ct_eq(ak.as_bytes(), parsed.access_key.as_bytes()))
-    else {
-        return Err(reject(
-            BAD_AUTH,
-            "Incorrect IAM authentication information: AK access failed to reach the limit,forbidden",
-        ));
+        .map(|(_, sk)| sk.clone());
+    let secret_key = match configured {
+        Some(sk) => sk,
+        // Temporary keys this simulator issued: only with their (signed) security token, and
+        // only until they expire.
+        None => match inner
+            .keyless
+            .secret_for(&parsed.access_key, header(headers, "x-security-token"))
+        {
+            Some(Ok(_)) if !signed_has("x-security-token") => {
+                return Err(reject(
+                    BAD_AUTH,
+                    "Incorrect IAM authentication information: x-security-token must be signed",
+                ));
+            }
+            Some(Ok(sk)) => sk,
+            Some(Err(msg)) => return Err(reject(BAD_AUTH, msg)),
+            None => {
+                return Err(reject(
+                    BAD_AUTH,
+                    "Incorrect IAM authentication information: AK access failed to reach the limit,forbidden",
+                ));
+            }
+        },
     };
     let mut signed: Vec<(&str, &str)> = Vec::with_capacity(parsed.signed_headers.len());
     for name in &parsed.signed_headers {
@@ -188,7 +208,7 @@ fn verify_signature(
     let canonical_query = aksk::canonical_query(query);
     let canonical = aksk::canonical_request(method, path, &canonical_query, &signed, &payload_hash);
     let expected = aksk::signature(
-        secret_key,
+        &secret_key,
         &aksk::string_to_sign(date_str, &canonical.request),
     );
     if ct_eq(expected.as_bytes(), parsed.signature.as_bytes()) {

@@ -15,12 +15,14 @@
 //! Layout: `mod.rs` (this handle and its configuration), `server.rs` (hyper plumbing and routing),
 //! `jobs.rs` ([`SimJob`] and seeded generation), `faults.rs` ([`FaultRule`], [`Fault`] and matching),
 //! `auth.rs` (signature and token checks, the IAM token endpoint), `queues.rs` (the queue list and
-//! the IAM project list), `respond.rs` (responses, error bodies, faults), `lively.rs` (the lively
+//! the IAM project list), `keyless.rs` (the metadata service and the OIDC exchange, issuing
+//! short-lived temporary keys), `respond.rs` (responses, error bodies, faults), `lively.rs` (the lively
 //! world that `--demo` polls).
 
 mod auth;
 mod faults;
 mod jobs;
+mod keyless;
 mod lively;
 mod queues;
 mod respond;
@@ -42,6 +44,7 @@ use crate::secret::Secret;
 
 pub use faults::{Fault, FaultRule, SimApi};
 pub use jobs::{JOB_STATES, SimJob};
+pub use keyless::{DEMO_ID_TOKEN, DEMO_IDP_ID, NO_AGENCY_MESSAGE, Outage, Service};
 pub use lively::{
     DEMO_SQL_QUEUES, LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, demo_queue_list, start_lively,
     start_lively_with,
@@ -106,6 +109,19 @@ pub struct SimConfig {
     pub total_mode: TotalMode,
     /// An `X-Sdk-Date` further than this from the server clock is rejected with 401 APIGW.0303.
     pub max_clock_skew: Duration,
+    /// How long temporary keys from the metadata service or the OIDC exchange are valid (the
+    /// OIDC exchange gives the smaller of this and the `duration_seconds` asked for).
+    pub temporary_key_lifetime: Duration,
+    /// The metadata service hands out session tokens; when false, `PUT
+    /// /meta-data/latest/api/token` answers 404 (a service without them).
+    pub metadata_session_tokens: bool,
+    /// With session tokens on: `GET /openstack/latest/securitykey` without one answers 401.
+    pub metadata_requires_session_token: bool,
+    /// The instance has an agency; when false the keys request answers 401 with
+    /// [`NO_AGENCY_MESSAGE`].
+    pub agency: bool,
+    /// The identity provider id the OIDC exchange accepts in `X-Idp-Id`.
+    pub oidc_idp_id: String,
 }
 
 impl Default for SimConfig {
@@ -122,6 +138,11 @@ impl Default for SimConfig {
             max_page_size: None,
             total_mode: TotalMode::Full,
             max_clock_skew: Duration::from_secs(15 * 60),
+            temporary_key_lifetime: Duration::from_secs(3600),
+            metadata_session_tokens: true,
+            metadata_requires_session_token: false,
+            agency: true,
+            oidc_idp_id: DEMO_IDP_ID.to_string(),
         }
     }
 }
@@ -143,6 +164,16 @@ pub struct SimStats {
     pub list_queues_requests: u64,
     /// Every request to `GET /v3/projects`, whatever its outcome.
     pub list_projects_requests: u64,
+    /// `PUT /meta-data/latest/api/token` requests, whatever their outcome.
+    pub metadata_token_requests: u64,
+    /// `GET /openstack/latest/securitykey` requests, whatever their outcome.
+    pub metadata_key_requests: u64,
+    /// Requests to either step of the OIDC exchange, whatever their outcome.
+    pub oidc_requests: u64,
+    /// Temporary keys handed out (metadata service and OIDC exchange).
+    pub temporary_keys_issued: u64,
+    /// Requests refused because their temporary keys had expired.
+    pub expired_key_rejections: u64,
 }
 
 /// One ListBatches request as the simulator saw it.
@@ -183,8 +214,14 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    fn snapshot(&self) -> SimStats {
+    fn snapshot(&self, keyless: &keyless::KeylessCounters) -> SimStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         SimStats {
+            metadata_token_requests: get(&keyless.session_token_requests),
+            metadata_key_requests: get(&keyless.security_key_requests),
+            oidc_requests: get(&keyless.oidc_requests),
+            temporary_keys_issued: get(&keyless.keys_issued),
+            expired_key_rejections: get(&keyless.expired_key_rejections),
             list_batches_requests: self.list_batches_requests.load(Ordering::Relaxed),
             iam_token_requests: self.iam_token_requests.load(Ordering::Relaxed),
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
@@ -195,7 +232,7 @@ impl Counters {
         }
     }
 
-    fn reset(&self) {
+    fn reset(&self, keyless: &keyless::KeylessCounters) {
         for c in [
             &self.list_batches_requests,
             &self.iam_token_requests,
@@ -204,6 +241,11 @@ impl Counters {
             &self.faults_injected,
             &self.list_queues_requests,
             &self.list_projects_requests,
+            &keyless.session_token_requests,
+            &keyless.security_key_requests,
+            &keyless.oidc_requests,
+            &keyless.keys_issued,
+            &keyless.expired_key_rejections,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -248,6 +290,8 @@ pub(crate) struct Inner {
     pub(crate) misc_rng: Mutex<StdRng>,
     pub(crate) counters: Counters,
     pub(crate) log: Mutex<VecDeque<LoggedRequest>>,
+    /// Metadata service and OIDC exchange: issued tokens and keys, outages.
+    pub(crate) keyless: keyless::KeylessState,
 }
 
 impl Inner {
@@ -334,6 +378,7 @@ impl Simulator {
             misc_rng: Mutex::new(StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
             counters: Counters::default(),
             log: Mutex::new(VecDeque::new()),
+            keyless: keyless::KeylessState::default(),
         });
         server::spawn(listener, inner.clone());
         Ok(Simulator { inner })
@@ -559,7 +604,7 @@ impl Simulator {
 
     /// Counters since start or the last [`Simulator::reset_stats`].
     pub fn stats(&self) -> SimStats {
-        self.inner.counters.snapshot()
+        self.inner.counters.snapshot(&self.inner.keyless.counters)
     }
 
     /// Every ListBatches request so far (the last [`REQUEST_LOG_CAPACITY`]), oldest first.
@@ -569,7 +614,7 @@ impl Simulator {
 
     /// Zeroes the counters and empties the request logs.
     pub fn reset_stats(&self) {
-        self.inner.counters.reset();
+        self.inner.counters.reset(&self.inner.keyless.counters);
         lock(&self.inner.log).clear();
         lock(&self.inner.queue_list_queries).clear();
     }

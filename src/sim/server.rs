@@ -1,5 +1,6 @@
 //! Hyper plumbing and routing: the accept loop, one HTTP/1 connection task per client, and the
-//! handlers for `GET /v2.0/{project_id}/batches` and `POST /v3/auth/tokens`.
+//! handlers for `GET /v2.0/{project_id}/batches` and `POST /v3/auth/tokens`; the keyless
+//! endpoints are answered by `keyless.rs` and sent from here.
 //!
 //! Owns turning requests into responses, including faults. It must not panic on input: anything
 //! malformed gets a 4xx, and nothing from the network is `unwrap`ped.
@@ -21,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{Fault, Target};
 use super::jobs::{self, SimJob};
+use super::keyless::{self, Answer, Endpoint};
 use super::queues;
 use super::respond::{Body, answer_fault, apply_faults, error_response, respond};
 use super::{Inner, LoggedRequest, TotalMode, auth, bump, lock, now_ms};
@@ -89,6 +91,7 @@ enum Route {
     Batches(String),
     Queues(String),
     Tokens,
+    Keyless(Endpoint),
     Projects,
     NotFound,
 }
@@ -96,6 +99,9 @@ enum Route {
 fn route(path: &str) -> Route {
     if path == "/v3/auth/tokens" {
         return Route::Tokens;
+    }
+    if let Some(endpoint) = keyless::route(path) {
+        return Route::Keyless(endpoint);
     }
     if path == "/v3/projects" {
         return Route::Projects;
@@ -132,19 +138,15 @@ async fn handle(
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let route = route(parts.uri.path());
-    let allowed = match route {
-        Route::Batches(_) | Route::Queues(_) | Route::Projects => parts.method == Method::GET,
-        Route::Tokens => parts.method == Method::POST,
-        Route::NotFound => true,
+    let allow = match route {
+        Route::Batches(_) | Route::Queues(_) | Route::Projects => Some("GET"),
+        Route::Tokens => Some("POST"),
+        Route::Keyless(endpoint) => Some(endpoint.method()),
+        Route::NotFound => None,
     };
-    if !allowed {
+    if let Some(allow) = allow.filter(|a| parts.method.as_str() != *a) {
         let request_id = inner.request_id();
         let mut resp = error_response(405, "APIGW.0105", "Method not allowed", &request_id);
-        let allow = if matches!(route, Route::Tokens) {
-            "POST"
-        } else {
-            "GET"
-        };
         resp.headers_mut().insert(
             hyper::header::ALLOW,
             hyper::header::HeaderValue::from_static(allow),
@@ -200,6 +202,21 @@ async fn handle(
             .await
         }
         Route::Tokens => tokens(&inner, &body, &reset).await,
+        Route::Keyless(endpoint) => {
+            let request_id = inner.request_id();
+            let fault = match keyless::handle(&inner, endpoint, &parts.headers, &body) {
+                Answer::Respond(status, content_type, body, subject_token) => {
+                    let mut resp = respond(status, content_type, body, &request_id);
+                    if let Some(v) = subject_token.and_then(|t| t.parse().ok()) {
+                        resp.headers_mut().insert("x-subject-token", v);
+                    }
+                    return resp;
+                }
+                Answer::Reset => Fault::ResetConnection,
+                Answer::Hang => Fault::Hang,
+            };
+            answer_fault(fault, &request_id, 200, &reset, Vec::new).await
+        }
         Route::NotFound => {
             let request_id = inner.request_id();
             error_response(

@@ -278,7 +278,8 @@ impl SnapshotStore {
         (q.values().filter(|s| s.attempted).count(), q.len())
     }
 
-    /// `dli_up`: the last poll of at least one queue succeeded.
+    /// The last poll of at least one queue succeeded (`dli_up`, with the shard rule of the
+    /// collector on top).
     pub fn up(&self) -> bool {
         self.read().values().any(|s| s.last_success)
     }

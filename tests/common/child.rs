@@ -27,6 +27,17 @@ impl Drop for ChildGuard {
 }
 
 impl ChildGuard {
+    /// Takes charge of a child started elsewhere, whose outputs go to `{name}.stdout` and
+    /// `{name}.stderr` in `dir`.
+    pub fn adopt(child: Child, dir: &Path, name: &str) -> ChildGuard {
+        ChildGuard {
+            child,
+            stdout: dir.join(format!("{name}.stdout")),
+            stderr: dir.join(format!("{name}.stderr")),
+            _dir: None,
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -1,8 +1,10 @@
 //! The simulator over real loopback HTTP: paging and filters, determinism (here), signatures
-//! and IAM tokens (`auth`), every fault (`faults`), the queue and project lists (`queues`).
+//! and IAM tokens (`auth`), every fault (`faults`), the queue and project lists (`queues`), the
+//! metadata service and the OIDC exchange (`keyless`).
 
 mod auth;
 mod faults;
+mod keyless;
 mod queues;
 
 use faults::raw_get;
