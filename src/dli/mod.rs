@@ -1,12 +1,14 @@
 //! Everything that talks to DLI and IAM: request signing and tokens (`auth`), the serde model
 //! (`model`), the HTTP client with its TLS roots, proxy and timeouts (`http`), one request
 //! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`),
-//! the page walk (`paging`, with its page count `progress`), the queue list (`queues`), the
+//! the page walk (`paging`, with its page count `progress`, and `detect`, what the pages say
+//! about the server), the queue list (`queues`), the
 //! project id of a region (`projects`) and retries of single requests (`retry`). Nothing here
 //! knows about Prometheus or the daemon's schedule.
 
 pub(crate) mod auth;
 mod client;
+pub mod detect;
 mod error;
 mod http;
 pub mod model;

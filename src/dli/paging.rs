@@ -86,6 +86,15 @@ pub enum WalkError {
         #[source]
         source: DliError,
     },
+    /// The pages contradict each other in a way the walk cannot repair: nothing may be published.
+    #[error("project {project_id} queue {queue:?}: inconsistent pages: {detail}")]
+    Inconsistent {
+        project_id: String,
+        queue: String,
+        /// Pages that got an answer before the walk gave up.
+        pages: u32,
+        detail: String,
+    },
     #[error(
         "project {project_id} queue {queue:?}: needs more than poll.max_pages = {max_pages} pages (page size {page_size}); raise poll.max_pages or poll.page_size"
     )]
@@ -103,6 +112,17 @@ impl WalkError {
         match self {
             WalkError::Page { pages, .. } => *pages,
             WalkError::TooManyPages { max_pages, .. } => *max_pages,
+            WalkError::Inconsistent { pages, .. } => *pages,
+        }
+    }
+
+    /// The `reason` label of `dli_poll_failures_total`: the request failure that ended the walk,
+    /// `inconsistent` or `max_pages`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WalkError::Page { source, .. } => source.reason().as_str(),
+            WalkError::TooManyPages { .. } => "max_pages",
+            WalkError::Inconsistent { .. } => "inconsistent",
         }
     }
 
@@ -110,7 +130,7 @@ impl WalkError {
     pub fn request_error(&self) -> Option<&DliError> {
         match self {
             WalkError::Page { source, .. } => Some(source),
-            WalkError::TooManyPages { .. } => None,
+            WalkError::TooManyPages { .. } | WalkError::Inconsistent { .. } => None,
         }
     }
 }

@@ -146,10 +146,7 @@ async fn poll_at(
             }
         }
         Ok(Err(e)) => {
-            let reason = e
-                .request_error()
-                .map(|r| r.reason().as_str())
-                .unwrap_or("max_pages");
+            let reason = e.reason();
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
             ctx.store.commit_failure(key, epoch, duration, e.pages());
             PollOutcome {
