@@ -8,47 +8,17 @@
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use rand::Rng;
 
 use super::client::DliClient;
 use super::error::DliError;
 use super::model::{BatchJob, BatchPage, ListBatchesQuery};
 use super::progress::WalkProgress;
-
-/// Retries of one request: exponential backoff with jitter, `Retry-After` honoured.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Further attempts after the first one.
-    pub retries: u32,
-    /// Backoff before the first retry; doubled each time.
-    pub base: Duration,
-    /// Upper bound on one computed backoff (a `Retry-After` may ask for more).
-    pub cap: Duration,
-}
-
-impl RetryPolicy {
-    pub fn new(retries: u32) -> Self {
-        RetryPolicy {
-            retries,
-            base: Duration::from_millis(200),
-            cap: Duration::from_secs(10),
-        }
-    }
-
-    /// The wait before retry number `attempt` (0-based): equal jitter over `base * 2^attempt`.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let full = self
-            .base
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.cap);
-        let half = full / 2;
-        half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-}
+pub use super::retry::RetryPolicy;
+use super::retry::with_retries;
 
 /// How one queue is walked.
 #[derive(Debug, Clone)]
@@ -557,25 +527,15 @@ async fn fetch_with_retries(
         size: Some(options.page_size),
         ..Default::default()
     };
-    let mut attempt = 0;
-    loop {
-        let error = match client.list_batches(&query).await {
-            Ok(page) => return Ok((page, attempt + 1)),
-            Err(e) => e,
-        };
-        let wait = match error.retry_after() {
-            Some(asked) => asked.max(options.retry.backoff(attempt)),
-            None => options.retry.backoff(attempt),
-        };
-        // A wait past the deadline, or too large for a clock (any Retry-After), ends the walk.
-        let fits = matches!(Instant::now().checked_add(wait), Some(at) if at < deadline);
-        let retry = error.is_retryable() && attempt < options.retry.retries && fits;
-        if !retry {
-            return Err((error, attempt + 1));
-        }
-        tracing::debug!(queue, from, attempt, wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX), error = %error, "retrying page");
-        tokio::time::sleep(wait).await;
-        attempt += 1;
+    let mut requests = 0u32;
+    let outcome = with_retries(&options.retry, deadline, || {
+        requests = requests.saturating_add(1);
+        client.list_batches(&query)
+    })
+    .await;
+    match outcome {
+        Ok(page) => Ok((page, requests)),
+        Err(e) => Err((e, requests)),
     }
 }
 
@@ -644,27 +604,5 @@ mod tests {
         l.record(100, None, 100);
         l.record(200, Some(300), 100);
         assert!(!l.count_confirmed(), "a page without total: probe");
-    }
-
-    #[test]
-    fn backoff_doubles_with_jitter_and_is_capped() {
-        let p = RetryPolicy {
-            retries: 5,
-            base: Duration::from_millis(100),
-            cap: Duration::from_millis(500),
-        };
-        for _ in 0..50 {
-            let b0 = p.backoff(0);
-            assert!(
-                b0 >= Duration::from_millis(50) && b0 <= Duration::from_millis(100),
-                "{b0:?}"
-            );
-            let b2 = p.backoff(2);
-            assert!(
-                b2 >= Duration::from_millis(200) && b2 <= Duration::from_millis(400),
-                "{b2:?}"
-            );
-            assert!(p.backoff(30) <= Duration::from_millis(500));
-        }
     }
 }
