@@ -21,7 +21,7 @@ use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::client::sensitive_header;
 use super::error::{DliError, Operation};
 use super::http::{ClientBuildError, ClientOptions};
-use super::paging::RetryPolicy;
+use super::walk::RetryPolicy;
 use super::retry::with_retries;
 use super::transport::{RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project, is_valid_project_id};

@@ -7,7 +7,7 @@
 //! so a failed walk changes no counter and the next successful one catches up. It does no I/O.
 
 use crate::dli::BatchJob;
-use crate::dli::paging::id_key;
+use crate::dli::walk::id_key;
 use crate::dli::states::TERMINAL_STATES;
 use crate::store::{Finished, LifecycleEvents};
 
