@@ -47,7 +47,8 @@ async fn multi_page_queue_with_full_count_total() {
     froms.sort();
     assert_eq!(froms, vec![0, 0, 100, 200]);
     assert!(
-        log.iter().all(|r| r.query.contains("order=CREATE_TIME_DESC")),
+        log.iter()
+            .all(|r| r.query.contains("order=CREATE_TIME_DESC")),
         "the walk asks for newest first"
     );
     assert!(
@@ -268,7 +269,11 @@ async fn errors_that_retrying_cannot_fix_are_not_retried() {
         let log = list_requests(&sim);
         if reason == FailureReason::Http4xx {
             // A plain 4xx may be the server refusing `order`: asked once more without it.
-            assert_eq!(log.len(), 2, "{fault:?} is asked again only without `order`");
+            assert_eq!(
+                log.len(),
+                2,
+                "{fault:?} is asked again only without `order`"
+            );
             assert!(!log[1].query.contains("order="), "{:?}", log[1].query);
         } else {
             assert_eq!(log.len(), 1, "{fault:?} is not retried");

@@ -12,7 +12,6 @@ pub mod detect;
 mod error;
 mod http;
 pub mod model;
-pub mod walk;
 mod progress;
 mod projects;
 mod queues;
@@ -20,17 +19,18 @@ mod retry;
 pub mod states;
 mod throttle;
 mod transport;
+pub mod walk;
 
 pub use client::DliClient;
 pub use error::{DliError, FailureReason, Operation};
 pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
-pub use walk::{
-    RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue, walk_queue_with_progress,
-};
 pub use progress::WalkProgress;
 pub use projects::{LookupError, lookup_project_id};
 pub use queues::{MAX_QUEUE_NAME_BYTES, QueueList, QueueRecord, decode_queue_list};
 pub use retry::with_retries;
 pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};
+pub use walk::{
+    RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue, walk_queue_with_progress,
+};

@@ -24,8 +24,8 @@ use super::error::DliError;
 use super::model::BatchJob;
 use super::progress::WalkProgress;
 pub use super::retry::RetryPolicy;
-pub(crate) use source::PageSource;
 use source::ClientSource;
+pub(crate) use source::PageSource;
 
 /// How one queue is walked.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ pub enum WalkError {
         /// Pages that got an answer before the failure.
         pages: u32,
         #[source]
-        source: DliError,
+        source: Box<DliError>,
     },
     /// The pages contradict each other in a way the walk cannot repair: nothing may be published.
     #[error("project {project_id} queue {queue:?}: inconsistent pages: {detail}")]

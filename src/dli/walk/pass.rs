@@ -46,7 +46,7 @@ impl Window {
                 .collect(),
             anonymous: page.sessions.iter().any(|j| j.id.is_none()),
             first_time: times().next(),
-            last_time: times().last(),
+            last_time: page.sessions.iter().rev().find_map(|j| j.create_time),
             min_time: times().min(),
             max_time: times().max(),
             order: Order::of_jobs(&page.sessions),
@@ -110,10 +110,10 @@ impl<'a, S: PageSource> Walker<'a, S> {
                 let from = self.main.values().next_back().map_or(step, Window::end);
                 self.sequential(from, sink).await?;
             }
-        } else if self.step >= 2 && last_has_id {
-            // One page, or a server whose `total` tells nothing: ask again from the first
-            // page's last job. A page of that one job ends the list *and* links to the first
-            // page, so a small queue costs two requests and no closing check.
+        } else if self.step >= 2 && self.step < self.options.page_size as usize && last_has_id {
+            // Fewer jobs than asked for: the whole list, or a server that caps `size`. Ask
+            // again from the first page's last job: a page of that one job ends the list *and*
+            // links to the first page, so a small queue needs no closing check.
             self.sequential(step - 1, sink).await?;
         } else {
             self.sequential(step, sink).await?;
@@ -162,9 +162,9 @@ impl<'a, S: PageSource> Walker<'a, S> {
         Ok(end)
     }
 
-    /// A short page ends the list only if nothing follows it: unless some page's `total` says
-    /// the list ends right there, the page after it is fetched once (the proof requires it
-    /// to be empty).
+    /// A short page ends the list only if nothing follows it: the page after it is fetched
+    /// once (the proof requires it to be empty, or explained by the list moving). So is the
+    /// page after an empty one, unless `total` said the list ends there.
     async fn look_past_a_short_end(
         &mut self,
         sink: &mut impl FnMut(BatchJob),
@@ -173,10 +173,36 @@ impl<'a, S: PageSource> Walker<'a, S> {
         let Some(end) = self.main.values().find(|p| p.len < step) else {
             return Ok(());
         };
-        let past = end.end();
-        let confirmed = i64::try_from(past)
-            .is_ok_and(|p| self.main.values().any(|w| w.total == Some(p)));
-        if end.len == 0 || confirmed || self.main.contains_key(&past) {
+        let most = self
+            .main
+            .values()
+            .filter_map(|p| p.total)
+            .max()
+            .unwrap_or(0);
+        // Only a `total` that is not its own page's length can be a count of the whole list.
+        let counts = self
+            .main
+            .values()
+            .filter(|p| p.total != i64::try_from(p.len).ok())
+            .filter_map(|p| p.total)
+            .max();
+        // An empty page ends the list when a `total` said the list ends exactly there and none
+        // counted further.
+        let confirmed = counts == Some(most) && u64::try_from(most).is_ok_and(|m| m == end.offset);
+        let past = if end.len > 0 {
+            end.end()
+        } else if end.offset > 0 && !confirmed {
+            end.offset.saturating_add(step as u64)
+        } else {
+            return Ok(());
+        };
+        if self
+            .main
+            .range(end.offset.saturating_add(1)..)
+            .next()
+            .is_some()
+        {
+            // Pages past the end were fetched already (the concurrent pass had them in flight).
             return Ok(());
         }
         let result = {
@@ -297,7 +323,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
                     queue: self.source.queue().to_string(),
                     from,
                     pages: self.stats.pages,
-                    source,
+                    source: Box::new(source),
                 })
             }
         }

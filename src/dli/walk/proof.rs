@@ -32,22 +32,66 @@ pub(super) async fn prove<S: PageSource>(
         return Err(w.inconsistent("no short or empty page ended the list".to_string()));
     };
 
-    // A page past the end that held jobs contradicts the end, unless the list shrank while
-    // the walk ran: look again, and only an empty answer clears it.
-    let beyond: Vec<(u64, usize)> = w
+    // A page past the end that held jobs contradicts the end, unless the list moved while
+    // the walk ran: it is empty on a second look (the list shrank), it holds only jobs already
+    // seen (they shifted there), the end page's `total` counted the list as ending there, or the
+    // end page, looked at again, holds more jobs (the list grew at that end). A server that cuts a page short in the middle of a
+    // list that stands still does none of these.
+    let (end_len, end_ids) = w
+        .main
+        .get(&end)
+        .map_or((0, Vec::new()), |p| (p.len, p.ids.clone()));
+    let newest_before_end = w.main.range(..=end).filter_map(|(_, p)| p.max_time).max();
+    // The end page's own `total` counted the list as ending where it ended: jobs found past it
+    // later arrived later.
+    let end_counted = end > 0
+        && w.main
+            .get(&end)
+            .is_some_and(|p| p.total.is_some() && p.total == i64::try_from(p.end()).ok());
+    let beyond: Vec<(u64, usize, bool)> = w
         .main
         .range(end.saturating_add(1)..)
         .filter(|(_, p)| p.len > 0)
-        .map(|(o, p)| (*o, p.len))
+        .map(|(o, p)| (*o, p.len, p.anonymous))
         .collect();
-    let end_len = w.main.get(&end).map_or(0, |p| p.len);
-    for (from, len) in beyond {
+    let before_end: HashSet<u128> = w
+        .main
+        .range(..=end)
+        .flat_map(|(_, p)| p.ids.iter().copied())
+        .collect();
+    // The end page looked at again: (it holds more jobs, its jobs changed).
+    let mut end_now: Option<(bool, bool)> = None;
+    for (from, len, anonymous) in beyond {
         let again = w.fetch(from).await?;
         w.stats.checks = w.stats.checks.saturating_add(1);
-        if !again.sessions.is_empty() {
+        let again = Window::of(from, &again);
+        if again.len == 0
+            || end_counted
+            || (!again.anonymous
+                && !anonymous
+                && again.ids.iter().all(|id| before_end.contains(id)))
+        {
+            continue;
+        }
+        let (longer, changed) = match end_now {
+            Some(seen) => seen,
+            None => {
+                let page = w.fetch(end).await?;
+                w.stats.checks = w.stats.checks.saturating_add(1);
+                let now = Window::of(end, &page);
+                w.feed(page.sessions, sink);
+                let seen = (now.len > end_len, now.ids != end_ids);
+                end_now = Some(seen);
+                seen
+            }
+        };
+        // Jobs newer than all before the end, while the end page changed: they arrived.
+        let arrived =
+            changed && newest_before_end.is_some_and(|n| again.min_time.is_some_and(|t| t > n));
+        if !(longer || arrived) {
             return Err(w.inconsistent(format!(
                 "the page from={end} ended the list with {end_len} jobs (pages hold {step}), but the page from={from} held {len} jobs and still holds {}",
-                again.sessions.len()
+                again.len
             )));
         }
     }
@@ -74,7 +118,6 @@ pub(super) async fn prove<S: PageSource>(
 
     let all_adjacent = open.iter().all(|l| l.right_offset == l.left.end());
     let first = pages[0].clone();
-    let totals_agree = pages.iter().all(|p| p.total.is_some() && p.total == first.total);
     drop(pages);
 
     // The closing check: the first page again. Unchanged, on a list sorted by `create_time`,
@@ -85,11 +128,10 @@ pub(super) async fn prove<S: PageSource>(
     let again = Window::of(0, &closing);
     w.feed(closing.sessions, sink);
     let same_front = again.ids == first.ids && again.len == first.len;
-    let sorted = match order {
-        Order::Desc | Order::Asc => true,
-        Order::Unknown => totals_agree && again.total == first.total,
-        Order::Unordered => false,
-    };
+    // Sorted by age, new jobs arrive at one end and retention takes them from the other;
+    // one of the ends is the front, and the closing check saw it unchanged. (A list whose
+    // jobs all share one `create_time` cannot show its order, and is taken as sorted.)
+    let sorted = order.is_sorted();
     if same_front && sorted && all_adjacent {
         return Ok(());
     }

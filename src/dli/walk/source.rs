@@ -89,7 +89,10 @@ impl PageSource for ClientSource<'_> {
                     "the server refused order={WALK_ORDER}; walking without it");
                 self.order_rejected.store(true, Ordering::Relaxed);
                 self.client.set_order_rejected();
-                let (page, m) = self.fetch(from, false).await.map_err(|(e, m)| (e, m.saturating_add(n)))?;
+                let (page, m) = self
+                    .fetch(from, false)
+                    .await
+                    .map_err(|(e, m)| (e, m.saturating_add(n)))?;
                 Ok((page, m.saturating_add(n)))
             }
             other => other,
