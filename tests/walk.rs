@@ -36,16 +36,17 @@ async fn multi_page_queue_with_full_count_total() {
     let (stats, jobs) = walk(&c, Q, &walk_options(100, 4, 0)).await.expect("walk");
     assert_eq!(jobs.len(), 250);
     assert_exactly_once(&jobs, &expected);
-    // Three pages of data and the closing check of the first page, which proves that the list
-    // did not move while the pages were read.
-    assert_eq!(stats.pages, 4);
-    assert_eq!(stats.requests, 4);
+    // Three pages of data, one look past the short last page (a short page ends the list only
+    // if nothing follows it), and the closing check of the first page, which proves that the
+    // list did not move while the pages were read: pages + 2.
+    assert_eq!(stats.pages, 5);
+    assert_eq!(stats.requests, 5);
     assert_eq!(stats.checks, 1);
     let log = list_requests(&sim);
-    assert_eq!(log.len(), 4, "one request per page and the closing check");
+    assert_eq!(log.len(), 5, "one request per page, the look past the end, the closing check");
     let mut froms: Vec<i64> = log.iter().map(|r| r.from).collect();
     froms.sort();
-    assert_eq!(froms, vec![0, 0, 100, 200]);
+    assert_eq!(froms, vec![0, 0, 100, 200, 250]);
     assert!(
         log.iter()
             .all(|r| r.query.contains("order=CREATE_TIME_DESC")),
@@ -95,8 +96,8 @@ async fn server_caps_size_below_the_requested_page_size() {
     assert_eq!(jobs.len(), 250);
     assert_exactly_once(&jobs, &expected);
     assert_eq!(
-        stats.pages, 10,
-        "offsets step by the 30 jobs really returned (9 pages), then the closing check"
+        stats.pages, 11,
+        "offsets step by the 30 jobs really returned (9 pages), the look past the end, the closing check"
     );
     assert!(
         list_requests(&sim).iter().all(|r| r.size == 100),
@@ -108,15 +109,16 @@ async fn server_caps_size_below_the_requested_page_size() {
 async fn total_meaning_the_page_length() {
     for (n, cap, pages) in [
         // The second request starts at the first page's last job: it links to the first page.
-        // 250: 0, 99 (100 jobs), 199 (51, the end); no `total` says the list ends at 250, so
-        // the page at 250 is looked at once; then the closing check.
+        // 250: 0, 100, 200 (50, the end), 250 (the look past the end), closing check.
         (250, None, 5),
+        // 200: 0, 100, 200 (empty; no `total` counts the list, so 300 is looked at), closing.
         (200, None, 5),
+        // Fewer jobs than asked for: the next request starts at the first page's last job.
         // 30 a page: 0, 29, 59, 89 (11, the end), 100 (empty), closing check.
         (100, Some(30), 6),
         // The page at 4 holds only the fifth job: it ends the list and links to the first
-        // page, so nothing moved unseen and no closing check is needed.
-        (5, None, 2),
+        // page, so nothing moved unseen and no closing check is needed; 5 is looked at.
+        (5, None, 3),
         (0, None, 1),
     ] {
         let config = SimConfig {
@@ -199,10 +201,10 @@ async fn transient_500_and_429_are_retried() {
         .expect("walk recovers");
     assert_exactly_once(&jobs, &expected);
     assert_eq!(jobs.len(), 250);
-    assert_eq!(stats.pages, 4);
+    assert_eq!(stats.pages, 5);
     assert_eq!(
-        stats.requests, 7,
-        "3 pages + the closing check + 2 retries after 500 + 1 after 429"
+        stats.requests, 8,
+        "3 pages + the look past the end + the closing check + 2 retries after 500 + 1 after 429"
     );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
