@@ -43,7 +43,11 @@ async fn multi_page_queue_with_full_count_total() {
     assert_eq!(stats.requests, 5);
     assert_eq!(stats.checks, 1);
     let log = list_requests(&sim);
-    assert_eq!(log.len(), 5, "one request per page, the look past the end, the closing check");
+    assert_eq!(
+        log.len(),
+        5,
+        "one request per page, the look past the end, the closing check"
+    );
     let mut froms: Vec<i64> = log.iter().map(|r| r.from).collect();
     froms.sort();
     assert_eq!(froms, vec![0, 0, 100, 200, 250]);

@@ -13,10 +13,19 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
 use super::pass::{Walker, Window};
-use super::proof::OpenLink;
 use super::{PageSource, WalkError};
 use crate::dli::detect::Order;
 use crate::dli::model::BatchJob;
+
+/// A boundary between two neighbouring pages that no shared job links.
+#[derive(Debug, Clone)]
+pub(super) struct OpenLink {
+    pub left: Window,
+    /// `None` when the right side is the empty page that ended the list.
+    pub right: Option<Window>,
+    /// Where the right page started.
+    pub right_offset: u64,
+}
 
 /// Pages one boundary may fetch before the walk gives up on it.
 const MAX_STEPS: u32 = 8;

@@ -195,7 +195,10 @@ pub(crate) async fn walk_source<S: PageSource>(
     sink: &mut impl FnMut(BatchJob),
 ) -> Result<WalkStats, WalkError> {
     let mut walker = pass::Walker::new(source, options, progress);
-    walker.run(sink).await?;
+    walker.fetch_pages(sink).await?;
+    if !walker.done {
+        proof::prove(&mut walker, sink).await?;
+    }
     Ok(walker.into_stats())
 }
 

@@ -3,7 +3,8 @@
 //!
 //! It owns the requests, the page count, `max_pages`, de-duplication and the per-page checks
 //! (no more jobs than `size`, every full page brings new ids). What the pages prove, and any
-//! repair, is `proof`'s and `bridge`'s; this file must not decide that a walk is exact.
+//! repair, is `proof`'s and `bridge`'s; this file must not decide that a walk is exact, and
+//! imports neither.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -72,6 +73,8 @@ pub(crate) struct Walker<'a, S> {
     pub(super) step: usize,
     /// Page requests sent (retries not counted), checked against `max_pages`.
     scheduled: u32,
+    /// The first page was empty: nothing to prove.
+    pub(super) done: bool,
 }
 
 impl<'a, S: PageSource> Walker<'a, S> {
@@ -85,6 +88,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
             main: BTreeMap::new(),
             step: 0,
             scheduled: 0,
+            done: false,
         }
     }
 
@@ -92,7 +96,11 @@ impl<'a, S: PageSource> Walker<'a, S> {
         self.stats
     }
 
-    pub(crate) async fn run(&mut self, sink: &mut impl FnMut(BatchJob)) -> Result<(), WalkError> {
+    /// Fetches the pages up to the end of the list; `proof::prove` then decides what they show.
+    pub(crate) async fn fetch_pages(
+        &mut self,
+        sink: &mut impl FnMut(BatchJob),
+    ) -> Result<(), WalkError> {
         let first = self.fetch(0).await?;
         self.step = first.sessions.len();
         let total = first.total.unwrap_or(0);
@@ -100,6 +108,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
         self.take_main(0, first, sink)?;
         if self.step == 0 {
             self.stats.order = Some(Order::Unknown);
+            self.done = true;
             return Ok(());
         }
         let step = self.step as u64;
@@ -118,8 +127,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
         } else {
             self.sequential(step, sink).await?;
         }
-        self.look_past_a_short_end(sink).await?;
-        super::proof::prove(self, sink).await
+        self.look_past_a_short_end(sink).await
     }
 
     /// The offsets `step, 2*step, …` below the largest `total` seen, at most

@@ -8,20 +8,11 @@
 
 use std::collections::HashSet;
 
+use super::bridge::OpenLink;
 use super::pass::{Walker, Window};
 use super::{PageSource, WalkError};
 use crate::dli::detect::Order;
 use crate::dli::model::BatchJob;
-
-/// A boundary between two neighbouring pages that no shared job links.
-#[derive(Debug, Clone)]
-pub(super) struct OpenLink {
-    pub left: Window,
-    /// `None` when the right side is the empty page that ended the list.
-    pub right: Option<Window>,
-    /// Where the right page started.
-    pub right_offset: u64,
-}
 
 pub(super) async fn prove<S: PageSource>(
     w: &mut Walker<'_, S>,
