@@ -490,6 +490,7 @@ async fn a_body_cut_off_by_the_connection_is_connect_and_retried_a_short_complet
             Some(FailureReason::Connect),
             None,
             None,
+            None,
             Some(FailureReason::Decode)
         ]
     );

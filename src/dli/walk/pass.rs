@@ -199,7 +199,8 @@ impl<'a, S: PageSource> Walker<'a, S> {
         let confirmed = counts == Some(most) && u64::try_from(most).is_ok_and(|m| m == end.offset);
         let past = if end.len > 0 {
             end.end()
-        } else if end.offset > 0 && !confirmed {
+        } else if end.offset > 0 && !confirmed && step >= self.options.page_size as usize {
+            // (After pages shorter than asked for, an empty page is the second sign of the end.)
             end.offset.saturating_add(step as u64)
         } else {
             return Ok(());
