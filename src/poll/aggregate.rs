@@ -1,12 +1,17 @@
 //! Aggregation of one walk into a [`QueueSnapshot`]: counts by state and by state x owner (with
-//! the owner cap and `__other__` overflow), and the oldest `create_time` per active state.
+//! the owner cap and `__other__` overflow), the oldest `create_time` per active state, and, when
+//! `metrics.job_names` is set, the selected job names' last runs (`super::job_names`).
 //!
-//! Memory grows with distinct states and owners, never with the number of jobs: jobs are folded
+//! Memory grows with distinct states and owners (and kept job names), never with the number of
+//! jobs: jobs are folded
 //! in one at a time and dropped. It does no I/O and knows nothing of Prometheus.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use super::job_names::JobNamesBuilder;
+use crate::config::JobNameFilter;
 use crate::dli::BatchJob;
 use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
 use crate::store::QueueSnapshot;
@@ -38,6 +43,8 @@ pub struct SnapshotBuilder {
     /// Distinct states seen that DLI does not document (including [`UNKNOWN_STATE`]).
     extra_states: usize,
     jobs: u64,
+    /// The selected job names; `None` when `metrics.job_names` is off.
+    job_names: Option<JobNamesBuilder>,
 }
 
 impl SnapshotBuilder {
@@ -45,8 +52,19 @@ impl SnapshotBuilder {
         Self::default()
     }
 
+    /// A builder that also folds the job names `filter` selects.
+    pub fn with_job_names(filter: Arc<JobNameFilter>) -> Self {
+        SnapshotBuilder {
+            job_names: Some(JobNamesBuilder::new(filter)),
+            ..Self::default()
+        }
+    }
+
     pub fn add(&mut self, job: &BatchJob) {
         self.jobs += 1;
+        if let Some(names) = &mut self.job_names {
+            names.add(job);
+        }
         let state = match job.state.as_deref() {
             Some(s) if !s.is_empty() => bounded_label(s),
             _ => Cow::Borrowed(UNKNOWN_STATE),
@@ -116,13 +134,14 @@ impl SnapshotBuilder {
                 .map(|(s, ms)| (s.to_string(), ms as f64 / 1000.0))
                 .collect(),
             jobs: self.jobs,
+            job_names: self.job_names.map(JobNamesBuilder::finish),
         }
     }
 }
 
 /// `value` cut to at most [`MAX_LABEL_BYTES`] at a character boundary. The cut value ends in
 /// `…` so a reader can tell; values of the same long prefix share one series.
-fn bounded_label(value: &str) -> Cow<'_, str> {
+pub(super) fn bounded_label(value: &str) -> Cow<'_, str> {
     if value.len() <= MAX_LABEL_BYTES {
         return Cow::Borrowed(value);
     }
