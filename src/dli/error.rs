@@ -99,6 +99,21 @@ impl FailureReason {
     }
 }
 
+/// Every `reason` of `dli_poll_failures_total`: the request failure that ended the walk (the
+/// [`FailureReason`]s), `inconsistent` (pages the walker cannot prove exact), `max_pages`, and
+/// `timeout`, which also stands for the whole-walk bound (`poll.timeout`).
+pub const POLL_FAILURE_REASONS: [&str; 9] = [
+    "timeout",
+    "connect",
+    "http_4xx",
+    "http_5xx",
+    "throttled",
+    "auth",
+    "decode",
+    "inconsistent",
+    "max_pages",
+];
+
 /// An error answer from DLI, APIG or IAM, with everything the body and headers told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiErrorBody {
@@ -424,6 +439,15 @@ mod tests {
         let cut = bounded_text(&"用户".repeat(1000), 100);
         assert!(cut.len() <= 100 && cut.ends_with('…'));
         assert_eq!(bounded_text("short", 100), "short");
+    }
+
+    #[test]
+    fn poll_failure_reasons_hold_every_request_reason() {
+        for r in FailureReason::ALL {
+            assert!(POLL_FAILURE_REASONS.contains(&r.as_str()), "{r:?}");
+        }
+        assert!(POLL_FAILURE_REASONS.contains(&"inconsistent"));
+        assert!(POLL_FAILURE_REASONS.contains(&"max_pages"));
     }
 
     #[test]
