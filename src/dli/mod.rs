@@ -22,7 +22,7 @@ mod throttle;
 mod transport;
 
 pub use client::DliClient;
-pub use error::{DliError, FailureReason, Operation};
+pub use error::{DliError, FailureReason, Operation, POLL_FAILURE_REASONS};
 pub use http::{ClientBuildError, ClientOptions};
 pub use model::{BatchJob, BatchPage, ListBatchesQuery};
 pub use paging::{

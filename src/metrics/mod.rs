@@ -283,6 +283,15 @@ mod tests {
             !t.contains("dli_poll_success{"),
             "no poll metrics before the first attempt"
         );
+        assert!(t.contains("# TYPE dli_poll_failures_total counter"), "{t}");
+        for reason in crate::dli::POLL_FAILURE_REASONS {
+            assert!(
+                t.contains(&format!(
+                    "dli_poll_failures_total{{project_id=\"p1\",queue=\"q1\",reason=\"{reason}\"}} 0\n"
+                )),
+                "every reason at 0 from the start: {t}"
+            );
+        }
 
         store.record_success(
             &k,
@@ -367,9 +376,12 @@ mod tests {
         assert!(after.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 1"));
         assert!(after.contains("dli_batch_jobs_by_owner{owner=\"o\""));
 
-        store.record_failure(&k, Duration::from_millis(5), 1);
+        store.record_failure(&k, "inconsistent", Duration::from_millis(5), 1);
         let failed = String::from_utf8_lossy(&served(false)).into_owned();
         assert!(failed.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 0"));
+        assert!(failed.contains(
+            "dli_poll_failures_total{project_id=\"p1\",queue=\"q1\",reason=\"inconsistent\"} 1\n"
+        ));
 
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,

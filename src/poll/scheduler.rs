@@ -164,7 +164,8 @@ async fn poll_at(
         Ok(Err(e)) => {
             let reason = e.reason();
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
-            ctx.store.commit_failure(key, epoch, duration, e.pages());
+            ctx.store
+                .commit_failure(key, epoch, reason, duration, e.pages());
             PollOutcome {
                 key: key.clone(),
                 success: false,
@@ -185,7 +186,8 @@ async fn poll_at(
                 humantime::format_duration(ctx.timeout)
             );
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason = "timeout", error = %msg, "poll failed; keeping the last good snapshot");
-            ctx.store.commit_failure(key, epoch, duration, pages);
+            ctx.store
+                .commit_failure(key, epoch, "timeout", duration, pages);
             PollOutcome {
                 key: key.clone(),
                 success: false,
