@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::job_names::JobNamesBuilder;
+use super::labels::bounded_label;
+pub use super::labels::{MAX_LABEL_BYTES, UNKNOWN_STATE};
 use crate::config::JobNameFilter;
 use crate::dli::BatchJob;
 use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
@@ -20,18 +22,12 @@ use crate::store::QueueSnapshot;
 pub const UNKNOWN_OWNER: &str = "__unknown__";
 /// Owner label of the jobs of every owner beyond `max_owners_per_queue`.
 pub const OTHER_OWNER: &str = "__other__";
-/// State label of jobs that have no state at all.
-pub const UNKNOWN_STATE: &str = "unknown";
 /// State label of jobs whose undocumented state came after [`MAX_EXTRA_STATES`] others.
 pub const OTHER_STATE: &str = "__other__";
 /// Undocumented states exported as they come, per queue and walk. Livy, which DLI is built on,
 /// has six more than DLI documents; a server inventing a state per job must not create a series
 /// per job, so the rest are counted under [`OTHER_STATE`].
 pub const MAX_EXTRA_STATES: usize = 16;
-/// Longest state or owner label kept, in bytes (IAM user names are at most 64 characters).
-/// Longer values are cut at a character boundary and end in `…`, so one absurd value cannot make
-/// `/metrics` huge.
-pub const MAX_LABEL_BYTES: usize = 256;
 
 /// Folds jobs into counts as a walk streams them.
 #[derive(Debug, Default)]
@@ -137,19 +133,6 @@ impl SnapshotBuilder {
             job_names: self.job_names.map(JobNamesBuilder::finish),
         }
     }
-}
-
-/// `value` cut to at most [`MAX_LABEL_BYTES`] at a character boundary. The cut value ends in
-/// `…` so a reader can tell; values of the same long prefix share one series.
-pub(super) fn bounded_label(value: &str) -> Cow<'_, str> {
-    if value.len() <= MAX_LABEL_BYTES {
-        return Cow::Borrowed(value);
-    }
-    let mut end = MAX_LABEL_BYTES - '…'.len_utf8();
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}…", &value[..end]))
 }
 
 fn bump(map: &mut HashMap<String, u64>, key: &str) {

@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::aggregate::{UNKNOWN_STATE, bounded_label};
+use super::labels::{UNKNOWN_STATE, bounded_label};
 use crate::config::JobNameFilter;
 use crate::dli::BatchJob;
 use crate::dli::states::FINISHED_STATES;
