@@ -1,5 +1,6 @@
 //! `dli_poll_failures_total{project_id,queue,reason}`: one increment per failed poll, under the
-//! reason that ended it (a 5xx, an auth rejection, a request timeout, the whole-walk bound), seen
+//! reason that ended it (a 5xx, an auth rejection, a request timeout, the whole-walk bound, a page
+//! with more jobs than `size` asked for), seen
 //! both in the store after single polls and on the running exporter's `/metrics`.
 
 mod common;
@@ -41,7 +42,7 @@ async fn failures_after(
 #[tokio::test]
 async fn each_failed_poll_counts_once_under_its_reason() {
     let sim = sim(SimConfig::default()).await;
-    for q in ["boom", "denied", "slow", "stuck"] {
+    for q in ["boom", "denied", "slow", "stuck", "fat"] {
         sim.set_jobs(PID, q, numbered_jobs(q, 500));
     }
     sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")).queue("boom"));
@@ -59,6 +60,12 @@ async fn each_failed_poll_counts_once_under_its_reason() {
     // pages, longer than poll.timeout: the whole-walk bound ends it.
     sim.add_fault(FaultRule::always(Fault::Latency(Duration::from_millis(200))).queue("stuck"));
 
+    // A page with one job more than the size asked for: refused, the walk is inconsistent.
+    sim.add_fault(
+        FaultRule::always(Fault::ExtraJobs(1))
+            .queue("fat")
+            .from(100),
+    );
     // Retries on: a 5xx poll sends several requests and still counts one failure.
     let poll = PollConfig {
         interval: Duration::from_secs(10),
@@ -77,6 +84,7 @@ async fn each_failed_poll_counts_once_under_its_reason() {
         ("denied", "auth", &poll),
         ("slow", "timeout", &poll),
         ("stuck", "timeout", &walk_bound),
+        ("fat", "inconsistent", &walk_bound),
     ];
     for (queue, reason, poll) in cases {
         let before = sim.stats().list_batches_requests;
