@@ -367,7 +367,7 @@ pub async fn poll_once(
     resolve_project_ids(&mut settings, metrics.observer()).await?;
     let clients = build_clients(&settings, &metrics)?;
     let (targets, list_errors) = discover_targets(&settings, &clients, &store, shard).await;
-    let context = PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
+    let context = PollContext::from_settings(store, &settings);
     let polls = scheduler::poll_all_once(&targets, &context).await;
     Ok(OnceReport {
         exposition: metrics.render(),

@@ -40,10 +40,10 @@ impl<'de> Deserialize<'de> for BatchPage {
     }
 }
 
-/// One batch job. Only what the exporter uses is kept (id, state, owner and the three times);
-/// `log`, `req_body`, `appId` and every other field (`name`, `queue`, `cluster_name`, `sc_type`,
+/// One batch job. Only what the exporter uses is kept (id, state, owner, name and the three
+/// times); `log`, `req_body`, `appId` and every other field (`queue`, `cluster_name`, `sc_type`,
 /// `kind`, `proxyUser`, `image`, ...) are skipped by the parser without allocating: a realistic
-/// job is ~3.8 KB of JSON of which this keeps three short strings.
+/// job is ~3.8 KB of JSON of which this keeps four short strings.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct BatchJob {
     #[serde(default, deserialize_with = "lenient_string")]
@@ -53,6 +53,10 @@ pub struct BatchJob {
     pub state: Option<String>,
     #[serde(default, deserialize_with = "lenient_string")]
     pub owner: Option<String>,
+    /// The user-given name, the same for every run of a recurring job (DLI allows 128
+    /// characters; the aggregation bounds what it exports like owners).
+    #[serde(default, deserialize_with = "lenient_string")]
+    pub name: Option<String>,
     /// Unix milliseconds.
     #[serde(default, deserialize_with = "lenient_i64")]
     pub create_time: Option<i64>,
@@ -481,13 +485,15 @@ mod tests {
         assert_eq!(a.state.as_deref(), Some("success"));
         assert_eq!(a.owner.as_deref(), Some("ei_x"));
         assert_eq!(a.create_time, Some(1_700_000_000_123));
+        assert_eq!(a.name.as_deref(), Some("n"));
         assert_eq!(page.sessions[1].state, None);
+        assert_eq!(page.sessions[1].name, None);
     }
 
     #[test]
     fn hostile_field_types_do_not_fail_the_page() {
         let body = br#"{"total":"7","sessions":[
-            {"id":5,"state":null,"owner":["x"],"create_time":1e300,"duration":-5,"update_time":18446744073709551615},
+            {"id":5,"state":null,"owner":["x"],"name":{"n":1},"create_time":1e300,"duration":-5,"update_time":18446744073709551615},
             42, "junk", null,
             {"id":"ok","create_time":"1700000000000","state":"RUNNING"}]}"#;
         let page = decode_page(body).expect("decodes");
@@ -495,6 +501,7 @@ mod tests {
         assert_eq!(page.sessions.len(), 2);
         assert_eq!(page.sessions[0].id.as_deref(), Some("5"));
         assert_eq!(page.sessions[0].owner, None);
+        assert_eq!(page.sessions[0].name, None);
         assert_eq!(page.sessions[0].create_time, None);
         assert_eq!(page.sessions[0].duration, Some(-5));
         assert_eq!(page.sessions[0].update_time, None);

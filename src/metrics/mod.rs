@@ -1,12 +1,14 @@
 //! Everything `/metrics` shows, in one private registry: the job and poll series rendered from
 //! the [`SnapshotStore`] at scrape time (`jobs`), the API self-metrics fed by the client
-//! (`api`), the job lifecycle counters fed by the pollers (`lifecycle`), reload status, build
+//! (`api`), the per-job-name series (`job_names`), the job lifecycle counters fed by the pollers
+//! (`lifecycle`), reload status, build
 //! info and process metrics; and the render cache that serves them (`render_cache`).
 //!
 //! Metric names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). This
 //! module never calls DLI, never imports the pollers or the web server, and never holds a secret.
 
 mod api;
+mod job_names;
 mod jobs;
 mod lifecycle;
 mod queues;
@@ -21,6 +23,7 @@ use prometheus::{
 };
 
 pub use api::ApiMetrics;
+pub use job_names::JobNamesCollector;
 pub use jobs::JobsCollector;
 pub use lifecycle::{JOB_DURATION_BUCKETS, LifecycleMetrics};
 pub use queues::QueueCollector;
@@ -139,6 +142,10 @@ impl Metrics {
             sharded.clone(),
         )?))?;
         registry.register(Box::new(QueueCollector::new(
+            store.clone(),
+            collector_options.clone(),
+        )?))?;
+        registry.register(Box::new(JobNamesCollector::new(
             store.clone(),
             collector_options.clone(),
         )?))?;

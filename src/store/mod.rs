@@ -22,7 +22,7 @@ mod snapshot;
 pub use generation::Generation;
 pub use lifecycle::{Finished, LifecycleEvents, LifecycleSink};
 pub use queues::{QueueInfo, QueueListStatus};
-pub use snapshot::QueueSnapshot;
+pub use snapshot::{JobNames, LastRuns, QueueSnapshot};
 
 /// A project x queue pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
