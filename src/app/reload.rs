@@ -19,7 +19,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{ReloadError, collector_options, resolve_project_ids, shard};
-use crate::config::{self, DiscoveryConfig, Env, PollConfig, Project, Settings, WebConfig};
+use crate::config::{
+    self, DiscoveryConfig, Env, JobNameFilter, PollConfig, Project, Settings, WebConfig,
+};
 use crate::dli::{ClientBuildError, ClientOptions, DliClient};
 use crate::metrics::Metrics;
 use crate::poll::scheduler::{self, Clients, PollContext, Trackers};
@@ -84,11 +86,12 @@ fn without_web(settings: &Settings) -> Settings {
 }
 
 /// What a queue's poller runs with, besides its client: every poll setting but `stale_after`
-/// (which only the metrics read), and the owner cap.
+/// (which only the metrics read), the owner cap and the job name selection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct PollerIdentity {
     poll: PollConfig,
     max_owners: u32,
+    job_names: Option<JobNameFilter>,
 }
 
 impl PollerIdentity {
@@ -99,6 +102,7 @@ impl PollerIdentity {
                 ..settings.poll.clone()
             },
             max_owners: settings.metrics.max_owners_per_queue,
+            job_names: settings.metrics.job_name_filter(),
         }
     }
 }
@@ -276,11 +280,7 @@ impl Control {
             discovered.insert(project.project_id.clone(), kept);
         }
         running.discovered = discovered;
-        let mut context = PollContext::new(
-            self.store.clone(),
-            &settings.poll,
-            settings.metrics.max_owners_per_queue,
-        );
+        let mut context = PollContext::from_settings(self.store.clone(), &settings);
         context.lifecycle = Some(self.metrics.lifecycle_sink());
         running.context = Some(context);
         running.clients = clients;

@@ -10,6 +10,8 @@
 #[cfg(test)]
 mod auth_tests;
 mod endpoints;
+#[cfg(test)]
+mod job_names_tests;
 mod load;
 mod model;
 #[cfg(test)]

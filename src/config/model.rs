@@ -105,6 +105,11 @@ impl Default for PollConfig {
 pub struct MetricsConfig {
     pub owner_breakdown: bool,
     pub max_owners_per_queue: u32,
+    /// Regexes (matching the whole name) selecting the job names that get `dli_batch_job_last_*`
+    /// series; empty turns them off (docs/architecture.md, "Job names").
+    pub job_names: Vec<String>,
+    /// Selected names kept per queue, those whose newest run is newest first.
+    pub max_job_names_per_queue: u32,
 }
 
 impl Default for MetricsConfig {
@@ -112,9 +117,82 @@ impl Default for MetricsConfig {
         MetricsConfig {
             owner_breakdown: true,
             max_owners_per_queue: 200,
+            job_names: Vec::new(),
+            max_job_names_per_queue: DEFAULT_MAX_JOB_NAMES_PER_QUEUE,
         }
     }
 }
+
+/// Default of `metrics.max_job_names_per_queue`.
+pub const DEFAULT_MAX_JOB_NAMES_PER_QUEUE: u32 = 100;
+
+/// Largest `metrics.max_job_names_per_queue`: each kept name is up to nine series per queue.
+pub const MAX_JOB_NAMES_PER_QUEUE: u32 = 10_000;
+
+impl MetricsConfig {
+    /// The job name selection, `None` when `job_names` is empty (the feature is off). Patterns
+    /// that do not compile are left out: validation has already refused them.
+    pub fn job_name_filter(&self) -> Option<JobNameFilter> {
+        JobNameFilter::new(&self.job_names, self.max_job_names_per_queue)
+            .ok()
+            .flatten()
+    }
+}
+
+/// `metrics.job_names` and `metrics.max_job_names_per_queue`, compiled: what the aggregation of
+/// a walk needs to select job names.
+#[derive(Debug, Clone)]
+pub struct JobNameFilter {
+    /// The patterns as written, for equality and messages.
+    sources: Vec<String>,
+    /// One regex matching a name that any pattern matches whole.
+    any: regex::Regex,
+    /// Names kept per queue (at least 1).
+    pub max_per_queue: usize,
+}
+
+impl JobNameFilter {
+    /// The filter, `None` when `sources` is empty; the error is the index of the first pattern
+    /// that does not compile and the regex crate's explanation.
+    pub fn new(sources: &[String], max_per_queue: u32) -> Result<Option<Self>, (usize, String)> {
+        if sources.is_empty() {
+            return Ok(None);
+        }
+        let mut alternatives = Vec::with_capacity(sources.len());
+        for (i, source) in sources.iter().enumerate() {
+            // Each on its own first, so an error names the pattern that caused it.
+            QueuePattern::new(source).map_err(|why| (i, why))?;
+            alternatives.push(format!("(?:{source})"));
+        }
+        let any = regex::RegexBuilder::new(&format!("^(?:{})$", alternatives.join("|")))
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|e| (0, e.to_string()))?;
+        Ok(Some(JobNameFilter {
+            sources: sources.to_vec(),
+            any,
+            max_per_queue: (max_per_queue as usize).max(1),
+        }))
+    }
+
+    /// True when one of the patterns matches the whole of `name`.
+    pub fn matches(&self, name: &str) -> bool {
+        self.any.is_match(name)
+    }
+
+    /// The patterns as written in the configuration.
+    pub fn sources(&self) -> &[String] {
+        &self.sources
+    }
+}
+
+impl PartialEq for JobNameFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.sources == other.sources && self.max_per_queue == other.max_per_queue
+    }
+}
+
+impl Eq for JobNameFilter {}
 
 /// `[discovery]`: how the queues of `queues = ["*"]` projects are found, and how often the queue
 /// list (also the source of the `dli_queue_*` metrics) is fetched.
@@ -266,8 +344,8 @@ impl Credentials {
     }
 }
 
-/// A regex that must match a queue's whole name, as Prometheus relabel regexes do: the text as
-/// written, compiled as `^(?:text)$`.
+/// A regex that must match a whole name (a queue's, or a job's for `metrics.job_names`), as
+/// Prometheus relabel regexes do: the text as written, compiled as `^(?:text)$`.
 #[derive(Debug, Clone)]
 pub struct QueuePattern {
     source: String,

@@ -9,7 +9,8 @@ use super::endpoints::{
     dli_endpoint_for, is_valid_project_id, is_valid_region, normalize_endpoint,
 };
 use super::model::{
-    Config, DISCOVER_ALL, MIN_DISCOVERY_INTERVAL, Project, QueueFilter, QueuePattern, Settings,
+    Config, DISCOVER_ALL, MAX_JOB_NAMES_PER_QUEUE, MIN_DISCOVERY_INTERVAL, Project, QueueFilter,
+    QueuePattern, Settings,
 };
 use super::secrets::{resolve_credentials, resolve_iam_endpoint};
 use super::{ConfigError, Env, Problem};
@@ -102,6 +103,25 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     }
     if p.concurrency == 0 {
         problem("poll.concurrency", "must be at least 1".into());
+    }
+
+    let m = &config.metrics;
+    for (j, source) in m.job_names.iter().enumerate() {
+        if let Err(why) = QueuePattern::new(source) {
+            problem(
+                &format!("metrics.job_names[{j}]"),
+                format!("{source:?} is not a valid regex: {why}"),
+            );
+        }
+    }
+    if !(1..=MAX_JOB_NAMES_PER_QUEUE).contains(&m.max_job_names_per_queue) {
+        problem(
+            "metrics.max_job_names_per_queue",
+            format!(
+                "{} must be between 1 and {MAX_JOB_NAMES_PER_QUEUE}",
+                m.max_job_names_per_queue
+            ),
+        );
     }
 
     let d = &config.discovery;

@@ -16,7 +16,7 @@ use super::auth::temporary::{Fetcher, KeySource};
 use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::error::{DliError, MAX_ERROR_CODE, MAX_ERROR_MSG, Operation, bounded_text};
 use super::http::{ClientBuildError, ClientOptions};
-use super::model::{BatchPage, ListBatchesQuery, decode_page};
+use super::model::{BatchPage, ListBatchesQuery, PageError, decode_page_at_most};
 use super::queues::{QueueList, decode_queue_list};
 use super::transport::{RawResponse, RequestObserver, Transport};
 use crate::config::{Credentials, Project};
@@ -158,8 +158,6 @@ impl DliClient {
         }
     }
 
-    /// One ListBatches request. The query string is built once, sorted and encoded, and sent
-    /// exactly as signed.
     /// True once the server refused ListBatches' `order` parameter.
     pub fn order_rejected(&self) -> bool {
         self.order_rejected
@@ -171,12 +169,16 @@ impl DliClient {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// One ListBatches request. The query string is built once, sorted and encoded, and sent
+    /// exactly as signed. A page with more jobs than the query's `size` is refused while it is
+    /// decoded ([`DliError::OversizedPage`]), so a page never holds more than was asked for.
     pub async fn list_batches(&self, query: &ListBatchesQuery) -> Result<BatchPage, DliError> {
+        let asked = query.size;
         self.get(
             Operation::ListBatches,
             &self.path,
             &query.pairs(),
-            parse_page,
+            move |raw, url| parse_page(raw, url, asked),
         )
         .await
     }
@@ -201,7 +203,7 @@ impl DliClient {
         operation: Operation,
         path: &str,
         pairs: &[(&'static str, String)],
-        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+        parse: impl Fn(RawResponse, &str) -> Result<T, DliError> + Copy,
     ) -> Result<T, DliError> {
         let canonical_query = aksk::canonical_query(pairs);
         let url = if canonical_query.is_empty() {
@@ -270,7 +272,7 @@ impl DliClient {
         path: &str,
         url: &str,
         canonical_query: &str,
-        parse: fn(RawResponse, &str) -> Result<T, DliError>,
+        parse: impl Fn(RawResponse, &str) -> Result<T, DliError>,
     ) -> Result<T, DliError> {
         let headers = signer.sign(
             "GET",
@@ -332,16 +334,25 @@ fn parse_queue_list(raw: RawResponse, url: &str) -> Result<QueueList, DliError> 
     Ok(list)
 }
 
-fn parse_page(raw: RawResponse, url: &str) -> Result<BatchPage, DliError> {
+fn parse_page(raw: RawResponse, url: &str, asked: Option<u32>) -> Result<BatchPage, DliError> {
     if !(200..300).contains(&raw.status) {
         return Err(raw.error(Operation::ListBatches, url));
     }
-    let page = decode_page(&raw.body).map_err(|e| DliError::Decode {
-        operation: Operation::ListBatches,
-        url: url.to_string(),
-        status: raw.status,
-        message: bounded_text(&e.to_string(), MAX_ERROR_MSG),
-        request_id: raw.request_id(),
+    let page = decode_page_at_most(&raw.body, asked).map_err(|e| match e {
+        PageError::TooManyJobs { asked } => DliError::OversizedPage {
+            operation: Operation::ListBatches,
+            url: url.to_string(),
+            asked,
+            status: raw.status,
+            request_id: raw.request_id(),
+        },
+        PageError::Json(e) => DliError::Decode {
+            operation: Operation::ListBatches,
+            url: url.to_string(),
+            status: raw.status,
+            message: bounded_text(&e.to_string(), MAX_ERROR_MSG),
+            request_id: raw.request_id(),
+        },
     })?;
     if page.is_success == Some(false) {
         // A v1-style failure wrapped in a 200: take its code and message as an API error.

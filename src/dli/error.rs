@@ -99,6 +99,21 @@ impl FailureReason {
     }
 }
 
+/// Every `reason` of `dli_poll_failures_total`: the request failure that ended the walk (the
+/// [`FailureReason`]s), `inconsistent` (pages the walker cannot prove exact), `max_pages`, and
+/// `timeout`, which also stands for the whole-walk bound (`poll.timeout`).
+pub const POLL_FAILURE_REASONS: [&str; 9] = [
+    "timeout",
+    "connect",
+    "http_4xx",
+    "http_5xx",
+    "throttled",
+    "auth",
+    "decode",
+    "inconsistent",
+    "max_pages",
+];
+
 /// An error answer from DLI, APIG or IAM, with everything the body and headers told.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiErrorBody {
@@ -164,6 +179,18 @@ pub enum DliError {
         url: String,
         message: String,
     },
+    /// A page whose `sessions` held more jobs than the `size` the request asked for: refused
+    /// while decoding, at the first job too many. A request-level `decode` failure (not retried)
+    /// and, for the walk, an inconsistent page ([`DliError::is_inconsistent`]).
+    #[error("{operation} {url}: the page holds more than the {asked} jobs the request asked for (size={asked}); refused (HTTP {status}){}",
+        .request_id.as_deref().map(|r| format!(" (X-Request-Id {r})")).unwrap_or_default())]
+    OversizedPage {
+        operation: Operation,
+        url: String,
+        asked: u32,
+        status: u16,
+        request_id: Option<String>,
+    },
 }
 
 impl DliError {
@@ -174,10 +201,17 @@ impl DliError {
             DliError::Connect { .. } => FailureReason::Connect,
             DliError::Api { body, .. } => classify(body.status, body.error_code.as_deref()),
             DliError::HeldOff { .. } => FailureReason::Throttled,
-            DliError::Decode { .. } | DliError::TooLarge { .. } | DliError::Request { .. } => {
-                FailureReason::Decode
-            }
+            DliError::Decode { .. }
+            | DliError::TooLarge { .. }
+            | DliError::Request { .. }
+            | DliError::OversizedPage { .. } => FailureReason::Decode,
         }
+    }
+
+    /// The answer contradicts the request in a way a walk must not build on (a page with more
+    /// jobs than `size` asked for): the walk fails as `inconsistent`, not as `decode`.
+    pub fn is_inconsistent(&self) -> bool {
+        matches!(self, DliError::OversizedPage { .. })
     }
 
     pub fn is_retryable(&self) -> bool {
@@ -196,7 +230,9 @@ impl DliError {
     pub fn status(&self) -> Option<u16> {
         match self {
             DliError::Api { body, .. } => Some(body.status),
-            DliError::Decode { status, .. } => Some(*status),
+            DliError::Decode { status, .. } | DliError::OversizedPage { status, .. } => {
+                Some(*status)
+            }
             _ => None,
         }
     }
@@ -217,7 +253,8 @@ impl DliError {
             | DliError::Decode { operation, .. }
             | DliError::TooLarge { operation, .. }
             | DliError::HeldOff { operation, .. }
-            | DliError::Request { operation, .. } => *operation,
+            | DliError::Request { operation, .. }
+            | DliError::OversizedPage { operation, .. } => *operation,
         }
     }
 }
@@ -424,6 +461,40 @@ mod tests {
         let cut = bounded_text(&"用户".repeat(1000), 100);
         assert!(cut.len() <= 100 && cut.ends_with('…'));
         assert_eq!(bounded_text("short", 100), "short");
+    }
+
+    #[test]
+    fn poll_failure_reasons_hold_every_request_reason() {
+        for r in FailureReason::ALL {
+            assert!(POLL_FAILURE_REASONS.contains(&r.as_str()), "{r:?}");
+        }
+        assert!(POLL_FAILURE_REASONS.contains(&"inconsistent"));
+        assert!(POLL_FAILURE_REASONS.contains(&"max_pages"));
+    }
+
+    #[test]
+    fn an_oversized_page_is_a_decode_failure_and_inconsistent() {
+        let e = DliError::OversizedPage {
+            operation: Operation::ListBatches,
+            url: "http://h/v2.0/p/batches?from=0&size=100".into(),
+            asked: 100,
+            status: 200,
+            request_id: Some("r9".into()),
+        };
+        assert_eq!(e.reason(), FailureReason::Decode);
+        assert!(!e.is_retryable());
+        assert!(e.is_inconsistent());
+        assert_eq!(e.status(), Some(200));
+        let s = e.to_string();
+        assert!(s.contains("size=100") && s.contains("r9"), "{s}");
+        let other = DliError::Decode {
+            operation: Operation::ListBatches,
+            url: "u".into(),
+            status: 200,
+            message: "m".into(),
+            request_id: None,
+        };
+        assert!(!other.is_inconsistent());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! [`JobsCollector`]: the job and poll series (`dli_batch_jobs`, `dli_batch_jobs_by_owner`, the
-//! oldest active job, `dli_poll_*`, `dli_up`, `dli_exporter_poll_panics_total`), built fresh
+//! oldest active job, `dli_poll_*`, `dli_up`, `dli_poll_failures_total`,
+//! `dli_exporter_poll_panics_total`), built fresh
 //! from the store's snapshots at every scrape, so queues, states and owners that vanish also
 //! vanish from `/metrics`.
 //!
@@ -14,6 +15,7 @@ use prometheus::core::{Collector, Desc};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use super::CollectorOptions;
+use crate::dli::POLL_FAILURE_REASONS;
 use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
 use crate::store::SnapshotStore;
 
@@ -37,6 +39,8 @@ const LAST_SUCCESS: &str = "dli_last_successful_poll_timestamp_seconds";
 const UP: &str = "dli_up";
 const POLL_PANICS: &str = "dli_exporter_poll_panics_total";
 const POLL_PANICS_HELP: &str = "Polls of the queue that panicked and were caught (the queue is polled again at its next interval); since the queue was configured.";
+const POLL_FAILURES: &str = "dli_poll_failures_total";
+const POLL_FAILURES_HELP: &str = "Failed polls of the queue by reason, one per failed poll, since the queue was configured: the request failure that ended the walk (timeout, connect, http_4xx, http_5xx, throttled, auth, decode), inconsistent (pages the walk cannot prove exact; nothing published), max_pages, or timeout (also the whole-walk bound poll.timeout).";
 
 /// (name, help, labels) of every metric the collector renders.
 const FAMILIES: [(&str, &str, &[&str]); 8] = [
@@ -104,6 +108,16 @@ impl JobsCollector {
                 vec!["project_id".to_string(), "queue".to_string()],
                 Default::default(),
             )))
+            .chain(std::iter::once(Desc::new(
+                POLL_FAILURES.to_string(),
+                POLL_FAILURES_HELP.to_string(),
+                vec![
+                    "project_id".to_string(),
+                    "queue".to_string(),
+                    "reason".to_string(),
+                ],
+                Default::default(),
+            )))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(JobsCollector {
             store,
@@ -158,6 +172,7 @@ impl Collector for JobsCollector {
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         let mut panics = Vec::new();
+        let mut failures = Vec::new();
         let view = self.store.view();
         // A shard with no queue assigned to it: nothing of its own failed. (Without shards an
         // empty set means discovery has found nothing yet, which is not "up".)
@@ -170,6 +185,21 @@ impl Collector for JobsCollector {
                 &[("project_id", p), ("queue", q)],
                 status.panics as f64,
             ));
+            // Every reason from the start too, so `increase()` sees a queue's first failure.
+            let reasons = POLL_FAILURE_REASONS.iter().copied().chain(
+                status
+                    .failures
+                    .keys()
+                    .copied()
+                    .filter(|r| !POLL_FAILURE_REASONS.contains(r)),
+            );
+            for reason in reasons {
+                let n = status.failures.get(reason).copied().unwrap_or(0);
+                failures.push(counter(
+                    &[("project_id", p), ("queue", q), ("reason", reason)],
+                    n as f64,
+                ));
+            }
             if status.attempted {
                 up |= status.last_success;
                 out[3].push(gauge(
@@ -246,6 +276,12 @@ impl Collector for JobsCollector {
                 POLL_PANICS_HELP,
                 MetricType::COUNTER,
                 panics,
+            )))
+            .chain(std::iter::once(family(
+                POLL_FAILURES,
+                POLL_FAILURES_HELP,
+                MetricType::COUNTER,
+                failures,
             )))
             .collect()
     }

@@ -1,12 +1,14 @@
 //! Everything `/metrics` shows, in one private registry: the job and poll series rendered from
 //! the [`SnapshotStore`] at scrape time (`jobs`), the API self-metrics fed by the client
-//! (`api`), the job lifecycle counters fed by the pollers (`lifecycle`), reload status, build
+//! (`api`), the per-job-name series (`job_names`), the job lifecycle counters fed by the pollers
+//! (`lifecycle`), reload status, build
 //! info and process metrics; and the render cache that serves them (`render_cache`).
 //!
 //! Metric names, labels and HELP texts are the contract (docs/architecture.md, "Metrics"). This
 //! module never calls DLI, never imports the pollers or the web server, and never holds a secret.
 
 mod api;
+mod job_names;
 mod jobs;
 mod lifecycle;
 mod queues;
@@ -21,6 +23,7 @@ use prometheus::{
 };
 
 pub use api::ApiMetrics;
+pub use job_names::JobNamesCollector;
 pub use jobs::JobsCollector;
 pub use lifecycle::{JOB_DURATION_BUCKETS, LifecycleMetrics};
 pub use queues::QueueCollector;
@@ -139,6 +142,10 @@ impl Metrics {
             sharded.clone(),
         )?))?;
         registry.register(Box::new(QueueCollector::new(
+            store.clone(),
+            collector_options.clone(),
+        )?))?;
+        registry.register(Box::new(JobNamesCollector::new(
             store.clone(),
             collector_options.clone(),
         )?))?;
@@ -276,6 +283,15 @@ mod tests {
             !t.contains("dli_poll_success{"),
             "no poll metrics before the first attempt"
         );
+        assert!(t.contains("# TYPE dli_poll_failures_total counter"), "{t}");
+        for reason in crate::dli::POLL_FAILURE_REASONS {
+            assert!(
+                t.contains(&format!(
+                    "dli_poll_failures_total{{project_id=\"p1\",queue=\"q1\",reason=\"{reason}\"}} 0\n"
+                )),
+                "every reason at 0 from the start: {t}"
+            );
+        }
 
         store.record_success(
             &k,
@@ -360,9 +376,12 @@ mod tests {
         assert!(after.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 1"));
         assert!(after.contains("dli_batch_jobs_by_owner{owner=\"o\""));
 
-        store.record_failure(&k, Duration::from_millis(5), 1);
+        store.record_failure(&k, "inconsistent", Duration::from_millis(5), 1);
         let failed = String::from_utf8_lossy(&served(false)).into_owned();
         assert!(failed.contains("dli_poll_success{project_id=\"p1\",queue=\"q1\"} 0"));
+        assert!(failed.contains(
+            "dli_poll_failures_total{project_id=\"p1\",queue=\"q1\",reason=\"inconsistent\"} 1\n"
+        ));
 
         metrics.set_options(CollectorOptions {
             owner_breakdown: false,

@@ -1,12 +1,19 @@
 //! Aggregation of one walk into a [`QueueSnapshot`]: counts by state and by state x owner (with
-//! the owner cap and `__other__` overflow), and the oldest `create_time` per active state.
+//! the owner cap and `__other__` overflow), the oldest `create_time` per active state, and, when
+//! `metrics.job_names` is set, the selected job names' last runs (`super::job_names`).
 //!
-//! Memory grows with distinct states and owners, never with the number of jobs: jobs are folded
+//! Memory grows with distinct states and owners (and kept job names), never with the number of
+//! jobs: jobs are folded
 //! in one at a time and dropped. It does no I/O and knows nothing of Prometheus.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use super::job_names::JobNamesBuilder;
+use super::labels::bounded_label;
+pub use super::labels::{MAX_LABEL_BYTES, UNKNOWN_STATE};
+use crate::config::JobNameFilter;
 use crate::dli::BatchJob;
 use crate::dli::states::{ACTIVE_STATES, KNOWN_STATES};
 use crate::store::QueueSnapshot;
@@ -15,18 +22,12 @@ use crate::store::QueueSnapshot;
 pub const UNKNOWN_OWNER: &str = "__unknown__";
 /// Owner label of the jobs of every owner beyond `max_owners_per_queue`.
 pub const OTHER_OWNER: &str = "__other__";
-/// State label of jobs that have no state at all.
-pub const UNKNOWN_STATE: &str = "unknown";
 /// State label of jobs whose undocumented state came after [`MAX_EXTRA_STATES`] others.
 pub const OTHER_STATE: &str = "__other__";
 /// Undocumented states exported as they come, per queue and walk. Livy, which DLI is built on,
 /// has six more than DLI documents; a server inventing a state per job must not create a series
 /// per job, so the rest are counted under [`OTHER_STATE`].
 pub const MAX_EXTRA_STATES: usize = 16;
-/// Longest state or owner label kept, in bytes (IAM user names are at most 64 characters).
-/// Longer values are cut at a character boundary and end in `…`, so one absurd value cannot make
-/// `/metrics` huge.
-pub const MAX_LABEL_BYTES: usize = 256;
 
 /// Folds jobs into counts as a walk streams them.
 #[derive(Debug, Default)]
@@ -38,6 +39,8 @@ pub struct SnapshotBuilder {
     /// Distinct states seen that DLI does not document (including [`UNKNOWN_STATE`]).
     extra_states: usize,
     jobs: u64,
+    /// The selected job names; `None` when `metrics.job_names` is off.
+    job_names: Option<JobNamesBuilder>,
 }
 
 impl SnapshotBuilder {
@@ -45,8 +48,19 @@ impl SnapshotBuilder {
         Self::default()
     }
 
+    /// A builder that also folds the job names `filter` selects.
+    pub fn with_job_names(filter: Arc<JobNameFilter>) -> Self {
+        SnapshotBuilder {
+            job_names: Some(JobNamesBuilder::new(filter)),
+            ..Self::default()
+        }
+    }
+
     pub fn add(&mut self, job: &BatchJob) {
         self.jobs += 1;
+        if let Some(names) = &mut self.job_names {
+            names.add(job);
+        }
         let state = match job.state.as_deref() {
             Some(s) if !s.is_empty() => bounded_label(s),
             _ => Cow::Borrowed(UNKNOWN_STATE),
@@ -116,21 +130,9 @@ impl SnapshotBuilder {
                 .map(|(s, ms)| (s.to_string(), ms as f64 / 1000.0))
                 .collect(),
             jobs: self.jobs,
+            job_names: self.job_names.map(JobNamesBuilder::finish),
         }
     }
-}
-
-/// `value` cut to at most [`MAX_LABEL_BYTES`] at a character boundary. The cut value ends in
-/// `…` so a reader can tell; values of the same long prefix share one series.
-fn bounded_label(value: &str) -> Cow<'_, str> {
-    if value.len() <= MAX_LABEL_BYTES {
-        return Cow::Borrowed(value);
-    }
-    let mut end = MAX_LABEL_BYTES - '…'.len_utf8();
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    Cow::Owned(format!("{}…", &value[..end]))
 }
 
 fn bump(map: &mut HashMap<String, u64>, key: &str) {

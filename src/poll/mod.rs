@@ -1,9 +1,11 @@
 //! Polling: the per-queue schedule (`scheduler`) and the folding of a walk into a snapshot
-//! (`aggregate`), the job lifecycle between walks (`lifecycle`), and the queue list that
+//! (`aggregate`, with the per-job-name summary in `job_names` and label bounds in `labels`), the job lifecycle between walks (`lifecycle`), and the queue list that
 //! discovery and the queue metrics come from (`discovery`).
 
 pub mod aggregate;
 pub mod discovery;
+pub mod job_names;
+mod labels;
 pub mod lifecycle;
 pub mod scheduler;
 pub mod shard;

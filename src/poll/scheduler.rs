@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use super::aggregate::SnapshotBuilder;
 use super::lifecycle::JobTracker;
 use super::shard::{self, Shard};
-use crate::config::{PollConfig, Settings};
+use crate::config::{JobNameFilter, PollConfig, Settings};
 use crate::dli::{DliClient, RetryPolicy, WalkOptions, WalkProgress, walk_queue_with_progress};
 use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
 
@@ -44,6 +44,8 @@ pub struct PollContext {
     pub walk: WalkOptions,
     pub timeout: Duration,
     pub max_owners: usize,
+    /// The job names to summarise (`metrics.job_names`); `None` when off.
+    pub job_names: Option<Arc<JobNameFilter>>,
     /// Where submitted/finished counters go; `None` for one-shot polls.
     pub lifecycle: Option<Arc<dyn LifecycleSink>>,
 }
@@ -60,8 +62,19 @@ impl PollContext {
             },
             timeout: poll.timeout,
             max_owners: max_owners as usize,
+            job_names: None,
             lifecycle: None,
         }
+    }
+}
+
+impl PollContext {
+    /// The context `settings` ask for: poll settings, owner cap and job names.
+    pub fn from_settings(store: Arc<SnapshotStore>, settings: &Settings) -> Self {
+        let mut context =
+            PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
+        context.job_names = settings.metrics.job_name_filter().map(Arc::new);
+        context
     }
 }
 
@@ -92,7 +105,10 @@ async fn poll_at(
     // The timeout is bounded by validation; a deadline that cannot be represented only means
     // that no retry waits.
     let deadline = started.checked_add(ctx.timeout).unwrap_or(started);
-    let mut builder = SnapshotBuilder::new();
+    let mut builder = match &ctx.job_names {
+        Some(filter) => SnapshotBuilder::with_job_names(filter.clone()),
+        None => SnapshotBuilder::new(),
+    };
     let mut staging = tracker.as_deref().map(JobTracker::begin);
     let result = {
         let tracking = tracker.as_deref();
@@ -148,7 +164,8 @@ async fn poll_at(
         Ok(Err(e)) => {
             let reason = e.reason();
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
-            ctx.store.commit_failure(key, epoch, duration, e.pages());
+            ctx.store
+                .commit_failure(key, epoch, reason, duration, e.pages());
             PollOutcome {
                 key: key.clone(),
                 success: false,
@@ -169,7 +186,8 @@ async fn poll_at(
                 humantime::format_duration(ctx.timeout)
             );
             tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason = "timeout", error = %msg, "poll failed; keeping the last good snapshot");
-            ctx.store.commit_failure(key, epoch, duration, pages);
+            ctx.store
+                .commit_failure(key, epoch, "timeout", duration, pages);
             PollOutcome {
                 key: key.clone(),
                 success: false,

@@ -30,6 +30,15 @@ pub enum Fault {
     TruncatedJson,
     /// Non-terminal: the normal page, with `total` replaced by this.
     WrongTotal(i64),
+    /// Non-terminal: before answering, remove this many jobs from the oldest end of the
+    /// request's queue (the end of the stored, newest-first list), as retention does mid-walk.
+    RemoveOldest(usize),
+    /// Non-terminal: serve at most this many jobs of the normal page (0: an empty page), while
+    /// the list goes on; `total` is computed as usual (under `PageLength`, the short length).
+    ShortPage(usize),
+    /// Non-terminal: serve this many jobs more than `size` asked for (taken from the list after
+    /// the page, padded with made-up `running` jobs `extra-{from}-{i}` where the list ends).
+    ExtraJobs(usize),
     /// 200 with a body of exactly this many bytes: a valid-looking JSON prefix, then padding.
     Oversized(usize),
     /// Read the request and never answer (until shutdown ends the connection).
@@ -43,7 +52,12 @@ impl Fault {
     pub fn is_terminal(&self) -> bool {
         !matches!(
             self,
-            Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_)
+            Fault::Latency(_)
+                | Fault::InsertFront(_)
+                | Fault::WrongTotal(_)
+                | Fault::RemoveOldest(_)
+                | Fault::ShortPage(_)
+                | Fault::ExtraJobs(_)
         )
     }
 

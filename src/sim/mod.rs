@@ -15,7 +15,8 @@
 //! Layout: `mod.rs` (this handle and its configuration), `server.rs` (hyper plumbing and routing),
 //! `jobs.rs` ([`SimJob`] and seeded generation), `faults.rs` ([`FaultRule`], [`Fault`] and matching),
 //! `auth.rs` (signature and token checks, the IAM token endpoint), `queues.rs` (the queue list and
-//! the IAM project list), `keyless.rs` (the metadata service and the OIDC exchange, issuing
+//! the IAM project list), `listing.rs` (how a queue's list is served: [`QueueBehaviour`] and the
+//! page window), `keyless.rs` (the metadata service and the OIDC exchange, issuing
 //! short-lived temporary keys), `respond.rs` (responses, error bodies, faults), `lively.rs` (the lively
 //! world that `--demo` polls).
 
@@ -23,6 +24,7 @@ mod auth;
 mod faults;
 mod jobs;
 mod keyless;
+mod listing;
 mod lively;
 mod queues;
 mod respond;
@@ -45,6 +47,7 @@ use crate::secret::Secret;
 pub use faults::{Fault, FaultRule, SimApi};
 pub use jobs::{JOB_STATES, SimJob};
 pub use keyless::{DEMO_ID_TOKEN, DEMO_IDP_ID, NO_AGENCY_MESSAGE, Outage, Service};
+pub use listing::{ListOrder, ParamHandling, QueueBehaviour};
 pub use lively::{
     DEMO_SQL_QUEUES, LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, demo_queue_list, start_lively,
     start_lively_with,
@@ -90,6 +93,8 @@ pub enum TotalMode {
     PageLength,
     /// `total` is always this number.
     Fixed(i64),
+    /// No `total` field at all.
+    Absent,
 }
 
 /// How a simulator behaves. Build with struct update syntax over [`SimConfig::default`].
@@ -275,6 +280,8 @@ pub(crate) struct Inner {
     /// project id -> queue -> jobs.
     pub(crate) projects: Mutex<BTreeMap<String, BTreeMap<String, QueueJobs>>>,
     pub(crate) faults: Mutex<Vec<faults::FaultSlot>>,
+    /// (project id, queue) -> how that queue is served; absent: the default behaviour.
+    pub(crate) behaviours: Mutex<BTreeMap<(String, String), QueueBehaviour>>,
     pub(crate) tokens: Mutex<HashMap<String, auth::IssuedToken>>,
     /// IAM projects as (name, id), for token requests scoped by name and the project list; a
     /// name may be listed more than once.
@@ -332,7 +339,7 @@ pub fn generate_jobs_seeded(
 /// The JSON body of a ListBatches answer holding `jobs`, as the simulator serves it.
 pub fn page_body(from: i64, total: i64, jobs: &[SimJob]) -> Vec<u8> {
     let page: Vec<Arc<SimJob>> = jobs.iter().cloned().map(Arc::new).collect();
-    server::page_json(from, total, &page)
+    server::page_json(from, Some(total), &page)
 }
 
 /// A running simulator. Cheap to clone; every clone controls the same server.
@@ -370,6 +377,7 @@ impl Simulator {
             cancel: CancellationToken::new(),
             projects: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(Vec::new()),
+            behaviours: Mutex::new(BTreeMap::new()),
             tokens: Mutex::new(HashMap::new()),
             project_names: Mutex::new(project_names),
             queue_lists: Mutex::new(BTreeMap::new()),
@@ -404,7 +412,19 @@ impl Simulator {
         &self.inner.config
     }
 
-    /// Replaces the jobs of one queue; they are served in this order (index 0 first).
+    /// How one queue is served from now on: list order, which parameters are honoured, a
+    /// `size` cap, what `total` means, whether `from` is read (see [`QueueBehaviour`]).
+    pub fn set_behaviour(&self, project_id: &str, queue: &str, behaviour: QueueBehaviour) {
+        lock(&self.inner.behaviours).insert((project_id.to_string(), queue.to_string()), behaviour);
+    }
+
+    /// How one queue is served (the default until [`Simulator::set_behaviour`]).
+    pub fn behaviour(&self, project_id: &str, queue: &str) -> QueueBehaviour {
+        listing::behaviour_of(&self.inner, project_id, Some(queue))
+    }
+
+    /// Replaces the jobs of one queue, stored in this order (index 0 first): newest first by
+    /// convention, and served so under the default [`ListOrder::NewestFirst`].
     pub fn set_jobs(&self, project_id: &str, queue: &str, jobs: Vec<SimJob>) {
         let mut projects = lock(&self.inner.projects);
         let q = projects
@@ -529,77 +549,6 @@ impl Simulator {
     /// Removes every project of this `name` from IAM.
     pub fn remove_iam_projects(&self, name: &str) {
         lock(&self.inner.project_names).retain(|(n, _)| n != name);
-    }
-
-    /// Replaces a project's queue list.
-    pub fn set_queue_list(&self, project_id: &str, queues: Vec<SimQueue>) {
-        self.set_queue_list_raw(project_id, queues.iter().map(SimQueue::to_json).collect());
-    }
-
-    /// Replaces a project's queue list with these JSON values as they are (any field, any
-    /// type: for tests of hostile answers).
-    pub fn set_queue_list_raw(&self, project_id: &str, queues: Vec<serde_json::Value>) {
-        lock(&self.inner.queue_lists).insert(project_id.to_string(), queues);
-    }
-
-    /// Adds a queue to a project's list, replacing one of the same name.
-    pub fn add_queue(&self, project_id: &str, queue: SimQueue) {
-        let mut lists = lock(&self.inner.queue_lists);
-        let list = lists.entry(project_id.to_string()).or_default();
-        list.retain(|q| queues::queue_name(q) != Some(queue.queue_name.as_str()));
-        list.push(queue.to_json());
-    }
-
-    /// Removes a queue from a project's list; false when it was not listed.
-    pub fn remove_queue(&self, project_id: &str, name: &str) -> bool {
-        let mut lists = lock(&self.inner.queue_lists);
-        let Some(list) = lists.get_mut(project_id) else {
-            return false;
-        };
-        let before = list.len();
-        list.retain(|q| queues::queue_name(q) != Some(name));
-        list.len() != before
-    }
-
-    /// Sets one field of a listed queue to any JSON value (`Null` removes it); false when the
-    /// queue is not listed.
-    pub fn set_queue_field(
-        &self,
-        project_id: &str,
-        name: &str,
-        field: &str,
-        value: serde_json::Value,
-    ) -> bool {
-        let mut lists = lock(&self.inner.queue_lists);
-        let Some(q) = lists
-            .get_mut(project_id)
-            .and_then(|l| l.iter_mut().find(|q| queues::queue_name(q) == Some(name)))
-            .and_then(|q| q.as_object_mut())
-        else {
-            return false;
-        };
-        if value.is_null() {
-            q.remove(field);
-        } else {
-            q.insert(field.to_string(), value);
-        }
-        true
-    }
-
-    /// A project's queue list as served with `queue_type=all`.
-    pub fn queue_list(&self, project_id: &str) -> Vec<serde_json::Value> {
-        lock(&self.inner.queue_lists)
-            .get(project_id)
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    /// The raw query strings of every queue list request so far, oldest first.
-    pub fn queue_list_queries(&self) -> Vec<String> {
-        lock(&self.inner.queue_list_queries)
-            .iter()
-            .cloned()
-            .collect()
     }
 
     /// Counters since start or the last [`Simulator::reset_stats`].

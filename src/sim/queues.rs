@@ -4,7 +4,8 @@
 //!
 //! Like the real API, the queue list answers only `sql` queues when `queue_type` is absent.
 //! Queues are kept as JSON objects so a test can serve any field of any type; [`SimQueue`] builds
-//! the usual ones. It must not panic on input.
+//! the usual ones; the [`Simulator`] methods that change a project's list live here too. It must
+//! not panic on input.
 
 use hyper::{HeaderMap, Method, Response};
 use serde_json::{Map, Value, json};
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::Target;
 use super::respond::{Body, answer_fault, apply_faults, error_response, respond};
-use super::{Inner, auth, bump, lock};
+use super::{Inner, Simulator, auth, bump, lock};
 
 /// A queue of the simulated queue list. Absent fields are not sent.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -211,4 +212,77 @@ pub(crate) async fn project_list(
         return error_response(401, rejection.code, rejection.msg, &request_id);
     }
     respond(200, "application/json", body_of(), &request_id)
+}
+
+impl Simulator {
+    /// Replaces a project's queue list.
+    pub fn set_queue_list(&self, project_id: &str, queues: Vec<SimQueue>) {
+        self.set_queue_list_raw(project_id, queues.iter().map(SimQueue::to_json).collect());
+    }
+
+    /// Replaces a project's queue list with these JSON values as they are (any field, any
+    /// type: for tests of hostile answers).
+    pub fn set_queue_list_raw(&self, project_id: &str, queues: Vec<serde_json::Value>) {
+        lock(&self.inner.queue_lists).insert(project_id.to_string(), queues);
+    }
+
+    /// Adds a queue to a project's list, replacing one of the same name.
+    pub fn add_queue(&self, project_id: &str, queue: SimQueue) {
+        let mut lists = lock(&self.inner.queue_lists);
+        let list = lists.entry(project_id.to_string()).or_default();
+        list.retain(|q| queue_name(q) != Some(queue.queue_name.as_str()));
+        list.push(queue.to_json());
+    }
+
+    /// Removes a queue from a project's list; false when it was not listed.
+    pub fn remove_queue(&self, project_id: &str, name: &str) -> bool {
+        let mut lists = lock(&self.inner.queue_lists);
+        let Some(list) = lists.get_mut(project_id) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|q| queue_name(q) != Some(name));
+        list.len() != before
+    }
+
+    /// Sets one field of a listed queue to any JSON value (`Null` removes it); false when the
+    /// queue is not listed.
+    pub fn set_queue_field(
+        &self,
+        project_id: &str,
+        name: &str,
+        field: &str,
+        value: serde_json::Value,
+    ) -> bool {
+        let mut lists = lock(&self.inner.queue_lists);
+        let Some(q) = lists
+            .get_mut(project_id)
+            .and_then(|l| l.iter_mut().find(|q| queue_name(q) == Some(name)))
+            .and_then(|q| q.as_object_mut())
+        else {
+            return false;
+        };
+        if value.is_null() {
+            q.remove(field);
+        } else {
+            q.insert(field.to_string(), value);
+        }
+        true
+    }
+
+    /// A project's queue list as served with `queue_type=all`.
+    pub fn queue_list(&self, project_id: &str) -> Vec<serde_json::Value> {
+        lock(&self.inner.queue_lists)
+            .get(project_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The raw query strings of every queue list request so far, oldest first.
+    pub fn queue_list_queries(&self) -> Vec<String> {
+        lock(&self.inner.queue_list_queries)
+            .iter()
+            .cloned()
+            .collect()
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::faults::{self, Fault, Target};
+use super::listing::PageFaults;
 use super::{Inner, bump, lock};
 
 pub(crate) type Body = Full<Bytes>;
@@ -53,25 +54,42 @@ pub(crate) fn error_response(
 /// Non-terminal faults done, and the terminal one (if any) left to answer with.
 pub(crate) struct Applied {
     pub(crate) total_override: Option<i64>,
+    /// Short and oversized pages, for the page to apply.
+    pub(crate) page: PageFaults,
     pub(crate) terminal: Option<Fault>,
+}
+
+/// A change to the request's job list that a non-terminal fault makes before the answer.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum ListChange {
+    /// [`Fault::InsertFront`].
+    InsertFront(usize),
+    /// [`Fault::RemoveOldest`].
+    RemoveOldest(usize),
 }
 
 pub(crate) async fn apply_faults(
     inner: &Inner,
     target: Target<'_>,
-    insert: impl Fn(usize),
+    change: impl Fn(ListChange),
 ) -> Applied {
     let actions = faults::select(&mut lock(&inner.faults), target);
     bump(&inner.counters.faults_injected, actions.len() as u64);
     let mut applied = Applied {
         total_override: None,
+        page: PageFaults::default(),
         terminal: None,
     };
     for action in actions {
         match action {
             Fault::Latency(d) => tokio::time::sleep(d).await,
-            Fault::InsertFront(n) => insert(n),
+            Fault::InsertFront(n) => change(ListChange::InsertFront(n)),
+            Fault::RemoveOldest(n) => change(ListChange::RemoveOldest(n)),
             Fault::WrongTotal(t) => applied.total_override = Some(t),
+            Fault::ShortPage(n) => {
+                applied.page.short = Some(applied.page.short.map_or(n, |s| s.min(n)))
+            }
+            Fault::ExtraJobs(n) => applied.page.extra = applied.page.extra.saturating_add(n),
             terminal => applied.terminal = Some(terminal),
         }
     }
@@ -128,8 +146,12 @@ pub(crate) async fn answer_fault(
         }
         // Hang, and the non-terminal faults that never get here: no answer until shutdown drops
         // the connection.
-        Fault::Hang | Fault::Latency(_) | Fault::InsertFront(_) | Fault::WrongTotal(_) => {
-            std::future::pending().await
-        }
+        Fault::Hang
+        | Fault::Latency(_)
+        | Fault::InsertFront(_)
+        | Fault::WrongTotal(_)
+        | Fault::RemoveOldest(_)
+        | Fault::ShortPage(_)
+        | Fault::ExtraJobs(_) => std::future::pending().await,
     }
 }

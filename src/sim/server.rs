@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use super::faults::{Fault, Target};
 use super::jobs::{self, SimJob};
 use super::keyless::{self, Answer, Endpoint};
+use super::listing::{self, PageQuery};
 use super::queues;
-use super::respond::{Body, answer_fault, apply_faults, error_response, respond};
-use super::{Inner, LoggedRequest, TotalMode, auth, bump, lock, now_ms};
+use super::respond::{Body, ListChange, answer_fault, apply_faults, error_response, respond};
+use super::{Inner, LoggedRequest, auth, bump, lock, now_ms};
 
 /// Request bodies larger than this are refused (413).
 const MAX_BODY: usize = 1 << 20;
@@ -237,115 +238,17 @@ fn int_param(value: Option<&str>, default: i64) -> Result<i64, ()> {
     }
 }
 
-/// The filters and window of one ListBatches request.
-#[derive(Debug, Default)]
-struct PageQuery<'a> {
-    queue: Option<&'a str>,
-    state: Option<&'a str>,
-    job_name: Option<&'a str>,
-    job_id: Option<&'a str>,
-    owner: Option<&'a str>,
-    start: Option<i64>,
-    end: Option<i64>,
-    order: Option<&'a str>,
-    from: usize,
-    size: usize,
-}
-
-impl PageQuery<'_> {
-    fn has_job_filters(&self) -> bool {
-        self.state.is_some()
-            || self.job_name.is_some()
-            || self.job_id.is_some()
-            || self.owner.is_some()
-            || self.start.is_some()
-            || self.end.is_some()
-    }
-
-    fn keeps(&self, j: &SimJob) -> bool {
-        self.state.is_none_or(|s| j.state.eq_ignore_ascii_case(s))
-            && self
-                .job_name
-                .is_none_or(|n| j.name.as_deref().is_some_and(|name| name.contains(n)))
-            && self.job_id.is_none_or(|id| j.id == id)
-            && self.owner.is_none_or(|o| j.owner.as_deref() == Some(o))
-            && self.start.is_none_or(|s| j.create_time >= s)
-            && self.end.is_none_or(|e| j.create_time <= e)
-    }
-}
-
-/// What `order` sorts by.
-type SortKey = fn(&SimJob) -> i64;
-
-/// The page window and the number of jobs matching the filters, taken under the lock; the jobs
-/// themselves are shared, not copied.
-fn select_page(inner: &Inner, project_id: &str, q: &PageQuery<'_>) -> (Vec<Arc<SimJob>>, usize) {
-    let projects = lock(&inner.projects);
-    let Some(project) = projects.get(project_id) else {
-        return (Vec::new(), 0);
-    };
-    let queues: Vec<&super::QueueJobs> = match q.queue {
-        Some(name) => project.get(name).into_iter().collect(),
-        None => project.values().collect(),
-    };
-    let order = q.order.map(str::to_ascii_uppercase);
-    let sort_key: Option<(SortKey, bool)> = match order.as_deref() {
-        Some("CREATE_TIME_DESC") => Some((|j| j.create_time, true)),
-        Some("CREATE_TIME_ASC") => Some((|j| j.create_time, false)),
-        Some("DURATION_DESC") => Some((|j| j.duration, true)),
-        Some("DURATION_ASC") => Some((|j| j.duration, false)),
-        _ => None,
-    };
-    let all = queues.iter().flat_map(|q| q.iter());
-    if let Some((key, desc)) = sort_key {
-        let mut matching: Vec<Arc<SimJob>> = all.filter(|j| q.keeps(j)).cloned().collect();
-        matching.sort_by(|a, b| {
-            let o = key(a).cmp(&key(b));
-            if desc { o.reverse() } else { o }
-        });
-        let total = matching.len();
-        let page = matching.into_iter().skip(q.from).take(q.size).collect();
-        return (page, total);
-    }
-    if !q.has_job_filters() {
-        // Index straight into the queues: no walk over the jobs before `from`.
-        let total: usize = queues.iter().map(|q| q.len()).sum();
-        let mut page = Vec::with_capacity(q.size.min(total.saturating_sub(q.from)));
-        let mut skip = q.from;
-        for jobs in &queues {
-            if page.len() >= q.size {
-                break;
-            }
-            if skip >= jobs.len() {
-                skip -= jobs.len();
-                continue;
-            }
-            let end = jobs.len().min(skip.saturating_add(q.size - page.len()));
-            page.extend(jobs.range(skip..end).cloned());
-            skip = 0;
-        }
-        return (page, total);
-    }
-    let mut total = 0usize;
-    let mut page = Vec::new();
-    for j in all.filter(|j| q.keeps(j)) {
-        if total >= q.from && page.len() < q.size {
-            page.push(j.clone());
-        }
-        total += 1;
-    }
-    (page, total)
-}
-
 #[derive(Serialize)]
 struct PageBody<'a> {
     from: i64,
-    total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    total: Option<i64>,
     sessions: Vec<&'a SimJob>,
     create_time: i64,
 }
 
-pub(crate) fn page_json(from: i64, total: i64, page: &[Arc<SimJob>]) -> Vec<u8> {
+/// A ListBatches body; `total` is left out when `None` ([`TotalMode::Absent`]).
+pub(crate) fn page_json(from: i64, total: Option<i64>, page: &[Arc<SimJob>]) -> Vec<u8> {
     let body = PageBody {
         from,
         total,
@@ -427,9 +330,13 @@ async fn batches(
             queue,
             from: entry.from,
         },
-        |n| insert_generated(inner, project_id, queue, n),
+        |change| match change {
+            ListChange::InsertFront(n) => insert_generated(inner, project_id, queue, n),
+            ListChange::RemoveOldest(n) => listing::remove_oldest(inner, project_id, queue, n),
+        },
     )
     .await;
+    let behaviour = listing::behaviour_of(inner, project_id, queue);
     let request_id = inner.request_id();
 
     let start = int_param(get("start"), 0)
@@ -452,17 +359,19 @@ async fn batches(
             end,
             order: get("order"),
             from: usize::try_from(from.max(0)).unwrap_or(usize::MAX),
-            size: inner.config.max_page_size.map_or(size, |cap| size.min(cap)),
+            size,
         }
     };
-    let total_of = |matching: usize, page_len: usize| {
-        applied
-            .total_override
-            .unwrap_or(match inner.config.total_mode {
-                TotalMode::Full => matching as i64,
-                TotalMode::PageLength => page_len as i64,
-                TotalMode::Fixed(n) => n,
-            })
+    let serve = |from: i64, size: i64| {
+        let page = listing::select_page(
+            inner,
+            project_id,
+            &window(from, size),
+            &behaviour,
+            applied.page,
+        );
+        let total = applied.total_override.or(page.total());
+        (page.jobs, total)
     };
 
     if let Some(fault) = applied.terminal {
@@ -476,8 +385,8 @@ async fn batches(
         let f = from.unwrap_or(0).max(0);
         let s = size.unwrap_or(100).max(0);
         return answer_fault(fault, &request_id, 200, reset, || {
-            let (page, matching) = select_page(inner, project_id, &window(f, s));
-            page_json(f, total_of(matching, page.len()), &page)
+            let (page, total) = serve(f, s);
+            page_json(f, total, &page)
         })
         .await;
     }
@@ -506,9 +415,13 @@ async fn batches(
     if get("start").is_some() && start.is_none() || get("end").is_some() && end.is_none() {
         return reject_params(inner, entry, &bad("start/end"), &request_id);
     }
+    if let Some(name) = behaviour.rejected(|name| get(name).is_some()) {
+        let msg = format!("Parameter check failed: {name} is not supported");
+        return reject_params(inner, entry, &msg, &request_id);
+    }
 
-    let (page, matching) = select_page(inner, project_id, &window(from, size));
-    let body = page_json(from, total_of(matching, page.len()), &page);
+    let (page, total) = serve(from, size);
+    let body = page_json(from, total, &page);
     entry.status = 200;
     entry.sessions = page.len();
     inner.log_request(entry);

@@ -22,7 +22,7 @@ mod snapshot;
 pub use generation::Generation;
 pub use lifecycle::{Finished, LifecycleEvents, LifecycleSink};
 pub use queues::{QueueInfo, QueueListStatus};
-pub use snapshot::QueueSnapshot;
+pub use snapshot::{JobNames, LastRuns, QueueSnapshot};
 
 /// A project x queue pair.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -62,6 +62,8 @@ pub struct QueueStatus {
     pub snapshot: Option<Arc<QueueSnapshot>>,
     /// Polls of this queue that panicked (caught by the scheduler).
     pub panics: u64,
+    /// Failed polls of this queue by reason (`dli_poll_failures_total`), since it was configured.
+    pub failures: BTreeMap<&'static str, u64>,
     /// Set when the queue was added; a poller commits only with the epoch it started with.
     pub epoch: u64,
 }
@@ -226,9 +228,15 @@ impl SnapshotStore {
         })
     }
 
-    /// A failed walk: the last good snapshot stays until it goes stale.
-    pub fn record_failure(&self, key: &QueueKey, duration: Duration, pages: u32) {
-        self.commit_failure(key, None, duration, pages);
+    /// A failed walk, counted under `reason`: the last good snapshot stays until it goes stale.
+    pub fn record_failure(
+        &self,
+        key: &QueueKey,
+        reason: &'static str,
+        duration: Duration,
+        pages: u32,
+    ) {
+        self.commit_failure(key, None, reason, duration, pages);
     }
 
     /// [`SnapshotStore::record_failure`] of a poller that started with `epoch`.
@@ -236,6 +244,7 @@ impl SnapshotStore {
         &self,
         key: &QueueKey,
         epoch: Option<u64>,
+        reason: &'static str,
         duration: Duration,
         pages: u32,
     ) -> bool {
@@ -244,6 +253,8 @@ impl SnapshotStore {
             status.last_success = false;
             status.last_duration = duration;
             status.last_pages = pages;
+            let count = status.failures.entry(reason).or_default();
+            *count = count.saturating_add(1);
         })
     }
 
@@ -299,7 +310,7 @@ mod tests {
             ..Default::default()
         };
         store.record_success(&k, snap.clone(), Duration::from_millis(5), 2);
-        store.record_failure(&k, Duration::from_millis(7), 1);
+        store.record_failure(&k, "http_5xx", Duration::from_millis(7), 1);
         let (_, st) = store.view().into_iter().next().expect("one queue");
         assert!(!st.last_success && st.attempted);
         assert_eq!(st.last_pages, 1);
@@ -332,7 +343,7 @@ mod tests {
                 true)
         );
         assert!(!ran, "the lifecycle report of a stale poller must not run");
-        assert!(!store.commit_failure(&k, Some(first), Duration::ZERO, 1));
+        assert!(!store.commit_failure(&k, Some(first), "auth", Duration::ZERO, 1));
         assert_eq!(store.attempted(), (0, 1));
         assert!(store.commit_success(&k, Some(second), snap, Duration::ZERO, 1, || ran = true));
         assert!(ran);
@@ -340,6 +351,37 @@ mod tests {
         let (_, st) = store.view().into_iter().next().expect("one queue");
         assert_eq!(st.panics, 1);
         assert!(st.attempted && !st.last_success);
+        assert!(
+            st.failures.is_empty(),
+            "a stale poller's failure is not counted"
+        );
+    }
+
+    #[test]
+    fn failures_are_counted_by_reason_and_kept_while_the_queue_stays() {
+        let (a, b) = (QueueKey::new("p", "a"), QueueKey::new("p", "b"));
+        let store = SnapshotStore::new([a.clone(), b.clone()]);
+        store.record_failure(&a, "inconsistent", Duration::ZERO, 2);
+        store.record_failure(&a, "inconsistent", Duration::ZERO, 2);
+        store.record_failure(&a, "timeout", Duration::ZERO, 0);
+        store.record_success(&a, QueueSnapshot::default(), Duration::ZERO, 1);
+        let failures = |store: &SnapshotStore, k: &QueueKey| {
+            store
+                .view()
+                .into_iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, s)| s.failures)
+        };
+        let counted = failures(&store, &a).expect("configured");
+        assert_eq!(counted.get("inconsistent"), Some(&2));
+        assert_eq!(counted.get("timeout"), Some(&1));
+        assert_eq!(counted.len(), 2, "a success counts nothing");
+        // A reload keeping `a` keeps its counts; removing and re-adding it starts again.
+        store.set_queues([a.clone()]);
+        assert_eq!(failures(&store, &a), Some(counted));
+        store.set_queues([b.clone()]);
+        store.set_queues([a.clone(), b]);
+        assert_eq!(failures(&store, &a), Some(BTreeMap::new()));
     }
 
     #[test]

@@ -102,6 +102,7 @@ impl WalkError {
     /// `inconsistent` or `max_pages`.
     pub fn reason(&self) -> &'static str {
         match self {
+            WalkError::Page { source, .. } if source.is_inconsistent() => "inconsistent",
             WalkError::Page { source, .. } => source.reason().as_str(),
             WalkError::TooManyPages { .. } => "max_pages",
             WalkError::Inconsistent { .. } => "inconsistent",

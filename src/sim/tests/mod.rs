@@ -1,10 +1,12 @@
 //! The simulator over real loopback HTTP: paging and filters, determinism (here), signatures
 //! and IAM tokens (`auth`), every fault (`faults`), the queue and project lists (`queues`), the
-//! metadata service and the OIDC exchange (`keyless`).
+//! metadata service and the OIDC exchange (`keyless`), per-queue list behaviour and page faults
+//! (`listing`).
 
 mod auth;
 mod faults;
 mod keyless;
+mod listing;
 mod queues;
 
 use faults::raw_get;
