@@ -90,6 +90,8 @@ CONTRACT = {
     "dli_discovered_queues": "gauge",
     "dli_exporter_shard_ordinal": "gauge",
     "dli_exporter_total_shards": "gauge",
+    # part two: every failed poll, by the reason that ended it (every reason at 0 per polled queue)
+    "dli_poll_failures_total": "counter",
 }
 # Buckets of dli_batch_job_duration_seconds (the dashboard's and recording rules' quantiles rely on them).
 JOB_DURATION_BUCKETS = ["30", "60", "120", "300", "600", "1200", "1800", "3600", "7200", "14400", "28800",
