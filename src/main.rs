@@ -1,4 +1,5 @@
-//! dli_exporter: flags -> logging -> one mode (check the config, poll once, or serve).
+//! dli_exporter: flags -> logging -> one mode (check the config, poll once, probe the API, or
+//! serve).
 
 use std::process::ExitCode;
 
@@ -25,6 +26,7 @@ fn main() -> ExitCode {
         match flags.mode() {
             Mode::CheckConfig => Ok(app::check_config(&flags)),
             Mode::Once => app::once(&flags).await,
+            Mode::Probe => app::probe(&flags).await,
             Mode::Serve => app::serve(&flags).await,
         }
     });

@@ -1,8 +1,8 @@
 //! The running exporter: builds the store, metrics, clients and pollers from [`Settings`],
 //! serves HTTP on an already bound listener, reloads the configuration on request (`reload`),
 //! turns signals into shutdown and reload (`signals`), and stops everything on shutdown. Also
-//! one function per mode of the binary (`run`: `--check-config`, `--once`, serve) and the
-//! `--demo` settings (`demo`).
+//! one function per mode of the binary (`run`: `--check-config`, `--once`, `--probe`, serve), the
+//! `--probe` run over every queue (`probe`) and the `--demo` settings (`demo`).
 //!
 //! It owns start-up order (listen first, then poll), reload (a broken file keeps the old
 //! configuration running) and shutdown order (stop accepting, let scrapes finish, cancel polls).
@@ -10,13 +10,15 @@
 
 mod demo;
 mod discovery;
+mod probe;
 mod reload;
 mod run;
 mod shard;
 mod signals;
 
 pub use discovery::{ResolveError, discover_targets, resolve_project_ids};
-pub use run::{RunError, check_config, once, serve};
+pub use probe::{ProbeRun, probe_all};
+pub use run::{RunError, check_config, once, probe, serve};
 pub use shard::{os_hostname, resolve_shard};
 
 use std::net::SocketAddr;

@@ -1,5 +1,5 @@
-//! One function per mode of the binary: [`check_config`], [`once`] and [`serve`] (which also
-//! runs `--demo`). `main` parses the flags, sets up logging and calls exactly one of them.
+//! One function per mode of the binary: [`check_config`], [`once`], [`probe`] and [`serve`]
+//! (which also runs `--demo`). `main` parses the flags, sets up logging and calls exactly one of them.
 //!
 //! It owns what each mode reads (config file, environment, web config), prints and returns as
 //! exit code. It must not parse flags or set up logging.
@@ -155,6 +155,43 @@ pub async fn once(flags: &Flags) -> Result<ExitCode, RunError> {
         code = ExitCode::FAILURE;
     }
     Ok(code)
+}
+
+/// `--probe`: characterises the API of every configured queue (docs/architecture.md,
+/// "--probe"), prints each queue's readable report and its `probe …` line to stdout; exit 1 if
+/// a queue list failed or any probe did not complete.
+pub async fn probe(flags: &Flags) -> Result<ExitCode, RunError> {
+    let settings = settings(flags, &process_env()?)?;
+    let run = super::probe_all(&settings).await?;
+    let mut out = String::new();
+    for e in &run.list_errors {
+        out.push_str(&format!("{e}\n\n"));
+    }
+    for report in &run.reports {
+        out.push_str(&format!("{}\n{}\n\n", report.text(), report.line()));
+    }
+    if run.reports.is_empty() {
+        out.push_str("no queue to probe\n");
+    }
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(RunError::Stdout)?;
+    for e in &run.list_errors {
+        eprintln!("dli_exporter: {e}");
+    }
+    for r in run.reports.iter().filter(|r| !r.completed()) {
+        eprintln!(
+            "dli_exporter: probe of project {} queue {} did not complete: {}",
+            r.project_id,
+            r.queue,
+            r.error.as_deref().unwrap_or("unknown error")
+        );
+    }
+    Ok(if run.completed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// The daemon (also `--demo`): listens, polls, serves `/metrics` until SIGTERM or SIGINT, reloads

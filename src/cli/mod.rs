@@ -119,6 +119,12 @@ pub struct Flags {
     #[arg(long, conflicts_with = "check_config")]
     pub once: bool,
 
+    /// Find out what the DLI API does for every configured queue (meaning of total, size cap,
+    /// default order, order/state/start-end parameters, latency) with at most 50 read-only
+    /// requests per queue; print a report and one `probe ...` line per queue, exit 0 or 1.
+    #[arg(long, conflicts_with_all = ["once", "check_config", "demo"])]
+    pub probe: bool,
+
     /// Load and validate the configuration, print a summary without secrets, exit 0 or 1.
     #[arg(long = "check-config")]
     pub check_config: bool,
@@ -152,6 +158,8 @@ pub enum Mode {
     CheckConfig,
     /// `--once`.
     Once,
+    /// `--probe`.
+    Probe,
     /// The daemon, polling the configured account or (`--demo`) the embedded simulator.
     Serve,
 }
@@ -163,6 +171,8 @@ impl Flags {
             Mode::CheckConfig
         } else if self.once {
             Mode::Once
+        } else if self.probe {
+            Mode::Probe
         } else {
             Mode::Serve
         }
@@ -216,6 +226,14 @@ mod tests {
         assert_eq!(f.log_format, LogFormat::Json);
         assert!(f.once);
         assert!(Flags::try_parse_from(["dli_exporter", "--demo", "--once"]).is_err());
+        let probe = Flags::try_parse_from(["dli_exporter", "--probe"]).expect("parses");
+        assert_eq!(probe.mode(), Mode::Probe);
+        for other in ["--once", "--demo", "--check-config"] {
+            assert!(
+                Flags::try_parse_from(["dli_exporter", "--probe", other]).is_err(),
+                "--probe with {other}"
+            );
+        }
         assert!(Flags::try_parse_from(["dli_exporter", "--log.level", "trace"]).is_err());
     }
 

@@ -1,5 +1,6 @@
 //! What a ListBatches server does, read from the pages it returned: the order of its list, what
-//! its `total` means, and whether it caps `size` (docs/architecture.md, "The page walk").
+//! its `total` means, whether it caps `size`, and whether it honours the `order`, `state` and
+//! `start`/`end` parameters (docs/architecture.md, "The page walk" and "--probe").
 //!
 //! These are pure functions over page contents, shared by the walker (which picks its proof from
 //! them at run time) and by `--probe` (which reports them). Nothing here sends a request or keeps
@@ -163,6 +164,153 @@ impl SizeCap {
     }
 }
 
+impl SizeCap {
+    /// Pages asked with different sizes together, a cap winning: the largest capped length seen
+    /// at any size, else `None` when some page was full, else unknown. (Unlike
+    /// [`SizeCap::combine`], a full page of a smaller size does not hide a cap seen with a larger
+    /// one.)
+    pub fn largest_cap(self, other: SizeCap) -> SizeCap {
+        match (self, other) {
+            (SizeCap::Capped(a), SizeCap::Capped(b)) => SizeCap::Capped(a.max(b)),
+            (SizeCap::Capped(a), _) | (_, SizeCap::Capped(a)) => SizeCap::Capped(a),
+            (SizeCap::None, _) | (_, SizeCap::None) => SizeCap::None,
+            _ => SizeCap::Unknown,
+        }
+    }
+}
+
+/// What a server does with a query parameter, as its answers tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamSupport {
+    /// The answer is what the parameter asks for.
+    Honoured,
+    /// The answer is what it would be without the parameter.
+    Ignored,
+    /// The request was refused with a 4xx.
+    Rejected,
+    /// The jobs seen cannot tell (too few, or too alike).
+    Unknown,
+}
+
+impl ParamSupport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParamSupport::Honoured => "honoured",
+            ParamSupport::Ignored => "ignored",
+            ParamSupport::Rejected => "rejected",
+            ParamSupport::Unknown => "unknown",
+        }
+    }
+}
+
+/// The first `create_time` of a page, in the order served.
+fn first_time(jobs: &[BatchJob]) -> Option<i64> {
+    jobs.iter().find_map(|j| j.create_time)
+}
+
+/// Whether `order` is honoured, from the first page asked with `order=CREATE_TIME_DESC` and the
+/// first page asked with `order=CREATE_TIME_ASC` (`None`: that request was refused with a 4xx).
+/// `extremes`: the newest and oldest `create_time` of the whole list, when all of it was seen;
+/// a server that sorts each page but not the list then reads as ignoring `order`.
+pub fn order_param_support(
+    desc: Option<&[BatchJob]>,
+    asc: Option<&[BatchJob]>,
+    extremes: Option<(i64, i64)>,
+) -> ParamSupport {
+    let (Some(desc), Some(asc)) = (desc, asc) else {
+        return ParamSupport::Rejected;
+    };
+    let (d, a) = (Order::of_jobs(desc), Order::of_jobs(asc));
+    if matches!(d, Order::Asc | Order::Unordered) || matches!(a, Order::Desc | Order::Unordered) {
+        return ParamSupport::Ignored;
+    }
+    if (d, a) != (Order::Desc, Order::Asc) {
+        return ParamSupport::Unknown;
+    }
+    match extremes {
+        Some((newest, oldest))
+            if first_time(desc) != Some(newest) || first_time(asc) != Some(oldest) =>
+        {
+            ParamSupport::Ignored
+        }
+        _ => ParamSupport::Honoured,
+    }
+}
+
+/// Whether the `state` filter is honoured, from the answer to `state=asked` (`None`: refused
+/// with a 4xx). `in_state` and `others`: jobs of the list in that state and in any other.
+pub fn state_filter_support(
+    asked: &str,
+    answer: Option<&[BatchJob]>,
+    in_state: usize,
+    others: usize,
+) -> ParamSupport {
+    let Some(answer) = answer else {
+        return ParamSupport::Rejected;
+    };
+    if in_state == 0 || others == 0 {
+        return ParamSupport::Unknown;
+    }
+    if answer.iter().any(|j| j.state.as_deref() != Some(asked)) {
+        ParamSupport::Ignored
+    } else if answer.is_empty() {
+        ParamSupport::Unknown
+    } else {
+        ParamSupport::Honoured
+    }
+}
+
+/// What `start`/`end` filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeFilter {
+    /// Jobs created in the window (`create_time`).
+    CreateTime,
+    Ignored,
+    Rejected,
+    /// Too few jobs, or an answer that fits neither `create_time` nor no filter at all.
+    Unknown,
+}
+
+impl TimeFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TimeFilter::CreateTime => "create_time",
+            TimeFilter::Ignored => "ignored",
+            TimeFilter::Rejected => "rejected",
+            TimeFilter::Unknown => "unknown",
+        }
+    }
+}
+
+/// What `start=window.0&end=window.1` (unix ms) filtered on, from its answer (`None`: refused
+/// with a 4xx). `inside`/`outside`: jobs of the list created inside and outside the window;
+/// `unfiltered_len`: the length of the same page without the filter.
+pub fn time_filter_support(
+    window: (i64, i64),
+    answer: Option<&[BatchJob]>,
+    inside: usize,
+    outside: usize,
+    unfiltered_len: usize,
+) -> TimeFilter {
+    let Some(answer) = answer else {
+        return TimeFilter::Rejected;
+    };
+    if inside == 0 || outside == 0 {
+        return TimeFilter::Unknown;
+    }
+    let in_window = |j: &BatchJob| {
+        j.create_time
+            .is_some_and(|t| t >= window.0 && t <= window.1)
+    };
+    if !answer.is_empty() && answer.iter().all(in_window) {
+        TimeFilter::CreateTime
+    } else if answer.iter().any(|j| !in_window(j)) && answer.len() >= unfiltered_len {
+        TimeFilter::Ignored
+    } else {
+        TimeFilter::Unknown
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +375,109 @@ mod tests {
         );
         assert_eq!(SizeCap::Capped(50).combine(SizeCap::None), SizeCap::None);
         assert_eq!(SizeCap::Unknown.label(), "unknown");
+    }
+
+    fn jobs(times: &[(i64, &str)]) -> Vec<BatchJob> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, (t, state))| BatchJob::new(&format!("j{i}"), state, None, Some(*t)))
+            .collect()
+    }
+
+    #[test]
+    fn largest_cap_prefers_a_cap_seen_at_any_size() {
+        assert_eq!(
+            SizeCap::None.largest_cap(SizeCap::Capped(200)),
+            SizeCap::Capped(200)
+        );
+        assert_eq!(
+            SizeCap::Capped(50).largest_cap(SizeCap::Capped(40)),
+            SizeCap::Capped(50)
+        );
+        assert_eq!(SizeCap::Unknown.largest_cap(SizeCap::None), SizeCap::None);
+        assert_eq!(
+            SizeCap::Unknown.largest_cap(SizeCap::Unknown),
+            SizeCap::Unknown
+        );
+    }
+
+    #[test]
+    fn order_param_from_the_desc_and_asc_pages() {
+        let desc = jobs(&[(3, "a"), (2, "a"), (1, "a")]);
+        let asc = jobs(&[(1, "a"), (2, "a"), (3, "a")]);
+        let (d, a) = (Some(&desc[..]), Some(&asc[..]));
+        assert_eq!(order_param_support(d, a, None), ParamSupport::Honoured);
+        assert_eq!(
+            order_param_support(d, a, Some((3, 1))),
+            ParamSupport::Honoured
+        );
+        // Sorted pages that do not start at the list's ends: each page sorted, not the list.
+        assert_eq!(
+            order_param_support(d, a, Some((9, 1))),
+            ParamSupport::Ignored
+        );
+        assert_eq!(order_param_support(d, d, None), ParamSupport::Ignored);
+        assert_eq!(order_param_support(a, a, None), ParamSupport::Ignored);
+        assert_eq!(order_param_support(None, a, None), ParamSupport::Rejected);
+        let same = jobs(&[(5, "a"), (5, "a")]);
+        assert_eq!(
+            order_param_support(Some(&same[..]), Some(&same[..]), None),
+            ParamSupport::Unknown
+        );
+        assert_eq!(ParamSupport::Honoured.as_str(), "honoured");
+    }
+
+    #[test]
+    fn state_filter_from_its_answer() {
+        let running = jobs(&[(1, "running"), (2, "running")]);
+        let mixed = jobs(&[(1, "running"), (2, "success")]);
+        assert_eq!(
+            state_filter_support("running", Some(&running[..]), 2, 3),
+            ParamSupport::Honoured
+        );
+        assert_eq!(
+            state_filter_support("running", Some(&mixed[..]), 2, 3),
+            ParamSupport::Ignored
+        );
+        assert_eq!(
+            state_filter_support("running", None, 2, 3),
+            ParamSupport::Rejected
+        );
+        assert_eq!(
+            state_filter_support("running", Some(&running[..]), 2, 0),
+            ParamSupport::Unknown,
+            "every job in that state"
+        );
+        assert_eq!(
+            state_filter_support("running", Some(&[]), 2, 3),
+            ParamSupport::Unknown
+        );
+    }
+
+    #[test]
+    fn time_filter_from_its_answer() {
+        let inside = jobs(&[(20, "a"), (15, "a")]);
+        let all = jobs(&[(30, "a"), (20, "a"), (10, "a")]);
+        let w = (12, 25);
+        assert_eq!(
+            time_filter_support(w, Some(&inside[..]), 2, 2, 3),
+            TimeFilter::CreateTime
+        );
+        assert_eq!(
+            time_filter_support(w, Some(&all[..]), 2, 2, 3),
+            TimeFilter::Ignored
+        );
+        assert_eq!(
+            time_filter_support(w, Some(&all[..2]), 2, 2, 3),
+            TimeFilter::Unknown,
+            "filtered, but not on create_time"
+        );
+        assert_eq!(time_filter_support(w, None, 2, 2, 3), TimeFilter::Rejected);
+        assert_eq!(
+            time_filter_support(w, Some(&inside[..]), 2, 0, 3),
+            TimeFilter::Unknown
+        );
+        assert_eq!(TimeFilter::CreateTime.as_str(), "create_time");
     }
 }

@@ -2,7 +2,7 @@
 //! (`model`), the HTTP client with its TLS roots, proxy and timeouts (`http`), one request
 //! (`transport`, `client`), the hold-off after throttling (`throttle`), typed errors (`error`),
 //! the page walk (`paging`, with its page count `progress`, and `detect`, what the pages say
-//! about the server), the queue list (`queues`), the
+//! about the server), `--probe`'s questions to the server (`probe`), the queue list (`queues`), the
 //! project id of a region (`projects`) and retries of single requests (`retry`). Nothing here
 //! knows about Prometheus or the daemon's schedule.
 
@@ -13,6 +13,7 @@ mod error;
 mod http;
 pub mod model;
 pub mod paging;
+pub mod probe;
 mod progress;
 mod projects;
 mod queues;
