@@ -453,6 +453,27 @@ async fn demo_mode_exports_both_queues() {
             .filter_map(|s| value(&text, &jobs_series(q, s)))
             .sum();
         assert!(total > 0.0, "demo queue {q} has jobs\n{text}");
+        // The recurring jobs (metrics.job_names) have their table, and only they do.
+        let names: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dli_batch_job_last_run_start_timestamp_seconds{"))
+            .filter(|l| l.contains(&queue_label))
+            .filter_map(|l| l.split("job_name=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(
+            !names.is_empty(),
+            "no recurring job in demo queue {q}\n{text}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| dli_exporter::sim::LIVELY_RECURRING_JOBS.contains(n)),
+            "{names:?}"
+        );
+        assert_eq!(
+            value(&text, &queue_series("dli_batch_job_names_dropped", q)),
+            Some(0.0)
+        );
     }
 
     // One more poll (every 5 s in the demo) moves the last-success timestamp.
