@@ -2,7 +2,8 @@
 //! generator (all 16 job fields, 10 log lines, a 1-2 KB `req_body` per job):
 //!
 //! - `decode/page_100`: one ListBatches page of 100 jobs, bytes -> `BatchPage`.
-//! - `decode_aggregate/page_100`: the same plus folding every job into a `SnapshotBuilder`.
+//! - `decode_aggregate/page_100`: the same plus folding every job into a `SnapshotBuilder`;
+//!   `decode_aggregate/page_100_job_names` with `metrics.job_names = [".*"]` as well.
 //! - `render/series_3000`: the `/metrics` exposition of 3 queues x 200 owners x 5 states, rendered
 //!   from scratch (`Metrics::render`), and as served by the render cache (plain and gzip).
 //! - `scrape/loopback`: `GET /metrics` over a keep-alive loopback connection to the real server
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dli_exporter::app::App;
-use dli_exporter::config;
+use dli_exporter::config::{self, JobNameFilter};
 use dli_exporter::dli::model::decode_page;
 use dli_exporter::metrics::{CollectorOptions, Metrics};
 use dli_exporter::poll::aggregate::SnapshotBuilder;
@@ -64,6 +65,33 @@ fn decode(c: &mut Criterion) {
             }
         });
         black_box(builder.finish(200));
+    });
+    // The same with metrics.job_names selecting every name (`.*`, the worst case: each job is a
+    // selected run). Ten pages of the same size taken in turn: their names (`daily_orders_etl_57`,
+    // ...) are mostly distinct, about 1,000 in all, so the per-queue cap of 100 keeps evicting.
+    let pages: Vec<Vec<u8>> = (0..10u64)
+        .map(|seed| {
+            let jobs = generate_jobs_seeded(7 + seed, PAGE, "etl", true, NOW_MS);
+            page_body(0, 100_000, &jobs)
+        })
+        .collect();
+    g.bench_function("page_100_job_names", |b| {
+        let filter = match JobNameFilter::new(&[".*".to_string()], 100) {
+            Ok(Some(f)) => Arc::new(f),
+            other => panic!("job name filter: {other:?}"),
+        };
+        let mut builder = SnapshotBuilder::with_job_names(filter);
+        let mut turn = 0;
+        b.iter(|| {
+            turn = (turn + 1) % pages.len();
+            if let Ok(page) = decode_page(black_box(&pages[turn])) {
+                for job in &page.sessions {
+                    builder.add(job);
+                }
+            }
+        });
+        let snapshot = builder.finish(200);
+        assert!(snapshot.job_names.is_some_and(|n| !n.names.is_empty()));
     });
     g.finish();
 }

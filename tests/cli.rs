@@ -1,5 +1,6 @@
 //! The real binary as a child process: `--check-config`, `--once`, the daemon and its signals,
-//! `--demo` and `--version` (docs/architecture.md, "Command line").
+//! `--demo`, `--help` and `--version` (docs/architecture.md, "Command line"; `--probe` has its own
+//! file, tests/probe.rs).
 //!
 //! Every child runs with a cleared environment (no proxies, no stray `DLI_EXPORTER__*` or
 //! `HUAWEICLOUD_SDK_*`), writes its output to files in a temporary directory, and is killed by
@@ -453,6 +454,27 @@ async fn demo_mode_exports_both_queues() {
             .filter_map(|s| value(&text, &jobs_series(q, s)))
             .sum();
         assert!(total > 0.0, "demo queue {q} has jobs\n{text}");
+        // The recurring jobs (metrics.job_names) have their table, and only they do.
+        let names: std::collections::BTreeSet<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("dli_batch_job_last_run_start_timestamp_seconds{"))
+            .filter(|l| l.contains(&queue_label))
+            .filter_map(|l| l.split("job_name=\"").nth(1)?.split('"').next())
+            .collect();
+        assert!(
+            !names.is_empty(),
+            "no recurring job in demo queue {q}\n{text}"
+        );
+        assert!(
+            names
+                .iter()
+                .all(|n| dli_exporter::sim::LIVELY_RECURRING_JOBS.contains(n)),
+            "{names:?}"
+        );
+        assert_eq!(
+            value(&text, &queue_series("dli_batch_job_names_dropped", q)),
+            Some(0.0)
+        );
     }
 
     // One more poll (every 5 s in the demo) moves the last-success timestamp.
@@ -467,6 +489,37 @@ async fn demo_mode_exports_both_queues() {
     child.signal("TERM");
     let status = child.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "{status}\n{}", child.outputs());
+}
+
+#[tokio::test]
+async fn help_lists_every_mode_and_the_modes_exclude_each_other() {
+    let (status, child) = run(&["--help"], &[], Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", child.outputs());
+    let help = child.stdout();
+    for flag in [
+        "--check-config",
+        "--once",
+        "--probe",
+        "--demo",
+        "--config.file",
+    ] {
+        assert!(help.contains(flag), "{flag} in --help:\n{help}");
+    }
+    assert!(help.contains("at most 50 read-only"), "{help}");
+    for other in ["--once", "--check-config", "--demo"] {
+        let (status, child) = run(&["--probe", other], &[], Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "--probe {other}: {}",
+            child.outputs()
+        );
+        assert!(
+            child.stderr().contains("cannot be used with"),
+            "{}",
+            child.outputs()
+        );
+    }
 }
 
 #[tokio::test]

@@ -39,12 +39,26 @@ pub fn demo_discovery() -> DiscoveryConfig {
     }
 }
 
+/// The demo's `metrics.job_names`: its recurring jobs, one through a regex. The demo world's other
+/// jobs have names like `daily_orders_etl_57`, which these leave out (regexes match whole names).
+pub fn demo_job_names() -> Vec<String> {
+    vec![
+        "daily_.*_etl".into(),
+        "hourly_metrics_rollup".into(),
+        "user_profile_agg".into(),
+        "fraud_features".into(),
+    ]
+}
+
 /// Settings that poll `sim` with the demo credentials.
 pub fn settings_for(sim: &Simulator) -> Settings {
     Settings {
         web: WebConfig::default(),
         poll: demo_poll(),
-        metrics: MetricsConfig::default(),
+        metrics: MetricsConfig {
+            job_names: demo_job_names(),
+            ..MetricsConfig::default()
+        },
         discovery: demo_discovery(),
         projects: vec![Project {
             project_id: DEMO_PROJECT_ID.to_string(),
@@ -74,4 +88,24 @@ pub async fn start() -> std::io::Result<(Simulator, Settings)> {
     tracing::info!(simulator = %sim.base_url(), expected_queues = ?DEMO_QUEUES,
         "demo: discovering and polling the queues of the embedded DLI simulator");
     Ok((sim, settings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JobNameFilter;
+    use crate::sim::LIVELY_RECURRING_JOBS;
+
+    #[test]
+    fn the_demo_selects_its_recurring_jobs_and_nothing_else() {
+        let filter = JobNameFilter::new(&demo_job_names(), 100)
+            .expect("valid")
+            .expect("on");
+        for name in LIVELY_RECURRING_JOBS {
+            assert!(filter.matches(name), "{name}");
+        }
+        for name in ["daily_orders_etl_57", "fraud_features_3", "job-1234"] {
+            assert!(!filter.matches(name), "{name}");
+        }
+    }
 }

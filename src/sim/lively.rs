@@ -4,7 +4,8 @@
 //! queues ([`DEMO_SQL_QUEUES`]) that discovery leaves out by default.
 //!
 //! Owns the world's evolution: every tick jobs start, finish, fail or recover, new jobs are
-//! submitted at the front, and old finished ones are pruned. Invariants after every step, for
+//! submitted at the front (about a third of them runs of the recurring jobs
+//! [`LIVELY_RECURRING_JOBS`]), and old finished ones are pruned. Invariants after every step, for
 //! each queue: all five states are present, at least one job has no owner, the list is at most
 //! [`LIVELY_MAX_JOBS`] long and newest-first by `create_time`. It must not use randomness other than
 //! its own generator seeded from [`SimConfig::seed`], nor outlive [`Simulator::shutdown`].
@@ -56,6 +57,18 @@ fn used_cu(q: &QueueJobs, cu_count: i64) -> f64 {
 
 /// The owners the demo world's jobs belong to (one job at least has no owner at all).
 pub const LIVELY_OWNERS: [&str; 8] = jobs::OWNERS;
+
+/// Recurring job names of the demo world: about one job in three is a run of one of them. Their
+/// runs succeed, except those of [`LIVELY_FLAKY_JOB`], which die now and then.
+pub const LIVELY_RECURRING_JOBS: [&str; 4] = [
+    "daily_orders_etl",
+    "hourly_metrics_rollup",
+    "user_profile_agg",
+    LIVELY_FLAKY_JOB,
+];
+
+/// The recurring job of the demo world whose runs sometimes die.
+pub const LIVELY_FLAKY_JOB: &str = "fraud_features";
 
 /// The demo world never keeps more jobs than this per queue.
 pub const LIVELY_MAX_JOBS: usize = 80;
@@ -110,6 +123,13 @@ fn counts(q: &QueueJobs) -> [usize; 5] {
     c
 }
 
+/// A run of a recurring job that does not die: every one of them but [`LIVELY_FLAKY_JOB`].
+fn reliable(job: &SimJob) -> bool {
+    job.name
+        .as_deref()
+        .is_some_and(|n| n != LIVELY_FLAKY_JOB && LIVELY_RECURRING_JOBS.contains(&n))
+}
+
 const STARTING: usize = 0;
 const RUNNING: usize = 1;
 const RECOVERING: usize = 2;
@@ -130,7 +150,16 @@ impl LivelyWorld {
 
     fn job(&mut self, queue: &str, state: &str, created: i64, now: i64) -> SimJob {
         let owner = self.owner();
-        jobs::make_job(&mut self.rng, queue, state, owner, created, now, false)
+        let mut job = jobs::make_job(&mut self.rng, queue, state, owner, created, now, false);
+        if self.rng.random_range(0..3) == 0 {
+            let name = if state == "dead" {
+                LIVELY_FLAKY_JOB
+            } else {
+                LIVELY_RECURRING_JOBS[self.rng.random_range(0..LIVELY_RECURRING_JOBS.len())]
+            };
+            job.name = Some(name.to_string());
+        }
+        job
     }
 
     /// Fills every demo queue with 40–80 jobs in all five states, newest first.
@@ -216,6 +245,8 @@ impl LivelyWorld {
             let to = match from {
                 STARTING if roll < 0.4 => Some("running"),
                 RUNNING if roll < 0.08 => Some("success"),
+                // Runs of the reliable recurring jobs succeed instead of dying.
+                RUNNING if roll < 0.11 && reliable(job) => Some("success"),
                 RUNNING if roll < 0.11 => Some("dead"),
                 RUNNING if roll < 0.13 => Some("recovering"),
                 RECOVERING if roll < 0.4 => Some("running"),
@@ -314,7 +345,15 @@ mod tests {
             );
             for j in &jobs {
                 assert!(j.duration >= 0 && j.update_time >= j.create_time, "{j:?}");
+                assert!(!(reliable(j) && j.state == "dead"), "{j:?}");
             }
+            assert!(
+                jobs.iter().any(|j| j
+                    .name
+                    .as_deref()
+                    .is_some_and(|n| LIVELY_RECURRING_JOBS.contains(&n))),
+                "{queue} has no recurring job"
+            );
         }
     }
 

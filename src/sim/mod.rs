@@ -49,8 +49,8 @@ pub use jobs::{JOB_STATES, SimJob};
 pub use keyless::{DEMO_ID_TOKEN, DEMO_IDP_ID, NO_AGENCY_MESSAGE, Outage, Service};
 pub use listing::{ListOrder, ParamHandling, QueueBehaviour};
 pub use lively::{
-    DEMO_SQL_QUEUES, LIVELY_MAX_JOBS, LIVELY_OWNERS, LivelyWorld, demo_queue_list, start_lively,
-    start_lively_with,
+    DEMO_SQL_QUEUES, LIVELY_FLAKY_JOB, LIVELY_MAX_JOBS, LIVELY_OWNERS, LIVELY_RECURRING_JOBS,
+    LivelyWorld, demo_queue_list, start_lively, start_lively_with,
 };
 pub use queues::SimQueue;
 

@@ -144,22 +144,40 @@ impl JobIdSet {
     }
 }
 
-/// A compact key for a job id: the UUID's own 128 bits when it is one, else two independent
-/// 64-bit SipHashes of the text.
+/// A compact key for a job id: the UUID's own 128 bits when it is one in canonical form
+/// (lowercase, dashes at 8, 13, 18 and 23), else two independent 64-bit SipHashes of the text.
+/// Only one spelling of a UUID maps to its bits, so two different id strings never share a key
+/// (up to a 128-bit hash collision).
 pub fn id_key(id: &str) -> u128 {
-    let hex: Vec<u8> = id.bytes().filter(|b| *b != b'-').collect();
-    if hex.len() == 32
-        && id.len() <= 36
-        && let Ok(s) = std::str::from_utf8(&hex)
-        && let Ok(v) = u128::from_str_radix(s, 16)
-    {
-        return v;
+    let b = id.as_bytes();
+    if b.len() == 36 {
+        let mut v: u128 = 0;
+        let mut canonical = true;
+        for (i, c) in b.iter().enumerate() {
+            let dash = matches!(i, 8 | 13 | 18 | 23);
+            let digit = match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            };
+            match (dash, *c == b'-', digit) {
+                (true, true, _) => {}
+                (false, _, Some(d)) => v = (v << 4) | u128::from(d),
+                _ => {
+                    canonical = false;
+                    break;
+                }
+            }
+        }
+        if canonical {
+            return v;
+        }
     }
     let mut a = DefaultHasher::new();
     id.hash(&mut a);
-    let mut b = DefaultHasher::new();
-    (0x9e37_79b9_7f4a_7c15_u64, id).hash(&mut b);
-    (u128::from(a.finish()) << 64) | u128::from(b.finish())
+    let mut h = DefaultHasher::new();
+    (0x9e37_79b9_7f4a_7c15_u64, id).hash(&mut h);
+    (u128::from(a.finish()) << 64) | u128::from(h.finish())
 }
 
 /// Walks every page of `queue` and hands each distinct job to `sink`.
@@ -216,6 +234,14 @@ mod id_tests {
             0x03923a725ace466aa573e8c7b08b8cf3
         );
         assert_ne!(id_key("job-1"), id_key("job-2"));
+        // Other spellings of the same UUID are other ids.
+        for other in [
+            "03923A72-5ACE-466A-A573-E8C7B08B8CF3",
+            "03923a725ace466aa573e8c7b08b8cf3",
+            "03923a72-5ace-466a-a573e-8c7b08b8cf3",
+        ] {
+            assert_ne!(id_key(other), 0x03923a725ace466aa573e8c7b08b8cf3, "{other}");
+        }
         assert_eq!(id_key("job-1"), id_key("job-1"));
         let mut set = JobIdSet::default();
         assert!(set.insert("a"));

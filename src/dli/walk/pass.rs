@@ -36,15 +36,16 @@ pub(super) struct Window {
 
 impl Window {
     pub fn of(offset: u64, page: &BatchPage) -> Window {
+        Window::with_keys(offset, page, page_keys(page))
+    }
+
+    /// [`Window::of`] with the keys of the page's jobs already computed.
+    fn with_keys(offset: u64, page: &BatchPage, keys: Vec<u128>) -> Window {
         let times = || page.sessions.iter().filter_map(|j| j.create_time);
         Window {
             offset,
             len: page.sessions.len(),
-            ids: page
-                .sessions
-                .iter()
-                .filter_map(|j| j.id.as_deref().map(id_key))
-                .collect(),
+            ids: keys,
             anonymous: page.sessions.iter().any(|j| j.id.is_none()),
             first_time: times().next(),
             last_time: page.sessions.iter().rev().find_map(|j| j.create_time),
@@ -59,6 +60,14 @@ impl Window {
     pub fn end(&self) -> u64 {
         self.offset.saturating_add(self.len as u64)
     }
+}
+
+/// The keys of a page's jobs that have an id, in the order listed.
+fn page_keys(page: &BatchPage) -> Vec<u128> {
+    page.sessions
+        .iter()
+        .filter_map(|j| j.id.as_deref().map(id_key))
+        .collect()
 }
 
 pub(crate) struct Walker<'a, S> {
@@ -113,7 +122,12 @@ impl<'a, S: PageSource> Walker<'a, S> {
         }
         let step = self.step as u64;
         if total > self.step as i64 {
-            // `total` says there is more: fetch the pages it names concurrently.
+            // `total` says there is more: fetch the pages it names concurrently. The id set is
+            // the walk's one allocation that grows with the queue: size it once (a rehash would
+            // briefly hold 1.5x), within what max_pages allows whatever `total` says.
+            let limit = self.step.saturating_mul(self.options.max_pages as usize);
+            self.seen
+                .reserve(usize::try_from(total).unwrap_or(usize::MAX).min(limit));
             let end = self.concurrent(total as u64, sink).await?;
             if end.is_none() {
                 let from = self.main.values().next_back().map_or(step, Window::end);
@@ -252,8 +266,8 @@ impl<'a, S: PageSource> Walker<'a, S> {
         page: BatchPage,
         sink: &mut impl FnMut(BatchJob),
     ) -> Result<(), WalkError> {
-        let window = Window::of(from, &page);
-        let fresh = self.feed(page.sessions, sink);
+        let window = Window::with_keys(from, &page, page_keys(&page));
+        let fresh = self.feed_keyed(page.sessions, &window.ids, sink);
         if from > 0 && window.len >= self.step && window.len > 0 && fresh == 0 {
             return Err(self.inconsistent(format!(
                 "the page from={from} repeats {} jobs already seen and brings none new (does the server ignore `from`?)",
@@ -262,6 +276,32 @@ impl<'a, S: PageSource> Walker<'a, S> {
         }
         self.main.insert(from, window);
         Ok(())
+    }
+
+    /// [`Walker::feed`] for a page whose id keys are known (`keys`: those of the jobs with an
+    /// id, in order).
+    fn feed_keyed(
+        &mut self,
+        jobs: Vec<BatchJob>,
+        keys: &[u128],
+        sink: &mut impl FnMut(BatchJob),
+    ) -> usize {
+        let mut keys = keys.iter();
+        let mut fresh = 0;
+        for job in jobs {
+            let new = match job.id {
+                Some(_) => keys.next().is_some_and(|k| self.seen.insert(*k)),
+                None => true,
+            };
+            if new {
+                fresh += 1;
+                self.stats.jobs = self.stats.jobs.saturating_add(1);
+                sink(job);
+            } else {
+                self.stats.duplicates = self.stats.duplicates.saturating_add(1);
+            }
+        }
+        fresh
     }
 
     /// Hands the jobs not seen before to the sink; returns how many there were.
