@@ -98,10 +98,17 @@ impl Poller {
 
     fn listed(&self) -> f64 {
         let text = self.text();
-        ["starting", "running", "recovering", "success", "dead", "idle"]
-            .iter()
-            .filter_map(|s| value(&text, &jobs_series(Q, s)))
-            .sum()
+        [
+            "starting",
+            "running",
+            "recovering",
+            "success",
+            "dead",
+            "idle",
+        ]
+        .iter()
+        .filter_map(|s| value(&text, &jobs_series(Q, s)))
+        .sum()
     }
 }
 
@@ -145,7 +152,7 @@ impl World {
     fn job(&mut self, state: &str) -> SimJob {
         self.next += 1;
         self.now_ms += 1_000 + self.rng.random_range(0..5_000);
-        let id = if self.next % 7 == 0 {
+        let id = if self.next.is_multiple_of(7) {
             format!("job-{}", self.next)
         } else {
             format!("{:08x}-0000-4000-8000-{:012x}", self.next, self.next * 31)
@@ -268,7 +275,10 @@ async fn a_day_of_churn_publishes_what_full_walks_publish() {
                 world.step();
             }
             world.sim.reset_stats();
-            assert!(incremental.poll(&client, &key).await, "hour {hour} minute {minute}");
+            assert!(
+                incremental.poll(&client, &key).await,
+                "hour {hour} minute {minute}"
+            );
             let cost = world.sim.stats().list_batches_requests;
             assert!(full.poll(&client, &key).await);
             let was_incremental = incremental.metric("dli_poll_incremental") == 1.0;
@@ -340,7 +350,14 @@ async fn falls_back_when(behaviour: QueueBehaviour) {
         if round > 0 {
             world.step();
         }
-        both_full(&client, &key, &mut auto, &mut full, &format!("round {round}")).await;
+        both_full(
+            &client,
+            &key,
+            &mut auto,
+            &mut full,
+            &format!("round {round}"),
+        )
+        .await;
     }
     assert_eq!(auto.failures("inconsistent"), Some(0.0));
 }
@@ -398,12 +415,26 @@ async fn a_server_that_stops_honouring_state_fails_one_poll_then_full_walks() {
         },
     );
     world.step();
-    assert!(!auto.poll(&client, &key).await, "the incremental poll fails");
+    assert!(
+        !auto.poll(&client, &key).await,
+        "the incremental poll fails"
+    );
     assert_eq!(auto.failures("inconsistent"), Some(1.0));
-    assert_eq!(auto.job_series(), before, "nothing of the failed poll is published");
+    assert_eq!(
+        auto.job_series(),
+        before,
+        "nothing of the failed poll is published"
+    );
     assert_eq!(auto.metric("dli_poll_success"), 0.0);
     for round in 0..3 {
-        both_full(&client, &key, &mut auto, &mut full, &format!("after {round}")).await;
+        both_full(
+            &client,
+            &key,
+            &mut auto,
+            &mut full,
+            &format!("after {round}"),
+        )
+        .await;
         world.step();
     }
 }
@@ -425,12 +456,23 @@ async fn forced_incremental_polls_fail_against_an_oldest_first_server_and_walk_f
     let mut full = Poller::new(PollMode::Full, &key, &names);
     for round in 0..3 {
         // A full walk (publishes what a full walk publishes)...
-        both_full(&client, &key, &mut forced, &mut full, &format!("round {round}")).await;
+        both_full(
+            &client,
+            &key,
+            &mut forced,
+            &mut full,
+            &format!("round {round}"),
+        )
+        .await;
         let good = forced.job_series();
         // ...then the forced incremental poll, which finds pages oldest first and fails.
         world.step();
         assert!(!forced.poll(&client, &key).await, "round {round}");
         assert_eq!(forced.metric("dli_poll_incremental"), 1.0);
-        assert_eq!(forced.job_series(), good, "round {round}: nothing published");
+        assert_eq!(
+            forced.job_series(),
+            good,
+            "round {round}: nothing published"
+        );
     }
 }

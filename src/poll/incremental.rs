@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::aggregate::SnapshotBuilder;
+use super::context::PollContext;
 use super::lifecycle::JobTracker;
-use super::scheduler::PollContext;
 use super::table::JobTable;
 use crate::config::{JobNameFilter, PollMode};
 use crate::dli::detect::{Order, ParamSupport, state_filter_support};

@@ -4,6 +4,7 @@
 //! discovery and the queue metrics come from (`discovery`).
 
 pub mod aggregate;
+mod context;
 pub mod discovery;
 pub mod incremental;
 pub mod job_names;
