@@ -310,3 +310,70 @@ pub fn rebuild(
     };
     (builder.finish(ctx.max_owners), events)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::PollConfig;
+    use crate::store::SnapshotStore;
+
+    fn ctx(mode: PollMode, names: Option<Arc<JobNameFilter>>) -> PollContext {
+        let poll = PollConfig {
+            mode,
+            full_walk_interval: Duration::from_secs(900),
+            ..PollConfig::default()
+        };
+        let mut ctx = PollContext::new(Arc::new(SnapshotStore::new([])), &poll, 10);
+        ctx.job_names = names;
+        ctx
+    }
+
+    fn table(names: Option<Arc<JobNameFilter>>) -> JobTable {
+        let mut t = JobTable::new(names);
+        t.push(&BatchJob::new("a", "running", None, Some(1)));
+        t.seal();
+        t
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_walk_every_interval_after_a_failure_and_when_asked() {
+        let incremental = ctx(PollMode::Incremental, None);
+        let mut state = IncrementalState::default();
+        assert!(!state.wants_incremental(&incremental), "no table yet");
+        assert_eq!(state.install(table(None), tokio::time::Instant::now()), 0);
+        assert!(state.wants_incremental(&incremental));
+        assert!(!state.wants_incremental(&ctx(PollMode::Full, None)));
+        assert!(
+            !state.wants_incremental(&ctx(PollMode::Auto, None)),
+            "auto needs the checks"
+        );
+        tokio::time::advance(Duration::from_secs(899)).await;
+        assert!(state.wants_incremental(&incremental));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(!state.wants_incremental(&incremental), "the interval is up");
+        state.install(table(None), tokio::time::Instant::now());
+        assert!(state.wants_incremental(&incremental));
+        state.request_full_walk();
+        assert!(!state.wants_incremental(&incremental));
+        state.install(table(None), tokio::time::Instant::now());
+        // A reload that changes the job names: the table kept other names.
+        let names = JobNameFilter::new(&["x".to_string()], 5)
+            .expect("compiles")
+            .map(Arc::new);
+        assert!(!state.wants_incremental(&ctx(PollMode::Incremental, names)));
+    }
+
+    #[test]
+    fn drift_is_counted_only_when_incremental_polls_changed_the_table() {
+        let mut state = IncrementalState::default();
+        let at = tokio::time::Instant::now();
+        state.install(table(None), at);
+        // Full walk after full walk: the list's own changes are no drift.
+        assert_eq!(state.install(JobTable::new(None), at), 0);
+        state.install(table(None), at);
+        state.changed_since_full = true;
+        assert_eq!(state.install(JobTable::new(None), at), 1, "the job is gone");
+    }
+}
