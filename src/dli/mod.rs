@@ -33,5 +33,6 @@ pub use retry::with_retries;
 pub use throttle::ThrottlePolicy;
 pub use transport::{NoopObserver, RequestObserver};
 pub use walk::{
-    RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue, walk_queue_with_progress,
+    ChangeLister, RetryPolicy, WalkError, WalkOptions, WalkStats, walk_queue,
+    walk_queue_with_progress,
 };

@@ -8,6 +8,7 @@
 //! returns its error and the caller throws away what the sink built.
 
 mod bridge;
+mod changes;
 mod pass;
 mod proof;
 mod source;
@@ -24,6 +25,7 @@ use super::error::DliError;
 use super::model::BatchJob;
 use super::progress::WalkProgress;
 pub use super::retry::RetryPolicy;
+pub use changes::ChangeLister;
 use source::ClientSource;
 pub(crate) use source::PageSource;
 
