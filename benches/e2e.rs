@@ -13,12 +13,18 @@
 //! `--load-secs` seconds, like `wrk -t2 -c32 -d10s`), plain and gzip, then `wrk` itself (plain and gzip)
 //! when it is installed (not with `--quick`).
 //!
-//! Both phases report startup-to-first-served-`/metrics` time; the binary size is printed first.
+//! Incremental phase (`benches/incremental/`): the same size of queue with 500 active jobs, polled
+//! with `poll.mode = "auto"` while 100 jobs change between polls; requests and bytes per poll,
+//! full walk versus incremental, and the peak RSS with the job table.
+//!
+//! `--phase walk|incremental|scrape` runs one phase (default: all). Both the walk and the scrape
+//! phases report startup-to-first-served-`/metrics` time; the binary size is printed first.
 //!
 //! Run: `cargo bench --bench e2e` (release build); smoke: `cargo bench --bench e2e -- --quick`
 //! or, in debug, `cargo test --bench e2e -- --quick`. Not part of `cargo test`.
 
 mod common;
+mod incremental;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -41,6 +47,8 @@ struct Args {
     queues: usize,
     owners: usize,
     wrk: bool,
+    /// `walk`, `scrape`, `incremental` or `all`.
+    phase: String,
 }
 
 fn parse_args() -> Args {
@@ -54,6 +62,7 @@ fn parse_args() -> Args {
         queues: 3,
         owners: 200,
         wrk: true,
+        phase: "all".to_string(),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -68,6 +77,7 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = value.parse().unwrap_or(a.concurrency),
             "--load-secs" => a.load_secs = value.parse().unwrap_or(a.load_secs),
             "--owners" => a.owners = value.parse().unwrap_or(a.owners),
+            "--phase" => a.phase = value.clone(),
             "--quick" => {
                 a.jobs = 2_000;
                 a.walks = 1;
@@ -123,8 +133,16 @@ async fn run(args: Args) -> Res<()> {
         cpu_model()
     );
     let dir = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
-    walk_phase(&args, bin, dir.path()).await?;
-    scrape_phase(&args, bin, dir.path()).await?;
+    let run = |phase: &str| args.phase == "all" || args.phase == phase;
+    if run("walk") {
+        walk_phase(&args, bin, dir.path()).await?;
+    }
+    if run("incremental") {
+        incremental::incremental_phase(&args, bin, dir.path()).await?;
+    }
+    if run("scrape") {
+        scrape_phase(&args, bin, dir.path()).await?;
+    }
     println!("== e2e done");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The real binary as a child process: `--check-config`, `--once`, the daemon and its signals,
-//! `--demo` and `--version` (docs/architecture.md, "Command line").
+//! `--demo`, `--help` and `--version` (docs/architecture.md, "Command line"; `--probe` has its own
+//! file, tests/probe.rs).
 //!
 //! Every child runs with a cleared environment (no proxies, no stray `DLI_EXPORTER__*` or
 //! `HUAWEICLOUD_SDK_*`), writes its output to files in a temporary directory, and is killed by
@@ -488,6 +489,37 @@ async fn demo_mode_exports_both_queues() {
     child.signal("TERM");
     let status = child.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(0), "{status}\n{}", child.outputs());
+}
+
+#[tokio::test]
+async fn help_lists_every_mode_and_the_modes_exclude_each_other() {
+    let (status, child) = run(&["--help"], &[], Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{}", child.outputs());
+    let help = child.stdout();
+    for flag in [
+        "--check-config",
+        "--once",
+        "--probe",
+        "--demo",
+        "--config.file",
+    ] {
+        assert!(help.contains(flag), "{flag} in --help:\n{help}");
+    }
+    assert!(help.contains("at most 50 read-only"), "{help}");
+    for other in ["--once", "--check-config", "--demo"] {
+        let (status, child) = run(&["--probe", other], &[], Duration::from_secs(10)).await;
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "--probe {other}: {}",
+            child.outputs()
+        );
+        assert!(
+            child.stderr().contains("cannot be used with"),
+            "{}",
+            child.outputs()
+        );
+    }
 }
 
 #[tokio::test]

@@ -201,8 +201,8 @@ async fn golden_exposition_of_job_metrics() {
     assert_eq!(value(&text, "dli_up"), Some(1.0));
     assert_eq!(
         value(&text, &queue_series("dli_poll_pages", "alpha")),
-        Some(2.0),
-        "one full page, one empty page"
+        Some(3.0),
+        "one full page, the empty page after it, and the closing check of the first page"
     );
     promtool_check(&text);
     shutdown(app).await;

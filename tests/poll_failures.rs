@@ -1,7 +1,7 @@
 //! `dli_poll_failures_total{project_id,queue,reason}`: one increment per failed poll, under the
 //! reason that ended it (a 5xx, an auth rejection, a request timeout, the whole-walk bound, a page
-//! with more jobs than `size` asked for), seen
-//! both in the store after single polls and on the running exporter's `/metrics`.
+//! with more jobs than `size` asked for), seen both in the store after single polls and on the
+//! running exporter's `/metrics`, and kept by a reload for the queues it keeps.
 
 mod common;
 
@@ -140,5 +140,57 @@ async fn the_exporter_shows_failures_by_reason_from_zero() {
         }
     }
     promtool_check(&t);
+    shutdown(app).await;
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_counts_of_queues_it_keeps() {
+    let sim = sim(SimConfig::default()).await;
+    for q in ["boom", "other"] {
+        sim.set_jobs(PID, q, numbered_jobs(q, 20));
+    }
+    sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "boom")).queue("boom"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, demo_config_toml(&sim, &["boom"])).expect("write");
+    let env = dli_exporter::config::Env::new();
+    let settings = dli_exporter::config::load(&path, &env).expect("valid config");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let app =
+        dli_exporter::app::App::start_reloadable(&settings, listener, Some((path.clone(), env)))
+            .expect("starts");
+    let c = http();
+    let series = failures_series("boom", "http_5xx");
+    let before = eventually(&c, &app, "two failures of boom", |t| {
+        value(t, &series).is_some_and(|v| v >= 2.0)
+    })
+    .await;
+    let counted = value(&before, &series).expect("counted");
+
+    // A changed file that keeps boom: its count goes on; the new queue starts at 0.
+    std::fs::write(&path, demo_config_toml(&sim, &["boom", "other"])).expect("write");
+    app.reload().await.expect("reload");
+    let after = scrape(&c, &app).await;
+    assert!(
+        value(&after, &series).is_some_and(|v| v >= counted),
+        "kept across the reload: {counted} before\n{after}"
+    );
+    assert_eq!(
+        value(&after, &failures_series("other", "http_5xx")),
+        Some(0.0)
+    );
+
+    // Removed, then added again: a new queue, counted from 0.
+    std::fs::write(&path, demo_config_toml(&sim, &["other"])).expect("write");
+    app.reload().await.expect("reload");
+    let removed = scrape(&c, &app).await;
+    assert_eq!(value(&removed, &series), None, "{removed}");
+    sim.clear_faults();
+    std::fs::write(&path, demo_config_toml(&sim, &["boom", "other"])).expect("write");
+    app.reload().await.expect("reload");
+    let again = scrape(&c, &app).await;
+    assert_eq!(value(&again, &series), Some(0.0), "{again}");
     shutdown(app).await;
 }

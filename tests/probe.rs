@@ -2,7 +2,7 @@
 //! served like a different server (`total` as full count, page length or a wrong constant; a
 //! `size` cap below and above `poll.page_size`; newest- or oldest-first lists; `order`, `state`
 //! and `start`/`end` honoured, ignored or rejected; too few jobs to tell; a queue larger than the
-//! request budget), asserting each queue's `probe …` line, at most 50 ListBatches requests per
+//! request budget; `from` ignored; empty and short pages mid-list), asserting each queue's `probe …` line, at most 50 ListBatches requests per
 //! queue, and the exit code (1 when a probe cannot complete).
 
 mod common;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use common::child::{self, ChildGuard};
 use common::*;
 use dli_exporter::sim::{
-    DEMO_ACCESS_KEY, DEMO_SECRET_KEY, ListOrder, ParamHandling, QueueBehaviour, SimConfig,
-    SimQueue, Simulator, TotalMode,
+    DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Fault, FaultRule, ListOrder, ParamHandling, QueueBehaviour,
+    SimConfig, SimQueue, Simulator, TotalMode,
 };
 
 /// A config for `sim` with `page_size = 20` and these queues (or `"*"`).
@@ -159,8 +159,29 @@ async fn probe_tells_each_simulated_server_apart() {
     queue("tiny", 1, QueueBehaviour::default());
     // More pages than the request budget.
     queue("huge", 3000, QueueBehaviour::default());
+    // Page 0 served whatever `from` asks.
+    queue(
+        "nofrom",
+        50,
+        QueueBehaviour {
+            ignore_from: true,
+            ..Default::default()
+        },
+    );
+    // An empty page at from=20 and a short one at from=40, with jobs after both.
+    queue("gappy", 100, QueueBehaviour::default());
+    sim.add_fault(
+        FaultRule::always(Fault::ShortPage(0))
+            .queue("gappy")
+            .from(20),
+    );
+    sim.add_fault(
+        FaultRule::always(Fault::ShortPage(5))
+            .queue("gappy")
+            .from(40),
+    );
     let queues = [
-        "plain", "legacy", "strict", "bigcap", "fixed", "tiny", "huge",
+        "plain", "legacy", "strict", "bigcap", "fixed", "tiny", "huge", "nofrom", "gappy",
     ];
 
     let (status, child) = run_probe(&config(&sim, &queues, DEMO_SECRET_KEY)).await;
@@ -235,6 +256,37 @@ async fn probe_tells_each_simulated_server_apart() {
             ("state_filter", "honoured"),
             ("time_filter", "create_time"),
         ],
+    );
+    assert_line(
+        &lines,
+        "nofrom",
+        &[("total", "full"), ("default_order", "create_time_desc")],
+    );
+    // The gaps cost jobs 20..40 and 45..60 of the plain walk; a short page is no cap.
+    assert_line(&lines, "gappy", &[("size_cap", "none"), ("total", "full")]);
+    let gappy_jobs: usize = lines["gappy"]["jobs"].parse().expect("a number");
+    assert!((65..=100).contains(&gappy_jobs), "{gappy_jobs}");
+    let section = |queue: &str| {
+        let start = out
+            .find(&format!("queue {queue}: probe"))
+            .unwrap_or_else(|| panic!("no report for {queue}: {out}"));
+        let end = out[start..]
+            .find("\nprobe ")
+            .map_or(out.len(), |e| start + e);
+        out[start..end].to_string()
+    };
+    assert!(
+        section("nofrom").contains("seems to ignore `from`"),
+        "{out}"
+    );
+    let gappy = section("gappy");
+    assert!(
+        gappy.contains("an empty page at from=20 was followed by"),
+        "{gappy}"
+    );
+    assert!(
+        gappy.contains("a short page was followed by more jobs at from=45"),
+        "{gappy}"
     );
     let huge_jobs: usize = lines["huge"]["jobs"].parse().expect("a number");
     assert!(
@@ -319,12 +371,7 @@ async fn discovered_queues_are_probed_and_the_list_does_not_count() {
     assert!(requests.values().all(|n| *n <= 50), "{requests:?}");
 
     // A queue list that fails: exit 1, nothing discovered to probe.
-    sim.add_fault(
-        dli_exporter::sim::FaultRule::always(dli_exporter::sim::Fault::status(
-            500, "DLI.0999", "down",
-        ))
-        .queue_list(),
-    );
+    sim.add_fault(FaultRule::always(Fault::status(500, "DLI.0999", "down")).queue_list());
     let (status, child) = run_probe(&config(&sim, &["*"], DEMO_SECRET_KEY)).await;
     assert_eq!(status.code(), Some(1), "{}", child.outputs());
     assert!(child.stdout().contains("queue list"), "{}", child.outputs());

@@ -143,15 +143,16 @@ async fn daemon_outputs(dir: &std::path::Path, name: &str, config: &str) -> (Str
         &[],
     );
     let base = format!("http://{listen}");
-    // Eight ListBatches requests: several polls of both queues, token reuse included.
+    // Sixteen ListBatches requests: several polls of both queues (each walk of "good" takes
+    // four), token reuse included, and time for a 1 s key to be refreshed.
     let mut served = daemon
         .scrape_until(
             &format!("{base}/metrics"),
-            "eight list_batches requests and a poll result",
+            "sixteen list_batches requests and a poll result",
             Duration::from_secs(15),
             |t| {
                 value(t, "dli_api_requests_total{operation=\"list_batches\"}")
-                    .is_some_and(|polls| polls >= 8.0)
+                    .is_some_and(|polls| polls >= 16.0)
                     && t.contains("dli_poll_success{project_id=\"")
             },
         )

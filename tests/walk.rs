@@ -36,13 +36,26 @@ async fn multi_page_queue_with_full_count_total() {
     let (stats, jobs) = walk(&c, Q, &walk_options(100, 4, 0)).await.expect("walk");
     assert_eq!(jobs.len(), 250);
     assert_exactly_once(&jobs, &expected);
-    assert_eq!(stats.pages, 3);
-    assert_eq!(stats.requests, 3);
+    // Three pages of data, one look past the short last page (a short page ends the list only
+    // if nothing follows it), and the closing check of the first page, which proves that the
+    // list did not move while the pages were read: pages + 2.
+    assert_eq!(stats.pages, 5);
+    assert_eq!(stats.requests, 5);
+    assert_eq!(stats.checks, 1);
     let log = list_requests(&sim);
-    assert_eq!(log.len(), 3, "one request per page, none wasted");
+    assert_eq!(
+        log.len(),
+        5,
+        "one request per page, the look past the end, the closing check"
+    );
     let mut froms: Vec<i64> = log.iter().map(|r| r.from).collect();
     froms.sort();
-    assert_eq!(froms, vec![0, 100, 200]);
+    assert_eq!(froms, vec![0, 0, 100, 200, 250]);
+    assert!(
+        log.iter()
+            .all(|r| r.query.contains("order=CREATE_TIME_DESC")),
+        "the walk asks for newest first"
+    );
     assert!(
         log.iter()
             .all(|r| r.size == 100 && r.auth == "aksk" && r.status == 200)
@@ -56,11 +69,11 @@ async fn exact_multiple_of_the_page_size() {
     let (stats, jobs) = walk(&c, Q, &walk_options(100, 4, 0)).await.expect("walk");
     assert_eq!(jobs.len(), 300);
     assert_exactly_once(&jobs, &expected);
-    // Every page said total = 300 and the last full page ended there: the count is confirmed,
-    // so no empty page is fetched to prove it (requests = pages of data).
-    assert_eq!(stats.pages, 3);
-    assert_eq!(stats.requests, 3);
-    assert_eq!(list_requests(&sim).len(), 3, "no request wasted");
+    // `total` could be constant and wrong, so the empty page after the last full one is
+    // fetched; with the closing check that is the cost bound: pages of data + 2.
+    assert_eq!(stats.pages, 5);
+    assert_eq!(stats.requests, 5);
+    assert_eq!(list_requests(&sim).len(), 5, "pages + 2");
 }
 
 #[tokio::test]
@@ -87,8 +100,8 @@ async fn server_caps_size_below_the_requested_page_size() {
     assert_eq!(jobs.len(), 250);
     assert_exactly_once(&jobs, &expected);
     assert_eq!(
-        stats.pages, 9,
-        "offsets step by the 30 jobs really returned"
+        stats.pages, 11,
+        "offsets step by the 30 jobs really returned (9 pages), the look past the end, the closing check"
     );
     assert!(
         list_requests(&sim).iter().all(|r| r.size == 100),
@@ -99,10 +112,17 @@ async fn server_caps_size_below_the_requested_page_size() {
 #[tokio::test]
 async fn total_meaning_the_page_length() {
     for (n, cap, pages) in [
-        (250, None, 3),
-        (200, None, 3),
-        (100, Some(30), 4),
-        (5, None, 2),
+        // The second request starts at the first page's last job: it links to the first page.
+        // 250: 0, 100, 200 (50, the end), 250 (the look past the end), closing check.
+        (250, None, 5),
+        // 200: 0, 100, 200 (empty; no `total` counts the list, so 300 is looked at), closing.
+        (200, None, 5),
+        // Fewer jobs than asked for: the next request starts at the first page's last job.
+        // 30 a page: 0, 29, 59, 89 (11, the end), 100 (empty), closing check.
+        (100, Some(30), 6),
+        // The page at 4 holds only the fifth job: it ends the list and links to the first
+        // page, so nothing moved unseen and no closing check is needed; 5 is looked at.
+        (5, None, 3),
         (0, None, 1),
     ] {
         let config = SimConfig {
@@ -185,10 +205,10 @@ async fn transient_500_and_429_are_retried() {
         .expect("walk recovers");
     assert_exactly_once(&jobs, &expected);
     assert_eq!(jobs.len(), 250);
-    assert_eq!(stats.pages, 3);
+    assert_eq!(stats.pages, 5);
     assert_eq!(
-        stats.requests, 6,
-        "3 pages + 2 retries after 500 + 1 after 429"
+        stats.requests, 8,
+        "3 pages + the look past the end + the closing check + 2 retries after 500 + 1 after 429"
     );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
@@ -252,7 +272,18 @@ async fn errors_that_retrying_cannot_fix_are_not_retried() {
             Some(reason),
             "{fault:?}: {err}"
         );
-        assert_eq!(list_requests(&sim).len(), 1, "{fault:?} is not retried");
+        let log = list_requests(&sim);
+        if reason == FailureReason::Http4xx {
+            // A plain 4xx may be the server refusing `order`: asked once more without it.
+            assert_eq!(
+                log.len(),
+                2,
+                "{fault:?} is asked again only without `order`"
+            );
+            assert!(!log[1].query.contains("order="), "{:?}", log[1].query);
+        } else {
+            assert_eq!(log.len(), 1, "{fault:?} is not retried");
+        }
     }
 }
 

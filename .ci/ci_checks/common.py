@@ -90,6 +90,8 @@ CONTRACT = {
     "dli_discovered_queues": "gauge",
     "dli_exporter_shard_ordinal": "gauge",
     "dli_exporter_total_shards": "gauge",
+    # part two: every failed poll, by the reason that ended it (every reason at 0 per polled queue)
+    "dli_poll_failures_total": "counter",
     # per-job-name last runs (the demo sets metrics.job_names to its recurring jobs)
     "dli_batch_job_last_run_state": "gauge",
     "dli_batch_job_last_run_start_timestamp_seconds": "gauge",

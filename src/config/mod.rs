@@ -15,6 +15,8 @@ mod job_names_tests;
 mod load;
 mod model;
 #[cfg(test)]
+mod poll_mode_tests;
+#[cfg(test)]
 mod secret_tests;
 mod secrets;
 #[cfg(test)]
@@ -29,8 +31,9 @@ pub use endpoints::{dli_endpoint_for, iam_endpoint_for, is_valid_project_id};
 pub use load::{load, load_toml_str};
 pub use model::*;
 pub use validate::{
-    LISTEN_ADDRESS_RULE, MAX_POLL_INTERVAL, MAX_STALE_AFTER, TELEMETRY_PATH_RULE, check_ca_file,
-    is_valid_telemetry_path, normalize_listen_address, project_id_problems, validate,
+    LISTEN_ADDRESS_RULE, MAX_FULL_WALK_INTERVAL, MAX_POLL_INTERVAL, MAX_STALE_AFTER,
+    TELEMETRY_PATH_RULE, check_ca_file, is_valid_telemetry_path, normalize_listen_address,
+    project_id_problems, validate,
 };
 
 /// Environment variables are read through this map so tests never touch the process environment.

@@ -83,7 +83,40 @@ pub struct PollConfig {
     /// After this long without a successful poll a queue's job series are dropped.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
+    /// Full walks every time, incremental polls, or incremental where the server allows it
+    /// (docs/architecture.md, "Incremental polls").
+    pub mode: PollMode,
+    /// Time between two full walks of a queue polled incrementally.
+    #[serde(with = "humantime_serde")]
+    pub full_walk_interval: Duration,
 }
+
+/// `poll.mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PollMode {
+    /// Every poll walks every page.
+    Full,
+    /// Polls fetch only what can have changed; a poll that finds the server not honouring
+    /// `order`, `state` or `job-id` fails as inconsistent and the next one walks fully.
+    Incremental,
+    /// Incremental where the last full walk saw the server honour `order`, `state` and `job-id`.
+    #[default]
+    Auto,
+}
+
+impl PollMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PollMode::Full => "full",
+            PollMode::Incremental => "incremental",
+            PollMode::Auto => "auto",
+        }
+    }
+}
+
+/// Default of `poll.full_walk_interval`.
+pub const DEFAULT_FULL_WALK_INTERVAL: Duration = Duration::from_secs(15 * 60);
 
 impl Default for PollConfig {
     fn default() -> Self {
@@ -96,6 +129,8 @@ impl Default for PollConfig {
             concurrency: 4,
             retries: 3,
             stale_after: DEFAULT_STALE_AFTER,
+            mode: PollMode::Auto,
+            full_walk_interval: DEFAULT_FULL_WALK_INTERVAL,
         }
     }
 }

@@ -19,6 +19,8 @@ use crate::secret::SecretUrl;
 /// Longest `poll.interval` (and so `poll.timeout` and `poll.request_timeout`, which must stay
 /// below it): one day.
 pub const MAX_POLL_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest `poll.full_walk_interval`: one day (removals by retention show up no later).
+pub const MAX_FULL_WALK_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Longest `poll.stale_after`: seven days.
 pub const MAX_STALE_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -53,6 +55,7 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
         ("poll.timeout", p.timeout),
         ("poll.request_timeout", p.request_timeout),
         ("poll.stale_after", p.stale_after),
+        ("poll.full_walk_interval", p.full_walk_interval),
     ] {
         if value.is_zero() {
             problem(key, "must be greater than 0".into());
@@ -63,6 +66,11 @@ pub fn validate(config: Config, env: &Env, path: Option<&Path>) -> Result<Settin
     for (key, value, max) in [
         ("poll.interval", p.interval, MAX_POLL_INTERVAL),
         ("poll.stale_after", p.stale_after, MAX_STALE_AFTER),
+        (
+            "poll.full_walk_interval",
+            p.full_walk_interval,
+            MAX_FULL_WALK_INTERVAL,
+        ),
     ] {
         if value > max {
             problem(

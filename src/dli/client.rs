@@ -4,7 +4,7 @@
 //!
 //! One call is one page and at most two ListBatches requests (the second only to replace a token
 //! or temporary keys DLI rejected), plus whatever fetching credentials takes. It must not retry
-//! for other reasons or walk pages: that is [`super::paging`].
+//! for other reasons or walk pages: that is [`super::walk`].
 
 use std::sync::Arc;
 
@@ -41,6 +41,8 @@ pub struct DliClient {
     queues_path: String,
     auth: Auth,
     transport: Transport,
+    /// The server answered a 4xx to ListBatches with `order`: walks ask without it.
+    order_rejected: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for DliClient {
@@ -139,6 +141,7 @@ impl DliClient {
             host,
             auth,
             transport,
+            order_rejected: Default::default(),
         })
     }
 
@@ -153,6 +156,17 @@ impl DliClient {
             Auth::Temporary(k) => k.keys_fetched(),
             Auth::AkSk(_) => 0,
         }
+    }
+
+    /// True once the server refused ListBatches' `order` parameter.
+    pub fn order_rejected(&self) -> bool {
+        self.order_rejected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_order_rejected(&self) {
+        self.order_rejected
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// One ListBatches request. The query string is built once, sorted and encoded, and sent

@@ -1,6 +1,6 @@
 //! [`WalkProgress`]: the pages a walk has answered so far, shared with whoever runs the walk.
 //!
-//! It only counts; the walker (`paging`) writes it and the scheduler reads it, also after it
+//! It only counts; the walker (`walk`) writes it and the scheduler reads it, also after it
 //! dropped a walk that overran `poll.timeout`, so `dli_poll_pages` reports what such a walk got.
 
 use std::sync::atomic::{AtomicU32, Ordering};

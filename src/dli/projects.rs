@@ -21,9 +21,9 @@ use super::auth::token::{TokenLogin, TokenScope, TokenSource};
 use super::client::sensitive_header;
 use super::error::{DliError, Operation};
 use super::http::{ClientBuildError, ClientOptions};
-use super::paging::RetryPolicy;
 use super::retry::with_retries;
 use super::transport::{RawResponse, RequestObserver, Transport};
+use super::walk::RetryPolicy;
 use crate::config::{Credentials, Project, is_valid_project_id};
 
 /// Why the project id of a region could not be found.

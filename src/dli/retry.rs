@@ -1,4 +1,4 @@
-//! Retries of a single request (not a page walk: that is [`super::paging`]'s): the same backoff
+//! Retries of a single request (not a page walk: that is [`super::walk`]'s): the same backoff
 //! policy as the walker's ([`RetryPolicy`]), only for retryable failures, never past a deadline.
 
 use std::future::Future;

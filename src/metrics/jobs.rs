@@ -1,5 +1,5 @@
 //! [`JobsCollector`]: the job and poll series (`dli_batch_jobs`, `dli_batch_jobs_by_owner`, the
-//! oldest active job, `dli_poll_*`, `dli_up`, `dli_poll_failures_total`,
+//! oldest active job, `dli_poll_*` (incremental polls and their drift included), `dli_up`, `dli_poll_failures_total`,
 //! `dli_exporter_poll_panics_total`), built fresh
 //! from the store's snapshots at every scrape, so queues, states and owners that vanish also
 //! vanish from `/metrics`.
@@ -39,11 +39,14 @@ const LAST_SUCCESS: &str = "dli_last_successful_poll_timestamp_seconds";
 const UP: &str = "dli_up";
 const POLL_PANICS: &str = "dli_exporter_poll_panics_total";
 const POLL_PANICS_HELP: &str = "Polls of the queue that panicked and were caught (the queue is polled again at its next interval); since the queue was configured.";
+const POLL_INCREMENTAL: &str = "dli_poll_incremental";
+const POLL_DRIFT: &str = "dli_poll_incremental_drift_jobs_total";
+const POLL_DRIFT_HELP: &str = "Jobs the periodic full walk of an incrementally polled queue found different from the incremental state (removed by retention, listed late, or with another owner or a changed final state), since the queue was configured.";
 const POLL_FAILURES: &str = "dli_poll_failures_total";
 const POLL_FAILURES_HELP: &str = "Failed polls of the queue by reason, one per failed poll, since the queue was configured: the request failure that ended the walk (timeout, connect, http_4xx, http_5xx, throttled, auth, decode), inconsistent (pages the walk cannot prove exact; nothing published), max_pages, or timeout (also the whole-walk bound poll.timeout).";
 
 /// (name, help, labels) of every metric the collector renders.
-const FAMILIES: [(&str, &str, &[&str]); 8] = [
+const FAMILIES: [(&str, &str, &[&str]); 9] = [
     (
         JOBS,
         "Batch jobs listed by DLI in each state, as of the last successful poll of the queue.",
@@ -80,6 +83,11 @@ const FAMILIES: [(&str, &str, &[&str]); 8] = [
         &["project_id", "queue"],
     ),
     (
+        POLL_INCREMENTAL,
+        "1 if the last poll of the queue was incremental (poll.mode), else 0 (a full walk).",
+        &["project_id", "queue"],
+    ),
+    (
         UP,
         "1 if the last poll of at least one queue succeeded (or this shard has no queue assigned), else 0.",
         &[],
@@ -105,6 +113,12 @@ impl JobsCollector {
             .chain(std::iter::once(Desc::new(
                 POLL_PANICS.to_string(),
                 POLL_PANICS_HELP.to_string(),
+                vec!["project_id".to_string(), "queue".to_string()],
+                Default::default(),
+            )))
+            .chain(std::iter::once(Desc::new(
+                POLL_DRIFT.to_string(),
+                POLL_DRIFT_HELP.to_string(),
                 vec!["project_id".to_string(), "queue".to_string()],
                 Default::default(),
             )))
@@ -172,6 +186,7 @@ impl Collector for JobsCollector {
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         let mut panics = Vec::new();
+        let mut drift = Vec::new();
         let mut failures = Vec::new();
         let view = self.store.view();
         // A shard with no queue assigned to it: nothing of its own failed. (Without shards an
@@ -184,6 +199,10 @@ impl Collector for JobsCollector {
             panics.push(counter(
                 &[("project_id", p), ("queue", q)],
                 status.panics as f64,
+            ));
+            drift.push(counter(
+                &[("project_id", p), ("queue", q)],
+                status.drift_jobs as f64,
             ));
             // Every reason from the start too, so `increase()` sees a queue's first failure.
             let reasons = POLL_FAILURE_REASONS.iter().copied().chain(
@@ -213,6 +232,10 @@ impl Collector for JobsCollector {
                 out[5].push(gauge(
                     &[("project_id", p), ("queue", q)],
                     f64::from(status.last_pages),
+                ));
+                out[7].push(gauge(
+                    &[("project_id", p), ("queue", q)],
+                    f64::from(u8::from(status.last_incremental)),
                 ));
             }
             if let Some(t) = status.last_success_unix {
@@ -258,7 +281,7 @@ impl Collector for JobsCollector {
                 }
             }
         }
-        out[7].push(gauge(&[], f64::from(u8::from(up))));
+        out[8].push(gauge(&[], f64::from(u8::from(up))));
         let family = |name: &str, help: &str, kind, metrics| {
             let mut mf = MetricFamily::default();
             mf.set_name(name.to_string());
@@ -276,6 +299,12 @@ impl Collector for JobsCollector {
                 POLL_PANICS_HELP,
                 MetricType::COUNTER,
                 panics,
+            )))
+            .chain(std::iter::once(family(
+                POLL_DRIFT,
+                POLL_DRIFT_HELP,
+                MetricType::COUNTER,
+                drift,
             )))
             .chain(std::iter::once(family(
                 POLL_FAILURES,

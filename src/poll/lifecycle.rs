@@ -7,8 +7,8 @@
 //! so a failed walk changes no counter and the next successful one catches up. It does no I/O.
 
 use crate::dli::BatchJob;
-use crate::dli::paging::id_key;
 use crate::dli::states::TERMINAL_STATES;
+use crate::dli::walk::id_key;
 use crate::store::{Finished, LifecycleEvents};
 
 /// One tracked job: its id key (big-endian, so byte order is numeric order) and a state code;

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::aggregate::SnapshotBuilder;
+pub use super::context::PollContext;
+use super::incremental::{self, IncrementalState, Polled, QueueMemory, WalkTable};
 use super::lifecycle::JobTracker;
 use super::shard::{self, Shard};
-use crate::config::{JobNameFilter, PollConfig, Settings};
-use crate::dli::{DliClient, RetryPolicy, WalkOptions, WalkProgress, walk_queue_with_progress};
-use crate::store::{LifecycleSink, QueueKey, SnapshotStore};
+use crate::config::Settings;
+use crate::dli::{DliClient, WalkError, WalkProgress, walk_queue_with_progress};
+use crate::store::QueueKey;
 
 /// The outcome of one poll of one queue.
 #[derive(Debug)]
@@ -37,50 +39,9 @@ pub struct PollOutcome {
     pub error: Option<String>,
 }
 
-/// Everything one poll needs besides the queue.
-#[derive(Clone)]
-pub struct PollContext {
-    pub store: Arc<SnapshotStore>,
-    pub walk: WalkOptions,
-    pub timeout: Duration,
-    pub max_owners: usize,
-    /// The job names to summarise (`metrics.job_names`); `None` when off.
-    pub job_names: Option<Arc<JobNameFilter>>,
-    /// Where submitted/finished counters go; `None` for one-shot polls.
-    pub lifecycle: Option<Arc<dyn LifecycleSink>>,
-}
-
-impl PollContext {
-    pub fn new(store: Arc<SnapshotStore>, poll: &PollConfig, max_owners: u32) -> Self {
-        PollContext {
-            store,
-            walk: WalkOptions {
-                page_size: poll.page_size,
-                max_pages: poll.max_pages,
-                concurrency: poll.concurrency as usize,
-                retry: RetryPolicy::new(poll.retries),
-            },
-            timeout: poll.timeout,
-            max_owners: max_owners as usize,
-            job_names: None,
-            lifecycle: None,
-        }
-    }
-}
-
-impl PollContext {
-    /// The context `settings` ask for: poll settings, owner cap and job names.
-    pub fn from_settings(store: Arc<SnapshotStore>, settings: &Settings) -> Self {
-        let mut context =
-            PollContext::new(store, &settings.poll, settings.metrics.max_owners_per_queue);
-        context.job_names = settings.metrics.job_name_filter().map(Arc::new);
-        context
-    }
-}
-
 /// Walks one queue once, and publishes the snapshot (and the lifecycle counters, when a tracker
 /// is given) only if every page was fetched and the queue is still configured as it was when the
-/// poll started (see [`SnapshotStore::commit_success`]).
+/// poll started (see [`SnapshotStore::commit_success`]). Always a full walk: no job table is kept.
 pub async fn poll_once(
     client: &DliClient,
     key: &QueueKey,
@@ -88,16 +49,51 @@ pub async fn poll_once(
     tracker: Option<&mut JobTracker>,
 ) -> PollOutcome {
     let epoch = ctx.store.epoch(key);
-    poll_at(client, key, ctx, tracker, epoch, &WalkProgress::default()).await
+    poll_at(
+        client,
+        key,
+        ctx,
+        tracker,
+        None,
+        epoch,
+        &WalkProgress::default(),
+    )
+    .await
+}
+
+/// Polls one queue as its poller does: a full walk or, as `poll.mode` and what `memory` holds
+/// allow, an incremental poll (docs/architecture.md, "Incremental polls").
+pub async fn poll_queue(
+    client: &DliClient,
+    key: &QueueKey,
+    ctx: &PollContext,
+    memory: &mut QueueMemory,
+) -> PollOutcome {
+    let epoch = ctx.store.epoch(key);
+    let QueueMemory {
+        tracker,
+        incremental,
+    } = memory;
+    poll_at(
+        client,
+        key,
+        ctx,
+        Some(tracker),
+        Some(incremental),
+        epoch,
+        &WalkProgress::default(),
+    )
+    .await
 }
 
 /// [`poll_once`] for a poller that started with the queue's `epoch`, counting answered pages
-/// into `progress`.
+/// into `progress`; incremental when `state` is given and allows it.
 async fn poll_at(
     client: &DliClient,
     key: &QueueKey,
     ctx: &PollContext,
     tracker: Option<&mut JobTracker>,
+    state: Option<&mut IncrementalState>,
     epoch: Option<u64>,
     progress: &WalkProgress,
 ) -> PollOutcome {
@@ -105,31 +101,23 @@ async fn poll_at(
     // The timeout is bounded by validation; a deadline that cannot be represented only means
     // that no retry waits.
     let deadline = started.checked_add(ctx.timeout).unwrap_or(started);
-    let mut builder = match &ctx.job_names {
-        Some(filter) => SnapshotBuilder::with_job_names(filter.clone()),
-        None => SnapshotBuilder::new(),
-    };
-    let mut staging = tracker.as_deref().map(JobTracker::begin);
-    let result = {
-        let tracking = tracker.as_deref();
-        let mut sink = |job: crate::dli::BatchJob| {
-            builder.add(&job);
-            if let (Some(t), Some(s)) = (tracking, staging.as_mut()) {
-                t.observe(s, &job);
+    let incremental = state.as_deref().is_some_and(|s| s.wants_incremental(ctx));
+    let work = async {
+        match state {
+            Some(state) if incremental => {
+                incremental::poll(client, key, ctx, state, tracker, deadline, progress).await
             }
-        };
-        let walk =
-            walk_queue_with_progress(client, &key.queue, &ctx.walk, deadline, progress, &mut sink);
-        tokio::time::timeout(ctx.timeout, walk).await
+            state => full_walk(client, key, ctx, tracker, state, deadline, progress).await,
+        }
     };
+    let result = tokio::time::timeout(ctx.timeout, work).await;
     let duration = started.elapsed();
+    let kind = if incremental { "incremental" } else { "full" };
     match result {
-        Ok(Ok(stats)) => {
-            let jobs = stats.jobs;
-            let events = match (tracker, staging) {
-                (Some(t), Some(s)) => Some(t.commit(s)),
-                _ => None,
-            };
+        Ok(Ok(polled)) => {
+            let jobs = polled.jobs;
+            let pages = polled.pages;
+            let events = polled.events;
             let report = || {
                 if let (Some(events), Some(sink)) = (&events, &ctx.lifecycle) {
                     if !events.counted {
@@ -138,32 +126,30 @@ async fn poll_at(
                     sink.record(key, events);
                 }
             };
-            let committed = ctx.store.commit_success(
-                key,
-                epoch,
-                builder.finish(ctx.max_owners),
-                duration,
-                stats.pages,
-                report,
-            );
+            ctx.store
+                .record_poll_kind(key, epoch, incremental, polled.drift);
+            let committed =
+                ctx.store
+                    .commit_success(key, epoch, polled.snapshot, duration, pages, report);
             if !committed {
                 tracing::debug!(project_id = %key.project_id, queue = %key.queue,
                     "poll finished after its queue was removed or re-added by a reload; not recorded");
             }
-            tracing::debug!(project_id = %key.project_id, queue = %key.queue, pages = stats.pages, jobs,
-                duplicates = stats.duplicates, duration_ms = millis(duration), "poll succeeded");
+            tracing::debug!(project_id = %key.project_id, queue = %key.queue, kind, pages, jobs,
+                duplicates = polled.duplicates, drift = polled.drift, duration_ms = millis(duration), "poll succeeded");
             PollOutcome {
                 key: key.clone(),
                 success: true,
                 duration,
-                pages: stats.pages,
+                pages,
                 jobs,
                 error: None,
             }
         }
         Ok(Err(e)) => {
             let reason = e.reason();
-            tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason, error = %e, "poll failed; keeping the last good snapshot");
+            tracing::warn!(project_id = %key.project_id, queue = %key.queue, kind, reason, error = %e, "poll failed; keeping the last good snapshot");
+            ctx.store.record_poll_kind(key, epoch, incremental, 0);
             ctx.store
                 .commit_failure(key, epoch, reason, duration, e.pages());
             PollOutcome {
@@ -185,7 +171,8 @@ async fn poll_at(
                 key.queue,
                 humantime::format_duration(ctx.timeout)
             );
-            tracing::warn!(project_id = %key.project_id, queue = %key.queue, reason = "timeout", error = %msg, "poll failed; keeping the last good snapshot");
+            tracing::warn!(project_id = %key.project_id, queue = %key.queue, kind, reason = "timeout", error = %msg, "poll failed; keeping the last good snapshot");
+            ctx.store.record_poll_kind(key, epoch, incremental, 0);
             ctx.store
                 .commit_failure(key, epoch, "timeout", duration, pages);
             PollOutcome {
@@ -198,6 +185,62 @@ async fn poll_at(
             }
         }
     }
+}
+
+/// A full walk folded into a snapshot, the lifecycle staging and, when `state` is given and
+/// `poll.mode` is not `full`, a new job table (with the `auto` checks of the server).
+async fn full_walk(
+    client: &DliClient,
+    key: &QueueKey,
+    ctx: &PollContext,
+    tracker: Option<&mut JobTracker>,
+    state: Option<&mut IncrementalState>,
+    deadline: Instant,
+    progress: &WalkProgress,
+) -> Result<Polled, WalkError> {
+    let at = tokio::time::Instant::now();
+    let mut builder = match &ctx.job_names {
+        Some(filter) => SnapshotBuilder::with_job_names(filter.clone()),
+        None => SnapshotBuilder::new(),
+    };
+    let mut state = state;
+    let mut table = match state.as_deref_mut() {
+        Some(state) => state.begin_walk(ctx),
+        None => WalkTable::Off,
+    };
+    let mut staging = tracker.as_deref().map(JobTracker::begin);
+    let stats = {
+        let tracking = tracker.as_deref();
+        let mut sink = |job: crate::dli::BatchJob| {
+            builder.add(&job);
+            table.add(&job);
+            if let (Some(t), Some(s)) = (tracking, staging.as_mut()) {
+                t.observe(s, &job);
+            }
+        };
+        walk_queue_with_progress(client, &key.queue, &ctx.walk, deadline, progress, &mut sink)
+            .await?
+    };
+    let walked = table.finish();
+    let mut pages = stats.pages;
+    let mut drift = 0;
+    if let Some(state) = state {
+        drift = state.end_walk(walked, at);
+        let checks = state.check_server(client, key, ctx, &stats, deadline).await;
+        pages = pages.saturating_add(checks);
+    }
+    let events = match (tracker, staging) {
+        (Some(t), Some(s)) => Some(t.commit(s)),
+        _ => None,
+    };
+    Ok(Polled {
+        snapshot: builder.finish(ctx.max_owners),
+        events,
+        pages,
+        jobs: stats.jobs,
+        duplicates: stats.duplicates,
+        drift,
+    })
 }
 
 fn millis(d: Duration) -> u64 {
@@ -239,8 +282,9 @@ pub async fn poll_all_once(
     futures_util::future::join_all(polls).await
 }
 
-/// The lifecycle tracker of each queue, kept across reloads so counters go on where they were.
-pub type Trackers = HashMap<QueueKey, Arc<tokio::sync::Mutex<JobTracker>>>;
+/// What each queue's poller keeps between polls (the lifecycle tracker and the job table), kept
+/// across reloads so counters go on where they were.
+pub type Trackers = HashMap<QueueKey, Arc<tokio::sync::Mutex<QueueMemory>>>;
 
 /// Starts one polling task per queue on `tasks`; they stop when `cancel` fires.
 pub fn spawn_pollers(
@@ -277,7 +321,7 @@ pub fn spawn_poller(
     interval: Duration,
     cancel: CancellationToken,
     tasks: &TaskTracker,
-    tracker: Arc<tokio::sync::Mutex<JobTracker>>,
+    tracker: Arc<tokio::sync::Mutex<QueueMemory>>,
 ) {
     // A queue removed by a reload and added again is a new queue: this poller only ever commits
     // for the epoch the queue had when it started.
@@ -302,13 +346,18 @@ pub fn spawn_poller(
                 _ = ticker.tick() => {}
             }
             let mut tracked = tracker.lock().await;
+            let QueueMemory {
+                tracker: jobs,
+                incremental,
+            } = &mut *tracked;
             let started = Instant::now();
             let progress = WalkProgress::default();
             let poll = AssertUnwindSafe(poll_at(
                 &client,
                 &key,
                 &ctx,
-                Some(&mut tracked),
+                Some(jobs),
+                Some(incremental),
                 epoch,
                 &progress,
             ))

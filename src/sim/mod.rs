@@ -157,6 +157,8 @@ impl Default for SimConfig {
 pub struct SimStats {
     /// Every request to `/v2.0/{project_id}/batches`, whatever its outcome.
     pub list_batches_requests: u64,
+    /// Bytes of the ListBatches pages answered with 200 (bodies only).
+    pub list_batches_bytes: u64,
     /// Every request to `POST /v3/auth/tokens`, whatever its outcome.
     pub iam_token_requests: u64,
     /// Tokens handed out (201 answers).
@@ -210,6 +212,7 @@ pub(crate) type QueueJobs = VecDeque<Arc<SimJob>>;
 #[derive(Default)]
 pub(crate) struct Counters {
     list_batches_requests: AtomicU64,
+    list_batches_bytes: AtomicU64,
     iam_token_requests: AtomicU64,
     tokens_issued: AtomicU64,
     auth_rejections: AtomicU64,
@@ -228,6 +231,7 @@ impl Counters {
             temporary_keys_issued: get(&keyless.keys_issued),
             expired_key_rejections: get(&keyless.expired_key_rejections),
             list_batches_requests: self.list_batches_requests.load(Ordering::Relaxed),
+            list_batches_bytes: self.list_batches_bytes.load(Ordering::Relaxed),
             iam_token_requests: self.iam_token_requests.load(Ordering::Relaxed),
             tokens_issued: self.tokens_issued.load(Ordering::Relaxed),
             auth_rejections: self.auth_rejections.load(Ordering::Relaxed),
@@ -240,6 +244,7 @@ impl Counters {
     fn reset(&self, keyless: &keyless::KeylessCounters) {
         for c in [
             &self.list_batches_requests,
+            &self.list_batches_bytes,
             &self.iam_token_requests,
             &self.tokens_issued,
             &self.auth_rejections,

@@ -422,6 +422,7 @@ async fn batches(
 
     let (page, total) = serve(from, size);
     let body = page_json(from, total, &page);
+    bump(&inner.counters.list_batches_bytes, body.len() as u64);
     entry.status = 200;
     entry.sessions = page.len();
     inner.log_request(entry);

@@ -66,6 +66,11 @@ pub struct QueueStatus {
     pub failures: BTreeMap<&'static str, u64>,
     /// Set when the queue was added; a poller commits only with the epoch it started with.
     pub epoch: u64,
+    /// The last poll was incremental (`dli_poll_incremental`).
+    pub last_incremental: bool,
+    /// Jobs the periodic full walks found different from the incremental state
+    /// (`dli_poll_incremental_drift_jobs_total`), since the queue was configured.
+    pub drift_jobs: u64,
 }
 
 impl QueueStatus {
@@ -275,6 +280,21 @@ impl SnapshotStore {
         })
     }
 
+    /// What kind of poll the poller of `epoch` is about to record: incremental or not, and the
+    /// jobs a full walk found different from the incremental state (added to the drift count).
+    pub fn record_poll_kind(
+        &self,
+        key: &QueueKey,
+        epoch: Option<u64>,
+        incremental: bool,
+        drift_jobs: u64,
+    ) -> bool {
+        self.update(key, epoch, |status| {
+            status.last_incremental = incremental;
+            status.drift_jobs = status.drift_jobs.saturating_add(drift_jobs);
+        })
+    }
+
     /// A consistent copy of every queue's status (snapshots are shared, not copied).
     pub fn view(&self) -> Vec<(QueueKey, QueueStatus)> {
         self.read()
@@ -348,8 +368,16 @@ mod tests {
         assert!(store.commit_success(&k, Some(second), snap, Duration::ZERO, 1, || ran = true));
         assert!(ran);
         assert!(store.record_panic(&k, Some(second), Duration::ZERO, 0));
+        assert!(!store.record_poll_kind(&k, Some(first), true, 5));
+        assert!(store.record_poll_kind(&k, Some(second), true, 5));
+        assert!(store.record_poll_kind(&k, Some(second), false, 2));
         let (_, st) = store.view().into_iter().next().expect("one queue");
         assert_eq!(st.panics, 1);
+        assert!(!st.last_incremental);
+        assert_eq!(
+            st.drift_jobs, 7,
+            "drift adds up, a stale poller's not counted"
+        );
         assert!(st.attempted && !st.last_success);
         assert!(
             st.failures.is_empty(),

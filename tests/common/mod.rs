@@ -114,6 +114,7 @@ pub fn fast_poll() -> PollConfig {
         concurrency: 4,
         retries: 1,
         stale_after: Duration::from_secs(60),
+        ..PollConfig::default()
     }
 }
 

@@ -117,6 +117,8 @@ struct Found {
     time_filter: TimeFilter,
     pages: u32,
     complete: bool,
+    /// Jobs came after an empty page: the walk's count is not the list's.
+    gap: bool,
     without_id: u64,
     notes: Vec<String>,
 }
@@ -132,6 +134,7 @@ impl Default for Found {
             time_filter: TimeFilter::Unknown,
             pages: 0,
             complete: false,
+            gap: false,
             without_id: 0,
             notes: Vec::new(),
         }
@@ -220,9 +223,15 @@ impl Prober<'_> {
     async fn run(&mut self, found: &mut Found) -> Result<(), Refused> {
         let size = self.options.page_size.max(1);
         let walked = self.walk(size, found).await?;
-        let list: Vec<&BatchJob> = walked.iter().flat_map(|p| p.jobs.iter()).collect();
+        // The plain list as walked, each job once (where pages overlap, its first place).
+        let mut once: HashSet<&str> = HashSet::new();
+        let list: Vec<&BatchJob> = walked
+            .iter()
+            .flat_map(|p| p.jobs.iter())
+            .filter(|j| j.id.as_deref().is_none_or(|id| once.insert(id)))
+            .collect();
         let seen = self.ids.len().saturating_add(found.without_id as usize);
-        let known_count = found.complete.then_some(seen as u64);
+        let known_count = (found.complete && !found.gap).then_some(seen as u64);
         found.default_order = Order::of_times(list.iter().map(|j| j.create_time));
         if found.default_order == Order::Unknown {
             found.notes.push(
@@ -257,11 +266,13 @@ impl Prober<'_> {
 
         // size cap: the walk's pages, and one larger page when the queue has more jobs than a
         // walk page and the walk saw no cap.
+        // Pages of one size combine (a full page shows there is no cap at that size, whatever a
+        // short page elsewhere says); a cap seen at the larger size wins over them.
         let mut cap = SizeCap::Unknown;
         let mut after = seen;
         for p in &walked {
             after = after.saturating_sub(p.jobs.len());
-            cap = cap.largest_cap(SizeCap::of_page(p.asked, p.jobs.len(), after > 0));
+            cap = cap.combine(SizeCap::of_page(p.asked, p.jobs.len(), after > 0));
         }
         let larger = size.saturating_add(1);
         let large = size.saturating_mul(5).clamp(larger, LARGE_SIZE.max(larger));
@@ -295,6 +306,8 @@ impl Prober<'_> {
     async fn walk(&mut self, size: u32, found: &mut Found) -> Result<Vec<WalkedPage>, Refused> {
         let mut pages: Vec<WalkedPage> = Vec::new();
         let mut from = 0u64;
+        // The offset of an empty page the walk looked past.
+        let mut looked_past: Option<u64> = None;
         let walk_budget = self.options.max_requests.saturating_sub(RESERVED).max(1);
         while self.requests < walk_budget {
             let before = self.ids.len();
@@ -306,6 +319,7 @@ impl Prober<'_> {
             let step = pages.first().map_or(n, |p| p.jobs.len());
             if let Some(prev) = pages.last()
                 && prev.jobs.len() < step
+                && !prev.jobs.is_empty()
                 && n > 0
             {
                 found.notes.push(format!(
@@ -317,10 +331,24 @@ impl Prober<'_> {
                 total: page.total,
                 jobs: page.sessions,
             });
-            if n == 0 {
-                found.complete = true;
-                return Ok(pages);
+            if let Some(empty_at) = looked_past.filter(|_| n > 0) {
+                found.gap = true;
+                found.notes.push(format!(
+                    "an empty page at from={empty_at} was followed by {n} jobs at from={from}: the list has gaps the walk must not take as its end"
+                ));
+                looked_past = None;
             }
+            if n == 0 {
+                // One look past the first empty page: a list that goes on after it has a gap.
+                if from == 0 || looked_past.is_some() || found.gap {
+                    found.complete = true;
+                    return Ok(pages);
+                }
+                looked_past = Some(from);
+                from = from.saturating_add(step.max(1) as u64);
+                continue;
+            }
+            looked_past = None;
             if from > 0 && new_ids == 0 && n > 0 {
                 found.notes.push(format!(
                     "page from={from} brought no new job id: the server seems to ignore `from`"
@@ -351,7 +379,7 @@ impl Prober<'_> {
             pages.push(self.ask(&query).await?.map(|p| p.sessions));
         }
         let times: Vec<i64> = list.iter().filter_map(|j| j.create_time).collect();
-        let extremes = found.complete.then(|| {
+        let extremes = (found.complete && !found.gap).then(|| {
             let newest = times.iter().max().copied().unwrap_or(0);
             let oldest = times.iter().min().copied().unwrap_or(0);
             (newest, oldest)
