@@ -17,7 +17,7 @@ use std::time::Instant;
 use super::aggregate::SnapshotBuilder;
 use super::context::PollContext;
 use super::lifecycle::JobTracker;
-use super::table::JobTable;
+use super::table::{Drift, JobTable, Refresh};
 use crate::config::{JobNameFilter, PollMode};
 use crate::dli::detect::{Order, ParamSupport, state_filter_support};
 use crate::dli::walk::id_key;
@@ -49,6 +49,47 @@ pub struct IncrementalState {
     verdict: Option<String>,
     /// The next poll walks fully (set while an incremental poll runs, cleared when it succeeds).
     force_full: bool,
+}
+
+/// What a full walk does with the job table while it streams.
+pub enum WalkTable<'a> {
+    /// `poll.mode = "full"`, or a one-shot poll: no table.
+    Off,
+    /// A new table (the first walk, or one whose job names or ids make the old one unusable).
+    Fresh(Box<JobTable>),
+    /// The table updated in place, so that only one is ever in memory.
+    InPlace(&'a mut JobTable, Refresh),
+}
+
+impl WalkTable<'_> {
+    pub fn add(&mut self, job: &BatchJob) {
+        match self {
+            WalkTable::Off => {}
+            WalkTable::Fresh(table) => table.push(job),
+            WalkTable::InPlace(table, refresh) => table.refresh(refresh, job),
+        }
+    }
+
+    /// The walk succeeded: the fresh table, or the drift of the one updated in place.
+    pub fn finish(self) -> WalkedTable {
+        match self {
+            WalkTable::Off => WalkedTable::Off,
+            WalkTable::Fresh(mut table) => {
+                table.seal();
+                WalkedTable::Fresh(table)
+            }
+            WalkTable::InPlace(table, refresh) => {
+                WalkedTable::Updated(table.finish_refresh(refresh))
+            }
+        }
+    }
+}
+
+/// A finished [`WalkTable`].
+pub enum WalkedTable {
+    Off,
+    Fresh(Box<JobTable>),
+    Updated(Drift),
 }
 
 /// A successful poll, not yet published.
@@ -97,23 +138,55 @@ impl IncrementalState {
             && same_filter(table.filter(), ctx.job_names.as_ref())
     }
 
-    /// Whether full walks should build a table.
-    pub fn keeps_table(ctx: &PollContext) -> bool {
-        ctx.mode != PollMode::Full
+    /// What a full walk starting now does with the table. Updating it in place makes it
+    /// half-updated should the walk fail, so until the walk succeeds the next poll walks fully.
+    pub fn begin_walk(&mut self, ctx: &PollContext) -> WalkTable<'_> {
+        if ctx.mode == PollMode::Full {
+            self.clear();
+            return WalkTable::Off;
+        }
+        let usable = self.table.as_ref().is_some_and(|table| {
+            same_filter(table.filter(), ctx.job_names.as_ref()) && !table.has_anonymous_jobs()
+        });
+        if !usable {
+            self.table = None;
+        }
+        self.force_full = usable;
+        match self.table.as_mut() {
+            Some(table) => {
+                let refresh = table.begin_refresh();
+                WalkTable::InPlace(table, refresh)
+            }
+            None => WalkTable::Fresh(Box::new(JobTable::new(ctx.job_names.clone()))),
+        }
+    }
+
+    /// A full walk that started `at` succeeded: its table is the incremental state now.
+    /// Returns the drift, counted only when incremental polls had changed the table it replaces.
+    pub fn end_walk(&mut self, walked: WalkedTable, at: tokio::time::Instant) -> u64 {
+        let drift = match walked {
+            WalkedTable::Off => return 0,
+            WalkedTable::Fresh(table) => {
+                let drift = match (&self.table, self.changed_since_full) {
+                    (Some(before), true) => table.drift_from(before).total(),
+                    _ => 0,
+                };
+                self.table = Some(*table);
+                drift
+            }
+            WalkedTable::Updated(drift) if self.changed_since_full => drift.total(),
+            WalkedTable::Updated(_) => 0,
+        };
+        self.changed_since_full = false;
+        self.last_full = Some(at);
+        self.force_full = false;
+        drift
     }
 
     /// A full walk that started `at` built `table`: it replaces the incremental state. Returns
     /// the drift against the table it replaces when incremental polls had changed that one.
     pub fn install(&mut self, table: JobTable, at: tokio::time::Instant) -> u64 {
-        let drift = match (&self.table, self.changed_since_full) {
-            (Some(before), true) => table.drift_from(before).total(),
-            _ => 0,
-        };
-        self.table = Some(table);
-        self.changed_since_full = false;
-        self.last_full = Some(at);
-        self.force_full = false;
-        drift
+        self.end_walk(WalkedTable::Fresh(Box::new(table)), at)
     }
 
     /// Makes the next poll a full walk, whatever the schedule says.
@@ -156,13 +229,31 @@ impl IncrementalState {
         client: &DliClient,
         key: &QueueKey,
         ctx: &PollContext,
-        table: &JobTable,
         stats: &WalkStats,
         deadline: Instant,
     ) -> u32 {
         if ctx.mode != PollMode::Auto {
             return 0;
         }
+        let Some(table) = self.table.take() else {
+            return 0;
+        };
+        let pages = self
+            .check_table(client, key, ctx, &table, stats, deadline)
+            .await;
+        self.table = Some(table);
+        pages
+    }
+
+    async fn check_table(
+        &mut self,
+        client: &DliClient,
+        key: &QueueKey,
+        ctx: &PollContext,
+        table: &JobTable,
+        stats: &WalkStats,
+        deadline: Instant,
+    ) -> u32 {
         if stats.pages <= MIN_PAGES_FOR_INCREMENTAL {
             // Small enough that a full walk costs no more; no check, and nothing to log.
             self.verified = false;

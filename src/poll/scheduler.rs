@@ -20,10 +20,9 @@ use tokio_util::task::TaskTracker;
 
 use super::aggregate::SnapshotBuilder;
 pub use super::context::PollContext;
-use super::incremental::{self, IncrementalState, Polled, QueueMemory};
+use super::incremental::{self, IncrementalState, Polled, QueueMemory, WalkTable};
 use super::lifecycle::JobTracker;
 use super::shard::{self, Shard};
-use super::table::JobTable;
 use crate::config::Settings;
 use crate::dli::{DliClient, WalkError, WalkProgress, walk_queue_with_progress};
 use crate::store::QueueKey;
@@ -204,24 +203,17 @@ async fn full_walk(
         Some(filter) => SnapshotBuilder::with_job_names(filter.clone()),
         None => SnapshotBuilder::new(),
     };
-    let mut table = match &state {
-        Some(state) if IncrementalState::keeps_table(ctx) => {
-            let mut table = JobTable::new(ctx.job_names.clone());
-            // About as many jobs as last time: one allocation, not a doubling series.
-            let last = state.table().map_or(0, JobTable::len);
-            table.reserve(last.saturating_add(last / 16));
-            Some(table)
-        }
-        _ => None,
+    let mut state = state;
+    let mut table = match state.as_deref_mut() {
+        Some(state) => state.begin_walk(ctx),
+        None => WalkTable::Off,
     };
     let mut staging = tracker.as_deref().map(JobTracker::begin);
     let stats = {
         let tracking = tracker.as_deref();
         let mut sink = |job: crate::dli::BatchJob| {
             builder.add(&job);
-            if let Some(table) = table.as_mut() {
-                table.push(&job);
-            }
+            table.add(&job);
             if let (Some(t), Some(s)) = (tracking, staging.as_mut()) {
                 t.observe(s, &job);
             }
@@ -229,19 +221,13 @@ async fn full_walk(
         walk_queue_with_progress(client, &key.queue, &ctx.walk, deadline, progress, &mut sink)
             .await?
     };
+    let walked = table.finish();
     let mut pages = stats.pages;
     let mut drift = 0;
-    match (state, table) {
-        (Some(state), Some(mut table)) => {
-            table.seal();
-            let checks = state
-                .check_server(client, key, ctx, &table, &stats, deadline)
-                .await;
-            pages = pages.saturating_add(checks);
-            drift = state.install(table, at);
-        }
-        (Some(state), None) => state.clear(),
-        _ => {}
+    if let Some(state) = state {
+        drift = state.end_walk(walked, at);
+        let checks = state.check_server(client, key, ctx, &stats, deadline).await;
+        pages = pages.saturating_add(checks);
     }
     let events = match (tracker, staging) {
         (Some(t), Some(s)) => Some(t.commit(s)),

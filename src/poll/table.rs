@@ -116,6 +116,17 @@ pub struct JobTable {
     anonymous: bool,
 }
 
+/// A full walk updating a table in place: which entries it listed, the jobs it added, and the
+/// drift so far.
+#[derive(Debug)]
+pub struct Refresh {
+    /// One bit per entry of the table as it was.
+    seen: Vec<u64>,
+    added: Vec<Entry>,
+    drift: Drift,
+    newest_before: Option<i64>,
+}
+
 /// How a full walk's table differs from the incremental state it replaces.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Drift {
@@ -261,6 +272,83 @@ impl JobTable {
             self.entries.sort_by_key(Entry::key);
             self.entries.dedup_by_key(|e| e.key());
         }
+    }
+
+    /// Starts a full walk that updates this table in place (one table in memory, not two).
+    pub fn begin_refresh(&self) -> Refresh {
+        Refresh {
+            seen: vec![0; self.entries.len().div_ceil(64)],
+            added: Vec::new(),
+            drift: Drift::default(),
+            newest_before: self.newest(),
+        }
+    }
+
+    /// One job of the full walk: overwrites its entry (or adds it) and counts what differs
+    /// from what the table said (see [`JobTable::drift_from`]).
+    pub fn refresh(&mut self, r: &mut Refresh, job: &BatchJob) {
+        let Some(id) = job.id.as_deref() else {
+            self.anonymous = true;
+            return;
+        };
+        let key = id_key(id);
+        let entry = self.entry_of(job, key);
+        match self.find(key) {
+            Some(i) => {
+                let old = self.entries[i];
+                if old.owner != entry.owner || (self.finished(&old) && old.state != entry.state) {
+                    r.drift.changed = r.drift.changed.saturating_add(1);
+                }
+                self.entries[i] = entry;
+                if let Some(word) = r.seen.get_mut(i / 64) {
+                    *word |= 1 << (i % 64);
+                }
+            }
+            None => {
+                if entry
+                    .create()
+                    .is_none_or(|c| r.newest_before.is_some_and(|m| c <= m))
+                {
+                    r.drift.added = r.drift.added.saturating_add(1);
+                }
+                self.note_id(id, key);
+                r.added.push(entry);
+            }
+        }
+    }
+
+    /// Ends the full walk: jobs it did not list go, the new ones come in. Returns how the walk
+    /// differed from the table it updated.
+    pub fn finish_refresh(&mut self, r: Refresh) -> Drift {
+        let Refresh {
+            seen,
+            added,
+            mut drift,
+            ..
+        } = r;
+        let is_seen = |i: usize| seen.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+        let before = self.entries.len();
+        let mut i = 0;
+        let mut gone = HashSet::new();
+        self.entries.retain(|e| {
+            let keep = is_seen(i);
+            i += 1;
+            if !keep {
+                gone.insert(e.key());
+            }
+            keep
+        });
+        drift.removed = (before - self.entries.len()) as u64;
+        if !gone.is_empty() {
+            self.odd_ids.retain(|k, _| !gone.contains(k));
+        }
+        if !added.is_empty() {
+            self.entries.extend(added);
+            self.entries.sort_by_key(Entry::key);
+            self.entries.dedup_by_key(|e| e.key());
+        }
+        self.entries.shrink_to_fit();
+        drift
     }
 
     /// The newest `create_time` of the table.

@@ -161,6 +161,42 @@ fn drift_counts_removals_late_jobs_and_impossible_changes_only() {
 }
 
 #[test]
+fn a_refresh_in_place_ends_as_a_fresh_table_and_counts_the_same_drift() {
+    let before_jobs = [
+        job(&uuid(1), "running", Some("a"), 10),
+        job(&uuid(2), "success", Some("a"), 20),
+        job(&uuid(3), "success", Some("a"), 30),
+        job("odd-4", "dead", Some("a"), 40),
+    ];
+    let walk = [
+        job(&uuid(2), "success", Some("b"), 20),
+        job(&uuid(3), "dead", Some("a"), 30),
+        job("odd-4", "dead", Some("a"), 40),
+        job(&uuid(5), "success", Some("a"), 35),
+        job("odd-6", "running", Some("a"), 50),
+    ];
+    let before = table(&before_jobs, None);
+    let fresh = table(&walk, None);
+    let mut t = before.clone();
+    let mut r = t.begin_refresh();
+    for j in &walk {
+        t.refresh(&mut r, j);
+    }
+    let drift = t.finish_refresh(r);
+    assert_eq!(drift, fresh.drift_from(&before));
+    assert_eq!(drift.total(), 4);
+    let ids =
+        |t: &JobTable| -> Vec<Option<String>> { replayed(t).into_iter().map(|j| j.id).collect() };
+    assert_eq!(ids(&t), ids(&fresh));
+    let states = |t: &JobTable| -> Vec<Option<String>> {
+        replayed(t).into_iter().map(|j| j.state).collect()
+    };
+    assert_eq!(states(&t), states(&fresh));
+    assert!(!t.odd_ids.contains_key(&id_key("x")));
+    assert_eq!(t.odd_ids.len(), 2, "odd-4 and odd-6");
+}
+
+#[test]
 fn a_job_without_an_id_marks_the_table() {
     let mut anonymous = BatchJob::new("x", "running", None, Some(1));
     anonymous.id = None;
