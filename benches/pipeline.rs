@@ -3,7 +3,9 @@
 //!
 //! - `decode/page_100`: one ListBatches page of 100 jobs, bytes -> `BatchPage`.
 //! - `decode_aggregate/page_100`: the same plus folding every job into a `SnapshotBuilder`;
-//!   `decode_aggregate/page_100_job_names` with `metrics.job_names = [".*"]` as well.
+//!   `decode_aggregate/page_100_job_names` with `metrics.job_names = [".*"]` as well;
+//!   `decode_aggregate/ten_pages[_job_names_evicting]`: ten different pages in turn, whose ~1,000
+//!   names keep the job name cap (100) evicting.
 //! - `render/series_3000`: the `/metrics` exposition of 3 queues x 200 owners x 5 states, rendered
 //!   from scratch (`Metrics::render`), and as served by the render cache (plain and gzip).
 //! - `scrape/loopback`: `GET /metrics` over a keep-alive loopback connection to the real server
@@ -66,25 +68,16 @@ fn decode(c: &mut Criterion) {
         });
         black_box(builder.finish(200));
     });
-    // The same with metrics.job_names selecting every name (`.*`, the worst case: each job is a
-    // selected run). Ten pages of the same size taken in turn: their names (`daily_orders_etl_57`,
-    // ...) are mostly distinct, about 1,000 in all, so the per-queue cap of 100 keeps evicting.
-    let pages: Vec<Vec<u8>> = (0..10u64)
-        .map(|seed| {
-            let jobs = generate_jobs_seeded(7 + seed, PAGE, "etl", true, NOW_MS);
-            page_body(0, 100_000, &jobs)
-        })
-        .collect();
+    // The same with metrics.job_names selecting every name (`.*`): each job is a selected run.
+    // On one page the names repeat from iteration to iteration, as recurring jobs' names do.
+    let every_name = || match JobNameFilter::new(&[".*".to_string()], 100) {
+        Ok(Some(f)) => Arc::new(f),
+        other => panic!("job name filter: {other:?}"),
+    };
     g.bench_function("page_100_job_names", |b| {
-        let filter = match JobNameFilter::new(&[".*".to_string()], 100) {
-            Ok(Some(f)) => Arc::new(f),
-            other => panic!("job name filter: {other:?}"),
-        };
-        let mut builder = SnapshotBuilder::with_job_names(filter);
-        let mut turn = 0;
+        let mut builder = SnapshotBuilder::with_job_names(every_name());
         b.iter(|| {
-            turn = (turn + 1) % pages.len();
-            if let Ok(page) = decode_page(black_box(&pages[turn])) {
+            if let Ok(page) = decode_page(black_box(&body)) {
                 for job in &page.sessions {
                     builder.add(job);
                 }
@@ -93,6 +86,39 @@ fn decode(c: &mut Criterion) {
         let snapshot = builder.finish(200);
         assert!(snapshot.job_names.is_some_and(|n| !n.names.is_empty()));
     });
+    // The worst case: ten pages of the same size taken in turn, whose names (`daily_orders_etl_57`,
+    // ...) are mostly distinct, about 1,000 in all, so the per-queue cap of 100 keeps evicting;
+    // and the same ten pages without job names, to compare with.
+    let pages: Vec<Vec<u8>> = (0..10u64)
+        .map(|seed| {
+            let jobs = generate_jobs_seeded(7 + seed, PAGE, "etl", true, NOW_MS);
+            page_body(0, 100_000, &jobs)
+        })
+        .collect();
+    for names in [false, true] {
+        let id = if names {
+            "ten_pages_job_names_evicting"
+        } else {
+            "ten_pages"
+        };
+        g.bench_function(id, |b| {
+            let mut builder = if names {
+                SnapshotBuilder::with_job_names(every_name())
+            } else {
+                SnapshotBuilder::new()
+            };
+            let mut turn = 0;
+            b.iter(|| {
+                turn = (turn + 1) % pages.len();
+                if let Ok(page) = decode_page(black_box(&pages[turn])) {
+                    for job in &page.sessions {
+                        builder.add(job);
+                    }
+                }
+            });
+            black_box(builder.finish(200));
+        });
+    }
     g.finish();
 }
 

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dli_exporter::config::Settings;
+use dli_exporter::config::{JobNameFilter, Settings};
 use dli_exporter::dli::model::decode_page;
 use dli_exporter::dli::{BatchJob, ClientOptions, DliClient, FailureReason, NoopObserver};
 use dli_exporter::metrics::{CollectorOptions, Metrics};
@@ -134,11 +134,26 @@ fn hostile_page() -> impl Strategy<Value = (Value, usize)> {
 
 /// Aggregates and renders `jobs` like a poll would, and checks the invariants of the result.
 fn aggregate_and_render(jobs: &[BatchJob], max_owners: usize) -> QueueSnapshot {
-    let mut b = SnapshotBuilder::new();
+    // Every job name selected, so that hostile names and times reach the exposition too.
+    let names_cap = max_owners.max(1);
+    let filter = JobNameFilter::new(&[".*".to_string()], names_cap as u32)
+        .expect("valid")
+        .expect("on");
+    let mut b = SnapshotBuilder::with_job_names(Arc::new(filter));
     for j in jobs {
         b.add(j);
     }
     let snap = b.finish(max_owners);
+    let names = snap.job_names.as_ref().expect("job names on");
+    assert!(names.names.len() <= names_cap);
+    for runs in names.names.values() {
+        for t in [runs.start, runs.last_success, runs.last_duration]
+            .into_iter()
+            .flatten()
+        {
+            assert!(t.is_finite(), "job name time {t}");
+        }
+    }
     assert_eq!(snap.jobs, jobs.len() as u64);
     assert_eq!(snap.by_state.values().sum::<u64>(), snap.jobs);
     assert_eq!(snap.by_state_owner.values().sum::<u64>(), snap.jobs);

@@ -7,7 +7,8 @@
 //! I/O and knows nothing of Prometheus.
 
 use std::borrow::Cow;
-use std::cmp::Reverse;
+use std::cell::Cell;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -31,6 +32,51 @@ impl RunKey {
         RunKey {
             created: job.create_time,
             tie: fnv1a(job.id.as_deref().unwrap_or("").as_bytes()),
+        }
+    }
+}
+
+/// A run being folded in: its [`RunKey`], with the hash of its id computed only when a
+/// comparison needs it (most runs of a name differ in `create_time`).
+struct Run<'a> {
+    created: Option<i64>,
+    id: &'a str,
+    tie: Cell<Option<u64>>,
+}
+
+impl<'a> Run<'a> {
+    fn of(job: &'a BatchJob) -> Self {
+        Run {
+            created: job.create_time,
+            id: job.id.as_deref().unwrap_or(""),
+            tie: Cell::new(None),
+        }
+    }
+
+    fn tie(&self) -> u64 {
+        match self.tie.get() {
+            Some(t) => t,
+            None => {
+                let t = fnv1a(self.id.as_bytes());
+                self.tie.set(Some(t));
+                t
+            }
+        }
+    }
+
+    fn key(&self) -> RunKey {
+        RunKey {
+            created: self.created,
+            tie: self.tie(),
+        }
+    }
+
+    /// `self.key() > than`, hashing the id only on a tie of `create_time`.
+    fn newer_than(&self, than: RunKey) -> bool {
+        match self.created.cmp(&than.created) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => self.tie() > than.tie,
         }
     }
 }
@@ -84,38 +130,38 @@ struct NameRuns {
 }
 
 impl NameRuns {
-    fn first(key: RunKey, job: &BatchJob, reentered: bool) -> Self {
+    fn first(run: &Run<'_>, job: &BatchJob, reentered: bool) -> Self {
         let mut runs = NameRuns {
-            newest: key,
+            newest: run.key(),
             state: state_label(job),
             success: None,
             finished: None,
             reentered,
         };
-        runs.observe_finished(key, job);
+        runs.observe_finished(run, job);
         runs
     }
 
-    fn observe(&mut self, key: RunKey, job: &BatchJob) {
-        if key > self.newest {
-            self.newest = key;
+    fn observe(&mut self, run: &Run<'_>, job: &BatchJob) {
+        if run.newer_than(self.newest) {
+            self.newest = run.key();
             self.state = state_label(job);
         }
-        self.observe_finished(key, job);
+        self.observe_finished(run, job);
     }
 
-    fn observe_finished(&mut self, key: RunKey, job: &BatchJob) {
+    fn observe_finished(&mut self, run: &Run<'_>, job: &BatchJob) {
         let Some(state) = job.state.as_deref() else {
             return;
         };
         if !FINISHED_STATES.contains(&state) {
             return;
         }
-        if self.finished.is_none_or(|(k, _)| key > k) {
-            self.finished = Some((key, run_duration_ms(job)));
+        if self.finished.is_none_or(|(k, _)| run.newer_than(k)) {
+            self.finished = Some((run.key(), run_duration_ms(job)));
         }
-        if state == "success" && self.success.is_none_or(|(k, _)| key > k) {
-            self.success = Some((key, run_end_ms(job)));
+        if state == "success" && self.success.is_none_or(|(k, _)| run.newer_than(k)) {
+            self.success = Some((run.key(), run_end_ms(job)));
         }
     }
 
@@ -176,7 +222,7 @@ impl JobNamesBuilder {
             return;
         };
         let label = bounded_label(name);
-        let key = RunKey::of(job);
+        let run = Run::of(job);
         // A name short enough to be its own label has matched already if it is kept; a long
         // one shares its label with other names, which may not match.
         let own_label = matches!(label, Cow::Borrowed(_));
@@ -184,7 +230,7 @@ impl JobNamesBuilder {
             return;
         }
         if let Some(runs) = self.kept.get_mut(&*label) {
-            runs.observe(key, job);
+            runs.observe(&run, job);
             return;
         }
         if own_label && !self.filter.matches(name) {
@@ -192,7 +238,7 @@ impl JobNamesBuilder {
         }
         let reentered = !self.evicted.is_empty() && self.evicted.contains(&fnv1a(label.as_bytes()));
         self.kept
-            .insert(label.into_owned(), NameRuns::first(key, job, reentered));
+            .insert(label.into_owned(), NameRuns::first(&run, job, reentered));
         if self.kept.len() >= self.retain.saturating_mul(2) {
             self.prune();
         }
