@@ -78,8 +78,9 @@ impl Bridge {
         }
     }
 
-    /// Takes one answered page; decides, or moves `at`.
-    fn take(&mut self, page: &Window, step: usize, order: Order) {
+    /// Takes one answered page; decides, or moves `at`. `full`: the longest page the walk got
+    /// (a page shorter than that ended the list when it was answered).
+    fn take(&mut self, page: &Window, step: usize, full: usize, order: Order) {
         let step_back = (step.saturating_sub(1)).max(1) as u64;
         let has = |set: &HashSet<u128>| page.ids.iter().any(|id| set.contains(id));
         let left = has(&self.left) || has(&self.chain);
@@ -88,7 +89,7 @@ impl Bridge {
         if left {
             if right || (!self.ahead.is_empty() && has(&self.ahead)) {
                 self.outcome = Some(Outcome::Linked);
-            } else if page.len < step {
+            } else if page.len < full {
                 self.outcome = Some(Outcome::End);
             } else {
                 self.chain = page.ids.iter().copied().collect();
@@ -176,8 +177,9 @@ pub(super) async fn repair<S: PageSource>(
             ));
         }
         w.feed(page.sessions, sink);
+        let full = w.longest.max(step);
         if let Some(b) = bridges.get_mut(i) {
-            b.take(&window, step, order);
+            b.take(&window, step, full, order);
         }
     }
     for b in &bridges {

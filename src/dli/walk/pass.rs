@@ -84,6 +84,9 @@ pub(crate) struct Walker<'a, S> {
     scheduled: u32,
     /// The first page was empty: nothing to prove.
     pub(super) done: bool,
+    /// The longest page any request of this walk got: the server returns at least this many
+    /// jobs when that many are left, so a shorter page ended its list.
+    pub(super) longest: usize,
 }
 
 impl<'a, S: PageSource> Walker<'a, S> {
@@ -98,6 +101,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
             step: 0,
             scheduled: 0,
             done: false,
+            longest: 0,
         }
     }
 
@@ -268,7 +272,8 @@ impl<'a, S: PageSource> Walker<'a, S> {
     ) -> Result<(), WalkError> {
         let window = Window::with_keys(from, &page, page_keys(&page));
         let fresh = self.feed_keyed(page.sessions, &window.ids, sink);
-        if from > 0 && window.len >= self.step && window.len > 0 && fresh == 0 {
+        // (The page at the first page's last job overlaps it by design and is exempt.)
+        if from >= self.step as u64 && window.len >= self.step && window.len > 0 && fresh == 0 {
             return Err(self.inconsistent(format!(
                 "the page from={from} repeats {} jobs already seen and brings none new (does the server ignore `from`?)",
                 window.len
@@ -356,6 +361,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
                 self.stats.requests = self.stats.requests.saturating_add(requests);
                 self.stats.pages = self.stats.pages.saturating_add(1);
                 self.progress.set(self.stats.pages);
+                self.longest = self.longest.max(page.sessions.len());
                 let asked = self.options.page_size as usize;
                 if page.sessions.len() > asked {
                     return Err(self.inconsistent(format!(
