@@ -1,6 +1,7 @@
 //! Shared fixtures of the benchmarks: the simulator data sets (a scrape-sized world of 3 queues x
 //! 200 owners x 5 states, a big realistic queue), the exporter's TOML configuration pointing at a
-//! simulator, and a minimal keep-alive HTTP/1.1 GET client over loopback.
+//! simulator (full walks at every poll, `poll.mode = "full"`, unless a phase changes it), and a
+//! minimal keep-alive HTTP/1.1 GET client over loopback.
 //!
 //! It owns no measurement and prints nothing; each bench decides what to time. It must not be
 //! used by `cargo test` (benches are not built there).
@@ -80,7 +81,7 @@ pub fn exporter_toml(
     format!(
         "[web]\nlisten_address = \"{listen}\"\ntelemetry_path = \"/metrics\"\n\n\
          [poll]\ninterval = {}\ntimeout = {}\nrequest_timeout = {}\npage_size = {}\n\
-         max_pages = 5000\nconcurrency = {}\nretries = 1\nstale_after = \"10m\"\n\n\
+         max_pages = 5000\nconcurrency = {}\nretries = 1\nstale_after = \"10m\"\nmode = \"full\"\n\n\
          [metrics]\nowner_breakdown = true\nmax_owners_per_queue = 200\n\n\
          [auth]\nkind = \"aksk\"\naccess_key = \"{DEMO_ACCESS_KEY}\"\nsecret_key = \"{DEMO_SECRET_KEY}\"\n\n\
          [[projects]]\nproject_id = \"{PID}\"\nregion = \"cn-north-4\"\nendpoint = \"{sim_url}\"\n\

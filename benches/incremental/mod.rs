@@ -28,6 +28,8 @@ struct Cost {
     pages: f64,
     seconds: f64,
     exact: bool,
+    /// The exporter's peak RSS so far, MiB.
+    peak: f64,
 }
 
 /// Waits for the next successful poll after `last_ts`; returns the exposition.
@@ -143,13 +145,18 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
     let url = sim.base_url();
     let queues = [queue.clone()];
     sim.reset_stats();
-    let (exporter, _) = start_exporter(bin, dir, "incremental", |listen| {
+    let (exporter, startup) = start_exporter(bin, dir, "incremental", |listen| {
         common::exporter_toml(&url, &queues, listen, &poll).replace(
-            "stale_after = \"10m\"\n",
-            "stale_after = \"10m\"\nmode = \"auto\"\nfull_walk_interval = \"1h\"\n",
+            "mode = \"full\"\n",
+            "mode = \"auto\"\nfull_walk_interval = \"1h\"\n",
         )
     })
     .await?;
+    println!(
+        "startup to first served /metrics: {:.1} ms (RSS then {:.1} MiB)",
+        startup.as_secs_f64() * 1000.0,
+        mib(status_kib(exporter.pid(), "VmRSS:"))
+    );
     let mut last_ts = 0.0;
     let mut costs: Vec<(bool, Cost)> = Vec::new();
     for round in 0..=POLLS {
@@ -165,6 +172,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
                 seconds: value(&text, &queue_series("dli_poll_duration_seconds", &queue))
                     .unwrap_or(0.0),
                 exact: exact(&sim, &queue, &text),
+                peak: mib(status_kib(exporter.pid(), "VmHWM:")),
             },
         ));
         if round < POLLS {
@@ -181,13 +189,14 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
     println!("|---|---|---|---|---|---|---|");
     for (i, (incremental, c)) in costs.iter().enumerate() {
         println!(
-            "| {i} | {} | {} | {:.2} MB | {} | {:.3} s | {} |",
+            "| {i} | {} | {} | {:.2} MB | {} | {:.3} s | {} | {:.1} MiB |",
             if *incremental { "incremental" } else { "full" },
             c.requests,
             c.bytes as f64 / 1e6,
             c.pages,
             c.seconds,
-            if c.exact { "yes" } else { "NO" }
+            if c.exact { "yes" } else { "NO" },
+            c.peak
         );
     }
     let full = costs.iter().find(|(i, _)| !i).map(|(_, c)| c);

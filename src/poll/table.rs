@@ -229,9 +229,10 @@ impl JobTable {
         self.entries.push(entry);
     }
 
-    /// Sorts the jobs pushed by a full walk; the first of a repeated id wins.
+    /// Sorts the jobs pushed by a full walk (which hands each id once; a repeated id keeps one
+    /// entry). Sorting in place: no buffer the size of the table.
     pub fn seal(&mut self) {
-        self.entries.sort_by_key(Entry::key);
+        self.entries.sort_unstable_by_key(Entry::key);
         self.entries.dedup_by_key(|e| e.key());
         self.entries.shrink_to_fit();
     }
@@ -267,10 +268,28 @@ impl JobTable {
             self.entries.retain(|e| !removed.contains(&e.key()));
             self.odd_ids.retain(|k, _| !removed.contains(k));
         }
-        if !added.is_empty() {
-            self.entries.extend(added);
-            self.entries.sort_by_key(Entry::key);
-            self.entries.dedup_by_key(|e| e.key());
+        self.merge_in(added);
+    }
+
+    /// Merges entries whose ids are not in the table yet, from the back, in place.
+    fn merge_in(&mut self, mut added: Vec<Entry>) {
+        let Some(first) = added.first().copied() else {
+            return;
+        };
+        added.sort_unstable_by_key(Entry::key);
+        added.dedup_by_key(|e| e.key());
+        let old = self.entries.len();
+        self.entries.extend(std::iter::repeat_n(first, added.len()));
+        let (mut i, mut j, mut w) = (old, added.len(), self.entries.len());
+        while j > 0 {
+            if i > 0 && self.entries[i - 1].key() > added[j - 1].key() {
+                self.entries[w - 1] = self.entries[i - 1];
+                i -= 1;
+            } else {
+                self.entries[w - 1] = added[j - 1];
+                j -= 1;
+            }
+            w -= 1;
         }
     }
 
@@ -342,12 +361,7 @@ impl JobTable {
         if !gone.is_empty() {
             self.odd_ids.retain(|k, _| !gone.contains(k));
         }
-        if !added.is_empty() {
-            self.entries.extend(added);
-            self.entries.sort_by_key(Entry::key);
-            self.entries.dedup_by_key(|e| e.key());
-        }
-        self.entries.shrink_to_fit();
+        self.merge_in(added);
         drift
     }
 
