@@ -575,6 +575,30 @@ async fn an_unchanged_queue_costs_one_page_and_one_listing_per_unfinished_state(
     );
 }
 
+#[tokio::test]
+async fn deleting_the_newest_job_is_no_inconsistency() {
+    let mut world = World::new(29, 200).await;
+    let (client, key, names) = setup(&world.sim);
+    let mut auto = Poller::new(PollMode::Auto, &key, &names);
+    let mut full = Poller::new(PollMode::Full, &key, &names);
+    let newest = world.job("starting");
+    let id = newest.id.clone();
+    world.sim.insert_front(PID, Q, vec![newest]);
+    for _ in 0..2 {
+        assert!(auto.poll(&client, &key).await);
+        assert!(full.poll(&client, &key).await);
+    }
+    assert!(world.sim.remove_job(PID, Q, &id));
+    assert!(
+        auto.poll(&client, &key).await,
+        "a sorted first page may start older"
+    );
+    assert!(full.poll(&client, &key).await);
+    assert_eq!(auto.metric("dli_poll_incremental"), 1.0);
+    assert_eq!(auto.failures("inconsistent"), Some(0.0));
+    assert_same(&auto, &full, "after the deletion");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
 

@@ -127,7 +127,8 @@ impl<'a> ChangeLister<'a> {
     /// Newest-first pages (`order=CREATE_TIME_DESC`) from the front of the list until a whole
     /// page holds only jobs `known` (the overlap catches a boundary that moved while the pages
     /// were read), or the list ends. Every distinct job goes to `sink`. `newest_known`: the
-    /// newest `create_time` known; a first page starting with an older job is not newest-first.
+    /// newest `create_time` known; a first page that cannot show its order and starts with an
+    /// older job is not newest-first.
     ///
     /// Returns whether a page came back as full as asked (so the server does not cap `size`
     /// below `poll.page_size`, and a shorter page ends its list).
@@ -165,7 +166,11 @@ impl<'a> ChangeLister<'a> {
                     "the page from={from} asked with order={WALK_ORDER} is not newest first"
                 )));
             }
+            // A page that cannot show its order (one `create_time`) must at least start at the
+            // newest known job. (A sorted page starting with an older one only means that the
+            // newest known job was deleted.)
             if from == 0
+                && order == Order::Unknown
                 && let (Some(newest), Some(f)) = (newest_known, first)
                 && f < newest
             {
