@@ -240,6 +240,21 @@ fn window(
         _ => None,
     };
     let newest_first = list_order == ListOrder::NewestFirst;
+    // `order` by creation time in the direction the list is already served in: no sort needed
+    // when the stored jobs are in creation order (they usually are), so a walk of a big queue
+    // does not sort it once per page.
+    let sort_key = match (order.as_deref(), q.has_job_filters(), queues) {
+        (Some(o @ ("CREATE_TIME_DESC" | "CREATE_TIME_ASC")), false, [jobs])
+            if (o == "CREATE_TIME_DESC") == newest_first
+                && jobs
+                    .iter()
+                    .zip(jobs.iter().skip(1))
+                    .all(|(a, b)| a.create_time >= b.create_time) =>
+        {
+            None
+        }
+        _ => sort_key,
+    };
     let served = |queues: &[&QueueJobs]| -> Vec<Arc<SimJob>> {
         let all = queues.iter().flat_map(|jobs| jobs.iter());
         let mut list: Vec<Arc<SimJob>> = all.filter(|j| q.keeps(j)).cloned().collect();
