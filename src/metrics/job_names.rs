@@ -62,17 +62,7 @@ impl JobNamesCollector {
         store: Arc<SnapshotStore>,
         options: Arc<RwLock<CollectorOptions>>,
     ) -> Result<Self, prometheus::Error> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let descs = super::family_descs(&FAMILIES)?;
         Ok(JobNamesCollector {
             store,
             options,

@@ -100,39 +100,16 @@ impl JobsCollector {
         options: Arc<RwLock<CollectorOptions>>,
         sharded: Arc<AtomicBool>,
     ) -> Result<Self, prometheus::Error> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, labels)| {
-                Desc::new(
-                    name.to_string(),
-                    help.to_string(),
-                    labels.iter().map(|l| l.to_string()).collect(),
-                    Default::default(),
-                )
-            })
-            .chain(std::iter::once(Desc::new(
-                POLL_PANICS.to_string(),
-                POLL_PANICS_HELP.to_string(),
-                vec!["project_id".to_string(), "queue".to_string()],
-                Default::default(),
-            )))
-            .chain(std::iter::once(Desc::new(
-                POLL_DRIFT.to_string(),
-                POLL_DRIFT_HELP.to_string(),
-                vec!["project_id".to_string(), "queue".to_string()],
-                Default::default(),
-            )))
-            .chain(std::iter::once(Desc::new(
-                POLL_FAILURES.to_string(),
-                POLL_FAILURES_HELP.to_string(),
-                vec![
-                    "project_id".to_string(),
-                    "queue".to_string(),
-                    "reason".to_string(),
-                ],
-                Default::default(),
-            )))
-            .collect::<Result<Vec<_>, _>>()?;
+        let counters: [(&str, &str, &[&str]); 3] = [
+            (POLL_PANICS, POLL_PANICS_HELP, &["project_id", "queue"]),
+            (POLL_DRIFT, POLL_DRIFT_HELP, &["project_id", "queue"]),
+            (
+                POLL_FAILURES,
+                POLL_FAILURES_HELP,
+                &["project_id", "queue", "reason"],
+            ),
+        ];
+        let descs = super::family_descs(FAMILIES.iter().chain(counters.iter()))?;
         Ok(JobsCollector {
             store,
             options,

@@ -23,6 +23,23 @@ use prometheus::{
 };
 
 pub use api::ApiMetrics;
+
+/// The descriptors of a collector's metric families: (name, help, label names).
+pub(crate) fn family_descs<'a>(
+    families: impl IntoIterator<Item = &'a (&'a str, &'a str, &'a [&'a str])>,
+) -> Result<Vec<prometheus::core::Desc>, prometheus::Error> {
+    families
+        .into_iter()
+        .map(|(name, help, labels)| {
+            prometheus::core::Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels.iter().map(|l| l.to_string()).collect(),
+                Default::default(),
+            )
+        })
+        .collect()
+}
 pub use job_names::JobNamesCollector;
 pub use jobs::JobsCollector;
 pub use lifecycle::{JOB_DURATION_BUCKETS, LifecycleMetrics};

@@ -309,24 +309,14 @@ impl<'a, S: PageSource> Walker<'a, S> {
         fresh
     }
 
-    /// Hands the jobs not seen before to the sink; returns how many there were.
+    /// Hands the jobs not seen before to the sink; returns how many there were. (Without an id
+    /// a job cannot be matched across pages; it is counted as it comes.)
     pub(super) fn feed(&mut self, jobs: Vec<BatchJob>, sink: &mut impl FnMut(BatchJob)) -> usize {
-        let mut fresh = 0;
-        for job in jobs {
-            let new = match &job.id {
-                Some(id) => self.seen.insert(id_key(id)),
-                // Without an id a job cannot be matched across pages; count it as it comes.
-                None => true,
-            };
-            if new {
-                fresh += 1;
-                self.stats.jobs = self.stats.jobs.saturating_add(1);
-                sink(job);
-            } else {
-                self.stats.duplicates = self.stats.duplicates.saturating_add(1);
-            }
-        }
-        fresh
+        let keys: Vec<u128> = jobs
+            .iter()
+            .filter_map(|j| j.id.as_deref().map(id_key))
+            .collect();
+        self.feed_keyed(jobs, &keys, sink)
     }
 
     /// One request of the walk, checks and repairs included; fails beyond `max_pages`.
