@@ -77,11 +77,7 @@ impl Collector for JobNamesCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let stale_after = self
-            .options
-            .read()
-            .map(|o| o.stale_after)
-            .unwrap_or_else(|e| e.into_inner().stale_after);
+        let stale_after = super::current_options(&self.options).stale_after;
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         for (key, status) in self.store.view() {

@@ -155,11 +155,7 @@ impl Collector for JobsCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let options = self
-            .options
-            .read()
-            .map(|o| o.clone())
-            .unwrap_or_else(|e| e.into_inner().clone());
+        let options = super::current_options(&self.options);
         let now = Instant::now();
         let mut out: Vec<Vec<Metric>> = vec![Vec::new(); FAMILIES.len()];
         let mut panics = Vec::new();

@@ -97,6 +97,14 @@ pub struct CollectorOptions {
     pub queue_list_stale_after: Duration,
 }
 
+/// The options as they are now (a poisoned lock still holds the last options written).
+pub(crate) fn current_options(options: &RwLock<CollectorOptions>) -> CollectorOptions {
+    options
+        .read()
+        .map(|o| o.clone())
+        .unwrap_or_else(|e| e.into_inner().clone())
+}
+
 /// The registry behind `/metrics`.
 pub struct Metrics {
     registry: Registry,

@@ -114,11 +114,7 @@ impl Collector for QueueCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let stale_after = self
-            .options
-            .read()
-            .map(|o| o.queue_list_stale_after)
-            .unwrap_or_else(|e| e.into_inner().queue_list_stale_after);
+        let stale_after = super::current_options(&self.options).queue_list_stale_after;
         let now = Instant::now();
         let mut out: Vec<Vec<prometheus::proto::Metric>> = vec![Vec::new(); FAMILIES.len()];
         let lists = self.store.queue_lists();

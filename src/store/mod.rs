@@ -74,6 +74,14 @@ pub struct QueueStatus {
 }
 
 impl QueueStatus {
+    /// Books an attempt that published nothing.
+    fn failed_attempt(&mut self, duration: Duration, pages: u32) {
+        self.attempted = true;
+        self.last_success = false;
+        self.last_duration = duration;
+        self.last_pages = pages;
+    }
+
     /// The snapshot, unless it is older than `stale_after`.
     pub fn fresh_snapshot(
         &self,
@@ -254,10 +262,7 @@ impl SnapshotStore {
         pages: u32,
     ) -> bool {
         self.update(key, epoch, |status| {
-            status.attempted = true;
-            status.last_success = false;
-            status.last_duration = duration;
-            status.last_pages = pages;
+            status.failed_attempt(duration, pages);
             let count = status.failures.entry(reason).or_default();
             *count = count.saturating_add(1);
         })
@@ -272,10 +277,7 @@ impl SnapshotStore {
         pages: u32,
     ) -> bool {
         self.update(key, epoch, |status| {
-            status.attempted = true;
-            status.last_success = false;
-            status.last_duration = duration;
-            status.last_pages = pages;
+            status.failed_attempt(duration, pages);
             status.panics = status.panics.saturating_add(1);
         })
     }
