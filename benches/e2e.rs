@@ -256,6 +256,77 @@ fn status_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Samples `/proc/<pid>/smaps_rollup` every 5 ms on its own thread and keeps the sample with the
+/// largest RSS, split into anonymous memory (heap, stacks: what the exporter allocates) and
+/// file-backed pages (the binary's code and data, shared libraries), so a change in peak RSS can
+/// be told apart from a change in how much of the binary the kernel maps.
+struct RssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<RssSample>>,
+}
+
+/// One reading, KiB.
+#[derive(Clone, Copy, Default)]
+struct RssSample {
+    rss: u64,
+    anon: u64,
+}
+
+impl RssSample {
+    fn read(pid: u32) -> Option<RssSample> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        Some(RssSample {
+            rss: field("Rss:")?,
+            anon: field("Anonymous:")?,
+        })
+    }
+}
+
+impl RssSampler {
+    fn start(pid: u32) -> RssSampler {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = RssSample::default();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match RssSample::read(pid) {
+                    Some(s) if s.rss > peak.rss => peak = s,
+                    Some(_) => {}
+                    None => break,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        RssSampler {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops sampling; the line to print about the largest sample.
+    fn finish(mut self) -> String {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let peak = self
+            .thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        format!(
+            "largest sampled RSS {:.1} MiB = {:.1} MiB anonymous (heap, stacks) + {:.1} MiB file-backed (binary, libraries)",
+            mib(peak.rss),
+            mib(peak.anon),
+            mib(peak.rss.saturating_sub(peak.anon))
+        )
+    }
+}
+
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
@@ -322,6 +393,7 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
     })
     .await?;
     let pid = exporter.pid();
+    let sampler = RssSampler::start(pid);
     println!(
         "startup to first served /metrics: {:.1} ms (RSS then {:.1} MiB)",
         startup.as_secs_f64() * 1000.0,
@@ -396,6 +468,7 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
         mib(status_kib(pid, "VmHWM:")),
         mib(status_kib(pid, "VmRSS:"))
     );
+    println!("{}", sampler.finish());
     drop(exporter);
     sim.shutdown();
     Ok(())

@@ -15,7 +15,7 @@ use dli_exporter::sim::{Fault, FaultRule, SimConfig, SimJob, Simulator};
 
 use super::common::exposition::{jobs_series, queue_series, value};
 use super::common::{self, NOW_MS, PID, PollSettings};
-use super::{Args, Res, mib, start_exporter, status_kib};
+use super::{Args, Res, RssSampler, mib, start_exporter, status_kib};
 
 const ACTIVE: usize = 500;
 const POLLS: usize = 5;
@@ -152,6 +152,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
         )
     })
     .await?;
+    let sampler = RssSampler::start(exporter.pid());
     println!(
         "startup to first served /metrics: {:.1} ms (RSS then {:.1} MiB)",
         startup.as_secs_f64() * 1000.0,
@@ -181,6 +182,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
         }
     }
     let peak = mib(status_kib(exporter.pid(), "VmHWM:"));
+    let split = sampler.finish();
     drop(exporter);
     sim.shutdown();
     println!(
@@ -215,6 +217,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
             costs.iter().all(|(_, c)| c.exact),
             peak
         );
+        println!("{split}");
     } else {
         return Err("no incremental poll happened (dli_poll_incremental stayed 0)".into());
     }

@@ -45,23 +45,25 @@ pub(super) async fn prove<S: PageSource>(
         .filter(|(_, p)| p.len > 0)
         .map(|(o, p)| (*o, p.len, p.anonymous))
         .collect();
-    let before_end: HashSet<u128> = w
-        .main
-        .range(..=end)
-        .flat_map(|(_, p)| p.ids.iter().copied())
-        .collect();
+    // Every id up to the end, built only if a page past the end held jobs (it is as large as
+    // the queue).
+    let mut before_end: Option<HashSet<u128>> = None;
     // The end page looked at again: (it holds more jobs, its jobs changed).
     let mut end_now: Option<(bool, bool)> = None;
     for (from, len, anonymous) in beyond {
         let again = w.fetch(from).await?;
         w.stats.checks = w.stats.checks.saturating_add(1);
         let again = Window::of(from, &again);
-        if again.len == 0
-            || end_counted
-            || (!again.anonymous
-                && !anonymous
-                && again.ids.iter().all(|id| before_end.contains(id)))
-        {
+        if again.len == 0 || end_counted {
+            continue;
+        }
+        let before_end = before_end.get_or_insert_with(|| {
+            w.main
+                .range(..=end)
+                .flat_map(|(_, p)| p.ids.iter().copied())
+                .collect()
+        });
+        if !again.anonymous && !anonymous && again.ids.iter().all(|id| before_end.contains(id)) {
             continue;
         }
         let (longer, changed) = match end_now {
@@ -86,28 +88,29 @@ pub(super) async fn prove<S: PageSource>(
             )));
         }
     }
+    drop(before_end);
     let _stale = w.main.split_off(&end.saturating_add(1));
 
     let pages: Vec<&Window> = w.main.values().collect();
     let order = list_order(&pages);
     w.stats.order = Some(order);
-    let mut open = Vec::new();
+    // The neighbours no shared job links, by their offsets (the windows themselves are copied
+    // only if a repair needs them: on a list that stood still every pair is open).
+    let mut open: Vec<(u64, u64)> = Vec::new();
+    let mut all_adjacent = true;
+    let mut anonymous = false;
     for pair in pages.windows(2) {
         let (a, b) = (pair[0], pair[1]);
         if !shares_a_job(a, b) {
-            open.push(OpenLink {
-                left: a.clone(),
-                right: (b.len > 0).then(|| b.clone()),
-                right_offset: b.offset,
-            });
+            open.push((a.offset, b.offset));
+            all_adjacent &= b.offset == a.end();
+            anonymous |= a.anonymous || (b.len > 0 && b.anonymous);
         }
     }
     if open.is_empty() {
         // Every page shares a job with the next, and the last one is short: one chain.
         return Ok(());
     }
-
-    let all_adjacent = open.iter().all(|l| l.right_offset == l.left.end());
     let first = pages[0].clone();
     drop(pages);
 
@@ -126,10 +129,7 @@ pub(super) async fn prove<S: PageSource>(
     if same_front && sorted && all_adjacent {
         return Ok(());
     }
-    if open
-        .iter()
-        .any(|l| l.left.anonymous || l.right.as_ref().is_some_and(|r| r.anonymous))
-    {
+    if anonymous {
         return Err(w.inconsistent(
             "the list changed during the walk and some jobs have no id, so pages cannot be matched"
                 .to_string(),
@@ -143,7 +143,21 @@ pub(super) async fn prove<S: PageSource>(
         shift,
         "the list moved during the walk; repairing the gaps between pages"
     );
-    super::bridge::repair(w, open, shift, order, sink).await
+    let mut links = Vec::with_capacity(open.len());
+    for (left, right) in open {
+        let (Some(l), Some(r)) = (w.main.get(&left), w.main.get(&right)) else {
+            // (Cannot happen: both came from the pages above, which nothing has removed.)
+            return Err(w.inconsistent(format!(
+                "the pages from={left} and from={right} are no longer held for a repair"
+            )));
+        };
+        links.push(OpenLink {
+            left: l.clone(),
+            right: (r.len > 0).then(|| r.clone()),
+            right_offset: right,
+        });
+    }
+    super::bridge::repair(w, links, shift, order, sink).await
 }
 
 /// The order of the whole list: each page's own, and across pages that meet end to end.
