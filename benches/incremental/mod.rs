@@ -3,7 +3,9 @@
 //! jobs change (40 active jobs finish, 40 are submitted, 20 start running). For the first, full,
 //! walk and for every incremental poll it prints the requests and bytes the simulator served,
 //! `dli_poll_pages`, the poll's wall time, and whether the published `dli_batch_jobs` equal the
-//! simulator's own counts; then the exporter's peak RSS, which includes the job table.
+//! simulator's own counts. A last, scheduled full walk (`poll.full_walk_interval`) updates the
+//! table in place while the lifecycle tracker holds its baseline; then the exporter's peak RSS,
+//! which includes the job table.
 //!
 //! It owns this phase's data and measurements only; starting the exporter and reading `/proc`
 //! are the bench's (`super`).
@@ -142,13 +144,16 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
         page_size: args.page_size,
         concurrency: args.concurrency,
     };
+    // After POLLS incremental polls the next one is a scheduled full walk: it updates the table
+    // in place while the lifecycle tracker holds its last baseline, the peak of a steady state.
+    let full_walk_ms = (interval.as_millis() as u64) * (2 * POLLS as u64 + 1) / 2;
     let url = sim.base_url();
     let queues = [queue.clone()];
     sim.reset_stats();
     let (exporter, startup) = start_exporter(bin, dir, "incremental", |listen| {
         common::exporter_toml(&url, &queues, listen, &poll).replace(
             "mode = \"full\"\n",
-            "mode = \"auto\"\nfull_walk_interval = \"1h\"\n",
+            &format!("mode = \"auto\"\nfull_walk_interval = \"{full_walk_ms}ms\"\n"),
         )
     })
     .await?;
@@ -160,7 +165,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
     );
     let mut last_ts = 0.0;
     let mut costs: Vec<(bool, Cost)> = Vec::new();
-    for round in 0..=POLLS {
+    for round in 0..=POLLS + 1 {
         let text = next_poll(exporter.addr, &queue, &mut last_ts, interval * 4).await?;
         let stats = sim.stats();
         let incremental = value(&text, &queue_series("dli_poll_incremental", &queue)) == Some(1.0);
@@ -176,7 +181,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
                 peak: mib(status_kib(exporter.pid(), "VmHWM:")),
             },
         ));
-        if round < POLLS {
+        if round <= POLLS {
             churn(&sim, &queue, round, NOW_MS + 60_000 * (round as i64 + 1));
             sim.reset_stats();
         }

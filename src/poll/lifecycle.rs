@@ -3,8 +3,10 @@
 //! `dli_batch_jobs_submitted_total` and `dli_batch_job_duration_seconds` metrics.
 //!
 //! It keeps 17 bytes per listed job (a 128-bit id and a one-byte state, packed, in a sorted
-//! vector) and nothing else. A walk is staged in a [`WalkTracking`] and only a successful walk is committed,
-//! so a failed walk changes no counter and the next successful one catches up. It does no I/O.
+//! vector) and nothing else. A walk is staged in a [`WalkTracking`] (a bit per tracked job, the
+//! state changes and the new jobs: not a second list of every job) and only a successful walk is
+//! committed, in place, so a failed walk changes no counter and the next successful one catches
+//! up. It does no I/O.
 
 use crate::dli::BatchJob;
 use crate::dli::states::TERMINAL_STATES;
@@ -63,9 +65,13 @@ impl JobTracker {
     pub fn begin(&self) -> WalkTracking {
         WalkTracking {
             baseline: !self.has_baseline,
-            // About as many jobs as last time: one allocation instead of a doubling series
-            // (whose last step would briefly hold 1.5x the final size).
-            seen: Vec::with_capacity(self.jobs.len().saturating_add(self.jobs.len() / 16)),
+            seen: if self.has_baseline {
+                vec![0; self.jobs.len().div_ceil(64)]
+            } else {
+                Vec::new()
+            },
+            changed: Vec::new(),
+            added: Vec::new(),
             events: LifecycleEvents {
                 counted: self.has_baseline,
                 ..Default::default()
@@ -80,15 +86,23 @@ impl JobTracker {
         };
         let key = id_key(id).to_be_bytes();
         let code = state_code(job.state.as_deref());
-        walk.seen.push(Entry { key, state: code });
         if walk.baseline {
+            walk.added.push(Entry { key, state: code });
             return;
         }
-        let previous = self
-            .jobs
-            .binary_search_by(|e| e.key.cmp(&key))
-            .ok()
-            .map(|i| self.jobs[i].state);
+        let found = self.jobs.binary_search_by(|e| e.key.cmp(&key)).ok();
+        let previous = found.and_then(|i| self.jobs.get(i)).map(|e| e.state);
+        match found {
+            Some(i) => {
+                if let Some(word) = walk.seen.get_mut(i / 64) {
+                    *word |= 1 << (i % 64);
+                }
+                if previous != Some(code) {
+                    walk.changed.push((i, code));
+                }
+            }
+            None => walk.added.push(Entry { key, state: code }),
+        }
         let finished_now = code != 0;
         let counts = match previous {
             // Known job: counted when it moves from an active state to a terminal one.
@@ -110,23 +124,74 @@ impl JobTracker {
         }
     }
 
-    /// Makes a successful walk the new baseline and returns what it adds to the counters.
+    /// Makes a successful walk the new baseline and returns what it adds to the counters. The
+    /// baseline is changed in place (a bit per job was staged, not a second list): states
+    /// updated, jobs the walk did not list dropped, new ones merged in.
     pub fn commit(&mut self, walk: WalkTracking) -> LifecycleEvents {
-        let mut seen = walk.seen;
-        seen.sort_unstable_by_key(|e| e.key);
-        seen.dedup_by(|a, b| a.key == b.key);
-        seen.shrink_to_fit();
-        self.jobs = seen;
-        self.has_baseline = true;
-        walk.events
+        let WalkTracking {
+            baseline,
+            seen,
+            changed,
+            mut added,
+            events,
+        } = walk;
+        added.sort_unstable_by_key(|e| e.key);
+        added.dedup_by(|a, b| a.key == b.key);
+        if baseline {
+            added.shrink_to_fit();
+            self.jobs = added;
+            self.has_baseline = true;
+            return events;
+        }
+        for (i, code) in changed {
+            if let Some(e) = self.jobs.get_mut(i) {
+                e.state = code;
+            }
+        }
+        let mut i = 0usize;
+        self.jobs.retain(|_| {
+            let listed = seen.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0);
+            i += 1;
+            listed
+        });
+        self.merge_in(added);
+        events
+    }
+
+    /// Merges entries whose keys are not tracked yet (sorted, distinct), from the back, in
+    /// place: no second list of every job.
+    fn merge_in(&mut self, added: Vec<Entry>) {
+        let Some(first) = added.first().copied() else {
+            return;
+        };
+        let old = self.jobs.len();
+        self.jobs.reserve_exact(added.len());
+        self.jobs.extend(std::iter::repeat_n(first, added.len()));
+        let (mut i, mut j, mut w) = (old, added.len(), self.jobs.len());
+        while j > 0 {
+            if i > 0 && self.jobs[i - 1].key > added[j - 1].key {
+                self.jobs[w - 1] = self.jobs[i - 1];
+                i -= 1;
+            } else {
+                self.jobs[w - 1] = added[j - 1];
+                j -= 1;
+            }
+            w -= 1;
+        }
     }
 }
 
 /// A walk being staged: dropped unused when the walk fails.
 #[derive(Debug)]
 pub struct WalkTracking {
+    /// No successful walk was committed yet: this one only records.
     baseline: bool,
-    seen: Vec<Entry>,
+    /// One bit per tracked job: this walk listed it.
+    seen: Vec<u64>,
+    /// Tracked jobs whose state code this walk saw change, by index.
+    changed: Vec<(usize, u8)>,
+    /// Jobs not tracked yet (every job, for the baseline).
+    added: Vec<Entry>,
     events: LifecycleEvents,
 }
 
@@ -285,6 +350,87 @@ mod tests {
                 .len(),
             0
         );
+    }
+
+    proptest::proptest! {
+        /// Committing in place (bits, changes, merged new jobs) leaves the tracker and the
+        /// events exactly as a tracker rebuilt from each walk's whole list would: the jobs of
+        /// the last walk with their last states, a job counted as submitted when its id is new
+        /// and as finished when it moves from an active to a terminal state.
+        #[test]
+        fn commits_in_place_like_a_rebuilt_list(
+            walks in proptest::collection::vec(
+                proptest::collection::vec((0u8..40, 0usize..4), 0..30),
+                1..6,
+            ),
+            failed in proptest::collection::vec(proptest::bool::ANY, 6),
+        ) {
+            const STATES: [&str; 4] = ["running", "success", "dead", "starting"];
+            let mut t = JobTracker::new();
+            let mut model: std::collections::BTreeMap<u8, usize> = Default::default();
+            let mut has_baseline = false;
+            for (n, list) in walks.iter().enumerate() {
+                let mut ids = std::collections::BTreeSet::new();
+                let jobs: Vec<BatchJob> = list
+                    .iter()
+                    .filter(|(id, _)| ids.insert(*id))
+                    .map(|(id, s)| job(&format!("job-{id}"), STATES[*s], 1, 1))
+                    .collect();
+                let mut w = t.begin();
+                for j in &jobs {
+                    t.observe(&mut w, j);
+                }
+                if failed[n] {
+                    drop(w);
+                    continue;
+                }
+                let e = t.commit(w);
+                let mut submitted = 0u64;
+                let mut finished = 0usize;
+                for (id, s) in list.iter().filter(|(id, _)| ids.remove(id)) {
+                    let terminal = *s == 1 || *s == 2;
+                    match model.get(id) {
+                        Some(prev) => finished += usize::from(
+                            !(*prev == 1 || *prev == 2) && terminal,
+                        ),
+                        None => {
+                            submitted += 1;
+                            finished += usize::from(terminal);
+                        }
+                    }
+                }
+                let next: std::collections::BTreeMap<u8, usize> = list
+                    .iter()
+                    .rev()
+                    .map(|(id, s)| (*id, *s))
+                    .collect::<std::collections::BTreeMap<_, _>>();
+                proptest::prop_assert_eq!(e.counted, has_baseline);
+                if has_baseline {
+                    proptest::prop_assert_eq!(e.submitted, submitted);
+                    proptest::prop_assert_eq!(e.finished.len(), finished);
+                } else {
+                    proptest::prop_assert_eq!(e.submitted, 0);
+                    proptest::prop_assert!(e.finished.is_empty());
+                }
+                model = next;
+                has_baseline = true;
+                proptest::prop_assert_eq!(t.len(), model.len());
+                let codes: Vec<u8> = t.jobs.iter().map(|e| e.state).collect();
+                let mut want: Vec<([u8; 16], u8)> = model
+                    .iter()
+                    .map(|(id, s)| {
+                        let key = id_key(&format!("job-{id}")).to_be_bytes();
+                        (key, state_code(Some(STATES[*s])))
+                    })
+                    .collect();
+                want.sort();
+                proptest::prop_assert_eq!(
+                    t.jobs.iter().map(|e| e.key).collect::<Vec<_>>(),
+                    want.iter().map(|w| w.0).collect::<Vec<_>>()
+                );
+                proptest::prop_assert_eq!(codes, want.iter().map(|w| w.1).collect::<Vec<_>>());
+            }
+        }
     }
 
     #[test]
