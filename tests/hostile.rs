@@ -469,3 +469,81 @@ fn exposition_of(queue: &str, snap: QueueSnapshot) -> String {
     .expect("metrics");
     String::from_utf8(metrics.render()).expect("exposition is UTF-8")
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_in_many_small_pieces_is_read_whole() {
+    // Pages sent as chunked bodies of 300-byte chunks, each written on its own after a pause:
+    // the client receives every page in many pieces and must join them in order.
+    const JOBS: usize = 250;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                    pending.drain(..end + 4);
+                    let param = |name: &str| {
+                        head.split(['?', '&', ' '])
+                            .find_map(|p| p.strip_prefix(name))
+                            .and_then(|v| v.parse::<usize>().ok())
+                    };
+                    let from = param("from=").unwrap_or(0).min(JOBS);
+                    let size = param("size=").unwrap_or(100);
+                    let sessions: Vec<Value> = (from..JOBS.min(from.saturating_add(size)))
+                        .map(|i| {
+                            serde_json::json!({
+                                "id": format!("{i:08x}-0000-4000-8000-000000000000"),
+                                "state": "success",
+                                "owner": "o",
+                                "create_time": 1_800_000_000_000i64 - i as i64,
+                                "req_body": "x".repeat(200),
+                            })
+                        })
+                        .collect();
+                    let body = serde_json::json!({
+                        "is_success": true, "message": "", "from": from, "total": JOBS,
+                        "sessions": sessions,
+                    })
+                    .to_string();
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if s.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    for piece in body.as_bytes().chunks(300) {
+                        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+                        chunk.extend_from_slice(piece);
+                        chunk.extend_from_slice(b"\r\n");
+                        if s.write_all(&chunk).await.is_err() || s.flush().await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_micros(200)).await;
+                    }
+                    if s.write_all(b"0\r\n\r\n").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let c = small_limit_client(format!("http://{addr}"), 1 << 20);
+    let (stats, jobs) = walk(&c, "q", &walk_options(100, 2, 0))
+        .await
+        .expect("a page in pieces is still a page");
+    assert_eq!(jobs.len(), JOBS, "{stats:?}");
+    let mut ids: Vec<String> = jobs.iter().filter_map(|j| j.id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), JOBS);
+}

@@ -191,9 +191,9 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
     drop(exporter);
     sim.shutdown();
     println!(
-        "| poll | kind | requests | bytes | dli_poll_pages | wall time | dli_batch_jobs exact |"
+        "| poll | kind | requests | bytes | dli_poll_pages | wall time | dli_batch_jobs exact | peak RSS so far |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (i, (incremental, c)) in costs.iter().enumerate() {
         println!(
             "| {i} | {} | {} | {:.2} MB | {} | {:.3} s | {} | {:.1} MiB |",

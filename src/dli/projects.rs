@@ -280,7 +280,7 @@ mod tests {
         RawResponse {
             status,
             headers: reqwest::header::HeaderMap::new(),
-            body: body.as_bytes().to_vec(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
         }
     }
 

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::HeaderMap;
 use tokio::sync::Semaphore;
 
@@ -39,7 +40,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 pub struct RawResponse {
     pub status: u16,
     pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    /// The body: the connection's own buffer when it arrived in one piece (no copy), else
+    /// the pieces joined.
+    pub body: Bytes,
 }
 
 impl RawResponse {
@@ -224,17 +227,10 @@ impl Transport {
             {
                 return Err(self.too_large(operation, url));
             }
-            let mut body = Vec::with_capacity(
-                response
-                    .content_length()
-                    .map_or(16 * 1024, |l| l as usize)
-                    .min(self.max_body_bytes),
-            );
-            // An error while the body streams in is the connection failing mid-answer (reset,
-            // closed before Content-Length bytes, a broken chunked stream): a transport failure,
-            // `connect`, retried. reqwest calls it a decode error; a body that arrived whole and
-            // is not the expected JSON is `decode` (docs/architecture.md, "Failures, retries and
-            // hold-off").
+            let expected = response
+                .content_length()
+                .map_or(16 * 1024, |l| l as usize)
+                .min(self.max_body_bytes);
             let cut = |e: reqwest::Error| {
                 if e.is_timeout() {
                     return self.map_error(operation, url, e);
@@ -248,16 +244,30 @@ impl Transport {
                     ),
                 }
             };
+            // A body that arrives in one piece is kept as that piece: a page then exists once
+            // in memory, not also as a copy (several pages are in flight at once).
+            let mut single: Option<Bytes> = None;
+            let mut joined: Vec<u8> = Vec::new();
+            let mut len = 0usize;
             while let Some(chunk) = response.chunk().await.map_err(cut)? {
-                if body.len() + chunk.len() > self.max_body_bytes {
+                len = len.saturating_add(chunk.len());
+                if len > self.max_body_bytes {
                     return Err(self.too_large(operation, url));
                 }
-                body.extend_from_slice(&chunk);
+                if single.is_none() && joined.is_empty() {
+                    single = Some(chunk);
+                    continue;
+                }
+                if let Some(first) = single.take() {
+                    joined.reserve_exact(expected.max(len));
+                    joined.extend_from_slice(&first);
+                }
+                joined.extend_from_slice(&chunk);
             }
             Ok(RawResponse {
                 status,
                 headers: std::mem::take(response.headers_mut()),
-                body,
+                body: single.unwrap_or_else(|| Bytes::from(joined)),
             })
         };
         let backstop = self

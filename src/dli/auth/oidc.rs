@@ -314,8 +314,9 @@ mod tests {
         let raw = RawResponse {
             status: 400,
             headers: reqwest::header::HeaderMap::new(),
-            body: br#"{"error":{"code":"IAM.0001","message":"bad token IDTOKEN-abcdef-123456"}}"#
-                .to_vec(),
+            body: bytes::Bytes::from_static(
+                br#"{"error":{"code":"IAM.0001","message":"bad token IDTOKEN-abcdef-123456"}}"#,
+            ),
         };
         let e = scrubbed(raw.error(Operation::Oidc, "u"), &[&id_token]);
         let shown = e.to_string();
@@ -333,7 +334,7 @@ mod tests {
         let raw = RawResponse {
             status: 201,
             headers,
-            body: Vec::new(),
+            body: bytes::Bytes::new(),
         };
         assert_eq!(
             unscoped_from(&raw, "u").expect("token").expose(),
@@ -342,7 +343,7 @@ mod tests {
         let raw = RawResponse {
             status: 201,
             headers: reqwest::header::HeaderMap::new(),
-            body: Vec::new(),
+            body: bytes::Bytes::new(),
         };
         assert_eq!(
             unscoped_from(&raw, "u").expect_err("none").reason(),

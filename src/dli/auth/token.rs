@@ -300,7 +300,7 @@ mod tests {
         RawResponse {
             status,
             headers,
-            body: body.as_bytes().to_vec(),
+            body: bytes::Bytes::copy_from_slice(body.as_bytes()),
         }
     }
 

@@ -41,12 +41,12 @@ enum Outcome {
 
 struct Bridge {
     link: OpenLink,
-    left: HashSet<u128>,
-    right: HashSet<u128>,
+    left: HashSet<u32>,
+    right: HashSet<u32>,
     /// Ids of the last page of the chain that started at the left page.
-    chain: HashSet<u128>,
+    chain: HashSet<u32>,
     /// Ids of a page found to hold jobs of the right page but none of the left.
-    ahead: HashSet<u128>,
+    ahead: HashSet<u32>,
     at: u64,
     steps: u32,
     outcome: Option<Outcome>,
@@ -82,7 +82,7 @@ impl Bridge {
     /// (a page shorter than that ended the list when it was answered).
     fn take(&mut self, page: &Window, step: usize, full: usize, order: Order) {
         let step_back = (step.saturating_sub(1)).max(1) as u64;
-        let has = |set: &HashSet<u128>| page.ids.iter().any(|id| set.contains(id));
+        let has = |set: &HashSet<u32>| page.ids.iter().any(|id| set.contains(id));
         let left = has(&self.left) || has(&self.chain);
         let right = has(&self.right);
         self.steps = self.steps.saturating_add(1);
@@ -169,14 +169,14 @@ pub(super) async fn repair<S: PageSource>(
         busy[i] = false;
         let page = w.answered(at, result)?;
         w.stats.checks = w.stats.checks.saturating_add(1);
-        let window = Window::of(at, &page);
+        let window = w.window(at, &page)?;
         if window.anonymous {
             return Err(w.inconsistent(
                 "the list changed during the walk and some jobs have no id, so pages cannot be matched"
                     .to_string(),
             ));
         }
-        w.feed(page.sessions, sink);
+        w.feed_numbered(page.sessions, &window.ids, sink);
         let full = w.longest.max(step);
         if let Some(b) = bridges.get_mut(i) {
             b.take(&window, step, full, order);

@@ -9,13 +9,13 @@
 
 mod bridge;
 mod changes;
+mod numbering;
 mod pass;
 mod proof;
 mod source;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::time::Instant;
 
@@ -120,30 +120,6 @@ impl WalkError {
     }
 }
 
-/// The set of job ids seen in one walk, 16 bytes per job.
-#[derive(Default)]
-pub struct JobIdSet(HashSet<u128>);
-
-impl JobIdSet {
-    /// Room for `n` more ids without rehashing.
-    pub fn reserve(&mut self, n: usize) {
-        self.0.reserve(n);
-    }
-
-    /// True when `id` was not seen before.
-    pub fn insert(&mut self, id: &str) -> bool {
-        self.0.insert(id_key(id))
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
 /// A compact key for a job id: the UUID's own 128 bits when it is one in canonical form
 /// (lowercase, dashes at 8, 13, 18 and 23), else two independent 64-bit SipHashes of the text.
 /// Only one spelling of a UUID maps to its bits, so two different id strings never share a key
@@ -243,9 +219,5 @@ mod id_tests {
             assert_ne!(id_key(other), 0x03923a725ace466aa573e8c7b08b8cf3, "{other}");
         }
         assert_eq!(id_key("job-1"), id_key("job-1"));
-        let mut set = JobIdSet::default();
-        assert!(set.insert("a"));
-        assert!(!set.insert("a"));
-        assert_eq!(set.len(), 1);
     }
 }

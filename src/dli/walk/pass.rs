@@ -6,23 +6,25 @@
 //! repair, is `proof`'s and `bridge`'s; this file must not decide that a walk is exact, and
 //! imports neither.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
+use super::numbering::Numbering;
 use super::{PageSource, WalkError, WalkOptions, WalkStats, id_key};
 use crate::dli::detect::Order;
 use crate::dli::model::{BatchJob, BatchPage};
 use crate::dli::progress::WalkProgress;
 
-/// One answered page, reduced to what the proof needs: 16 bytes per job.
+/// One answered page, reduced to what the proof needs: 4 bytes per job.
 #[derive(Debug, Clone)]
 pub(super) struct Window {
     pub offset: u64,
     pub len: usize,
-    /// Ids of its jobs in the order listed (jobs without an id are left out).
-    pub ids: Vec<u128>,
+    /// Numbers of its jobs in the order listed (jobs without an id are left out): equal
+    /// numbers are equal ids ([`Numbering`]).
+    pub ids: Vec<u32>,
     /// It held a job without an id, which cannot be matched across pages.
     pub anonymous: bool,
     pub first_time: Option<i64>,
@@ -35,17 +37,13 @@ pub(super) struct Window {
 }
 
 impl Window {
-    pub fn of(offset: u64, page: &BatchPage) -> Window {
-        Window::with_keys(offset, page, page_keys(page))
-    }
-
-    /// [`Window::of`] with the keys of the page's jobs already computed.
-    fn with_keys(offset: u64, page: &BatchPage, keys: Vec<u128>) -> Window {
+    /// A page whose jobs with an id are numbered `ids`, in order.
+    fn new(offset: u64, page: &BatchPage, ids: Vec<u32>) -> Window {
         let times = || page.sessions.iter().filter_map(|j| j.create_time);
         Window {
             offset,
             len: page.sessions.len(),
-            ids: keys,
+            ids,
             anonymous: page.sessions.iter().any(|j| j.id.is_none()),
             first_time: times().next(),
             last_time: page.sessions.iter().rev().find_map(|j| j.create_time),
@@ -62,20 +60,13 @@ impl Window {
     }
 }
 
-/// The keys of a page's jobs that have an id, in the order listed.
-fn page_keys(page: &BatchPage) -> Vec<u128> {
-    page.sessions
-        .iter()
-        .filter_map(|j| j.id.as_deref().map(id_key))
-        .collect()
-}
-
 pub(crate) struct Walker<'a, S> {
     pub(super) source: &'a S,
     pub(super) options: &'a WalkOptions,
     progress: &'a WalkProgress,
     pub(super) stats: WalkStats,
-    seen: HashSet<u128>,
+    /// Every distinct id met, numbered, and whether its job was handed to the sink.
+    numbers: Numbering,
     /// The pages of the walk proper, by offset (checks and repairs are not in here).
     pub(super) main: BTreeMap<u64, Window>,
     /// Jobs per page, as the first page showed it.
@@ -96,7 +87,7 @@ impl<'a, S: PageSource> Walker<'a, S> {
             options,
             progress,
             stats: WalkStats::default(),
-            seen: HashSet::new(),
+            numbers: Numbering::default(),
             main: BTreeMap::new(),
             step: 0,
             scheduled: 0,
@@ -126,11 +117,11 @@ impl<'a, S: PageSource> Walker<'a, S> {
         }
         let step = self.step as u64;
         if total > self.step as i64 {
-            // `total` says there is more: fetch the pages it names concurrently. The id set is
-            // the walk's one allocation that grows with the queue: size it once (a rehash would
-            // briefly hold 1.5x), within what max_pages allows whatever `total` says.
+            // `total` says there is more: fetch the pages it names concurrently. The numbering
+            // is the walk's one allocation that grows with the queue: size it once (growing
+            // would briefly hold 1.5x), within what max_pages allows whatever `total` says.
             let limit = self.step.saturating_mul(self.options.max_pages as usize);
-            self.seen
+            self.numbers
                 .reserve(usize::try_from(total).unwrap_or(usize::MAX).min(limit));
             let end = self.concurrent(total as u64, sink).await?;
             if end.is_none() {
@@ -237,8 +228,8 @@ impl<'a, S: PageSource> Walker<'a, S> {
             self.source.page(past).await
         };
         let page = self.answered(past, result)?;
-        let window = Window::of(past, &page);
-        self.feed(page.sessions, sink);
+        let window = self.window(past, &page)?;
+        self.feed_numbered(page.sessions, &window.ids, sink);
         self.main.insert(past, window);
         Ok(())
     }
@@ -270,8 +261,8 @@ impl<'a, S: PageSource> Walker<'a, S> {
         page: BatchPage,
         sink: &mut impl FnMut(BatchJob),
     ) -> Result<(), WalkError> {
-        let window = Window::with_keys(from, &page, page_keys(&page));
-        let fresh = self.feed_keyed(page.sessions, &window.ids, sink);
+        let window = self.window(from, &page)?;
+        let fresh = self.feed_numbered(page.sessions, &window.ids, sink);
         // (The page at the first page's last job overlaps it by design and is exempt.)
         if from >= self.step as u64 && window.len >= self.step && window.len > 0 && fresh == 0 {
             return Err(self.inconsistent(format!(
@@ -283,19 +274,37 @@ impl<'a, S: PageSource> Walker<'a, S> {
         Ok(())
     }
 
-    /// [`Walker::feed`] for a page whose id keys are known (`keys`: those of the jobs with an
-    /// id, in order).
-    fn feed_keyed(
+    /// The page at `offset` as the proof keeps it, its jobs' ids numbered.
+    pub(super) fn window(&mut self, offset: u64, page: &BatchPage) -> Result<Window, WalkError> {
+        let mut ids = Vec::with_capacity(page.sessions.iter().filter(|j| j.id.is_some()).count());
+        for id in page.sessions.iter().filter_map(|j| j.id.as_deref()) {
+            match self.numbers.number(id_key(id)) {
+                Some(n) => ids.push(n),
+                None => {
+                    return Err(self.inconsistent(format!(
+                        "more than {} distinct job ids in one walk",
+                        u32::MAX - 1
+                    )));
+                }
+            }
+        }
+        Ok(Window::new(offset, page, ids))
+    }
+
+    /// Hands the jobs of a page not handed before to the sink (`numbers`: those of its jobs
+    /// with an id, in order, as [`Walker::window`] gave them); returns how many there were.
+    /// Without an id a job cannot be matched across pages: it is counted as it comes.
+    pub(super) fn feed_numbered(
         &mut self,
         jobs: Vec<BatchJob>,
-        keys: &[u128],
+        numbers: &[u32],
         sink: &mut impl FnMut(BatchJob),
     ) -> usize {
-        let mut keys = keys.iter();
+        let mut numbers = numbers.iter();
         let mut fresh = 0;
         for job in jobs {
             let new = match job.id {
-                Some(_) => keys.next().is_some_and(|k| self.seen.insert(*k)),
+                Some(_) => numbers.next().is_some_and(|n| self.numbers.feed(*n)),
                 None => true,
             };
             if new {
@@ -307,16 +316,6 @@ impl<'a, S: PageSource> Walker<'a, S> {
             }
         }
         fresh
-    }
-
-    /// Hands the jobs not seen before to the sink; returns how many there were. (Without an id
-    /// a job cannot be matched across pages; it is counted as it comes.)
-    pub(super) fn feed(&mut self, jobs: Vec<BatchJob>, sink: &mut impl FnMut(BatchJob)) -> usize {
-        let keys: Vec<u128> = jobs
-            .iter()
-            .filter_map(|j| j.id.as_deref().map(id_key))
-            .collect();
-        self.feed_keyed(jobs, &keys, sink)
     }
 
     /// One request of the walk, checks and repairs included; fails beyond `max_pages`.

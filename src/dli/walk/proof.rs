@@ -47,13 +47,13 @@ pub(super) async fn prove<S: PageSource>(
         .collect();
     // Every id up to the end, built only if a page past the end held jobs (it is as large as
     // the queue).
-    let mut before_end: Option<HashSet<u128>> = None;
+    let mut before_end: Option<HashSet<u32>> = None;
     // The end page looked at again: (it holds more jobs, its jobs changed).
     let mut end_now: Option<(bool, bool)> = None;
     for (from, len, anonymous) in beyond {
         let again = w.fetch(from).await?;
         w.stats.checks = w.stats.checks.saturating_add(1);
-        let again = Window::of(from, &again);
+        let again = w.window(from, &again)?;
         if again.len == 0 || end_counted {
             continue;
         }
@@ -71,8 +71,8 @@ pub(super) async fn prove<S: PageSource>(
             None => {
                 let page = w.fetch(end).await?;
                 w.stats.checks = w.stats.checks.saturating_add(1);
-                let now = Window::of(end, &page);
-                w.feed(page.sessions, sink);
+                let now = w.window(end, &page)?;
+                w.feed_numbered(page.sessions, &now.ids, sink);
                 let seen = (now.len > end_len, now.ids != end_ids);
                 end_now = Some(seen);
                 seen
@@ -119,8 +119,8 @@ pub(super) async fn prove<S: PageSource>(
     // and pages that meet end to end miss nothing.
     let closing = w.fetch(0).await?;
     w.stats.checks = w.stats.checks.saturating_add(1);
-    let again = Window::of(0, &closing);
-    w.feed(closing.sessions, sink);
+    let again = w.window(0, &closing)?;
+    w.feed_numbered(closing.sessions, &again.ids, sink);
     let same_front = again.ids == first.ids && again.len == first.len;
     // Sorted by age, new jobs arrive at one end and retention takes them from the other;
     // one of the ends is the front, and the closing check saw it unchanged. (A list whose
@@ -175,7 +175,7 @@ fn list_order(pages: &[&Window]) -> Order {
 }
 
 fn shares_a_job(a: &Window, b: &Window) -> bool {
-    let ids: HashSet<u128> = a.ids.iter().copied().collect();
+    let ids: HashSet<u32> = a.ids.iter().copied().collect();
     b.ids.iter().any(|id| ids.contains(id))
 }
 
