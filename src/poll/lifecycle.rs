@@ -154,30 +154,9 @@ impl JobTracker {
             i += 1;
             listed
         });
-        self.merge_in(added);
+        // (Sorted and distinct above; none of them was found among the tracked jobs.)
+        super::merge::merge_sorted(&mut self.jobs, &added, |e| e.key);
         events
-    }
-
-    /// Merges entries whose keys are not tracked yet (sorted, distinct), from the back, in
-    /// place: no second list of every job.
-    fn merge_in(&mut self, added: Vec<Entry>) {
-        let Some(first) = added.first().copied() else {
-            return;
-        };
-        let old = self.jobs.len();
-        self.jobs.reserve_exact(added.len());
-        self.jobs.extend(std::iter::repeat_n(first, added.len()));
-        let (mut i, mut j, mut w) = (old, added.len(), self.jobs.len());
-        while j > 0 {
-            if i > 0 && self.jobs[i - 1].key > added[j - 1].key {
-                self.jobs[w - 1] = self.jobs[i - 1];
-                i -= 1;
-            } else {
-                self.jobs[w - 1] = added[j - 1];
-                j -= 1;
-            }
-            w -= 1;
-        }
     }
 }
 

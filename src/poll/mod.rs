@@ -10,6 +10,7 @@ pub mod incremental;
 pub mod job_names;
 mod labels;
 pub mod lifecycle;
+mod merge;
 pub mod scheduler;
 pub mod shard;
 pub mod table;

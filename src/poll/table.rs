@@ -273,24 +273,9 @@ impl JobTable {
 
     /// Merges entries whose ids are not in the table yet, from the back, in place.
     fn merge_in(&mut self, mut added: Vec<Entry>) {
-        let Some(first) = added.first().copied() else {
-            return;
-        };
         added.sort_unstable_by_key(Entry::key);
         added.dedup_by_key(|e| e.key());
-        let old = self.entries.len();
-        self.entries.extend(std::iter::repeat_n(first, added.len()));
-        let (mut i, mut j, mut w) = (old, added.len(), self.entries.len());
-        while j > 0 {
-            if i > 0 && self.entries[i - 1].key() > added[j - 1].key() {
-                self.entries[w - 1] = self.entries[i - 1];
-                i -= 1;
-            } else {
-                self.entries[w - 1] = added[j - 1];
-                j -= 1;
-            }
-            w -= 1;
-        }
+        super::merge::merge_sorted(&mut self.entries, &added, Entry::key);
     }
 
     /// Starts a full walk that updates this table in place (one table in memory, not two).
