@@ -134,7 +134,7 @@ impl IncrementalState {
         mode_allows
             && !self.force_full
             && !due
-            && !table.has_anonymous_jobs()
+            && table.unfollowable().is_none()
             && same_filter(table.filter(), ctx.job_names.as_ref())
     }
 
@@ -146,7 +146,7 @@ impl IncrementalState {
             return WalkTable::Off;
         }
         let usable = self.table.as_ref().is_some_and(|table| {
-            same_filter(table.filter(), ctx.job_names.as_ref()) && !table.has_anonymous_jobs()
+            same_filter(table.filter(), ctx.job_names.as_ref()) && table.unfollowable().is_none()
         });
         if !usable {
             self.table = None;
@@ -259,8 +259,8 @@ impl IncrementalState {
             self.verified = false;
             return 0;
         }
-        if table.has_anonymous_jobs() {
-            self.set_verdict(key, Some("some jobs have no id".into()));
+        if let Some(why) = table.unfollowable() {
+            self.set_verdict(key, Some(why.into()));
             return 0;
         }
         if client.order_rejected() || stats.order != Some(Order::Desc) {

@@ -2,8 +2,9 @@
 //! what the aggregation, the job lifecycle and the job name summary read (id, state, owner,
 //! selected name, the three times), built from a full walk and changed by incremental polls.
 //!
-//! Memory (docs/architecture.md, "Incremental polls"): 56 bytes a job in one vector sorted by id
-//! key, plus each distinct state, owner and selected job name once. Ids are kept as their 128-bit
+//! Memory (docs/architecture.md, "Incremental polls"): 48 bytes a job in one vector sorted by id
+//! key, plus each distinct state, owner and selected job name once (and the rare `duration` that
+//! does not fit 32 bits, in a side map). Ids are kept as their 128-bit
 //! key; an id that is not a canonical lowercase UUID (DLI's ids are) is also kept as text, so
 //! that a replayed job carries exactly the id the server listed. It does no I/O.
 
@@ -21,18 +22,25 @@ use crate::dli::walk::id_key;
 const NONE: u32 = u32::MAX;
 const HAS_CREATE: u8 = 1;
 const HAS_UPDATE: u8 = 2;
+/// `duration` is in the entry (0 to `u32::MAX` ms, about 49 days).
 const HAS_DURATION: u8 = 4;
+/// `duration` is in [`JobTable::wide_durations`] (negative, or longer than `u32::MAX` ms).
+const WIDE_DURATION: u8 = 8;
+/// "No state" in an entry's 16-bit state number.
+const NO_STATE: u16 = u16::MAX;
 
-/// One job: 56 bytes (the id key as two words keeps the alignment at 8).
+/// One job: 48 bytes (the id key as two words keeps the alignment at 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Entry {
     id: [u64; 2],
     create: i64,
     update: i64,
-    duration: i64,
     owner: u32,
     name: u32,
-    state: u32,
+    /// Milliseconds, when `flags` has [`HAS_DURATION`].
+    duration: u32,
+    /// Index in the states interner, [`NO_STATE`] for none.
+    state: u16,
     flags: u8,
 }
 
@@ -43,6 +51,15 @@ impl Entry {
 
     fn create(&self) -> Option<i64> {
         (self.flags & HAS_CREATE != 0).then_some(self.create)
+    }
+
+    /// The state's index in the states interner (its `NONE` for no state).
+    fn state(&self) -> u32 {
+        if self.state == NO_STATE {
+            NONE
+        } else {
+            u32::from(self.state)
+        }
     }
 }
 
@@ -110,6 +127,10 @@ pub struct JobTable {
     names: Interner,
     /// Ids whose text is not the canonical form of their key.
     odd_ids: HashMap<u128, Box<str>>,
+    /// Durations that do not fit an entry's 32 bits (negative, or over ~49 days), by id key.
+    wide_durations: HashMap<u128, i64>,
+    /// A job's state could not be numbered in 16 bits (more than 65,534 distinct states).
+    too_many_states: bool,
     /// The job names kept (`metrics.job_names`), `None` when none are.
     filter: Option<Arc<JobNameFilter>>,
     /// A job without an id was listed: it cannot be followed between polls.
@@ -173,6 +194,18 @@ impl JobTable {
         self.anonymous
     }
 
+    /// Why the table cannot be kept up to date incrementally, if it cannot: a job without an id
+    /// (it cannot be followed), or more distinct states than an entry numbers.
+    pub fn unfollowable(&self) -> Option<&'static str> {
+        if self.anonymous {
+            Some("some jobs have no id")
+        } else if self.too_many_states {
+            Some("more than 65,534 distinct job states")
+        } else {
+            None
+        }
+    }
+
     /// The job names this table keeps.
     pub fn filter(&self) -> Option<&Arc<JobNameFilter>> {
         self.filter.as_ref()
@@ -185,6 +218,7 @@ impl JobTable {
             + self.states.bytes()
             + self.names.bytes()
             + self.odd_ids.values().map(|v| v.len() + 48).sum::<usize>()
+            + self.wide_durations.len() * 32
     }
 
     fn entry_of(&mut self, job: &BatchJob, key: u128) -> Entry {
@@ -194,17 +228,43 @@ impl JobTable {
             .filter(|n| !n.is_empty())
             .filter(|n| self.filter.as_ref().is_some_and(|f| f.matches(n)));
         let bit = |present: bool, flag: u8| if present { flag } else { 0 };
+        let narrow = job.duration.map(u32::try_from);
+        let duration = match narrow {
+            Some(Ok(ms)) => ms,
+            _ => 0,
+        };
+        match (narrow, job.duration) {
+            (Some(Err(_)), Some(wide)) => {
+                self.wide_durations.insert(key, wide);
+            }
+            _ => {
+                self.wide_durations.remove(&key);
+            }
+        }
         let flags = bit(job.create_time.is_some(), HAS_CREATE)
             | bit(job.update_time.is_some(), HAS_UPDATE)
-            | bit(job.duration.is_some(), HAS_DURATION);
+            | bit(matches!(narrow, Some(Ok(_))), HAS_DURATION)
+            | bit(matches!(narrow, Some(Err(_))), WIDE_DURATION);
+        let state = self.states.intern(job.state.as_deref());
+        let state = if state == NONE {
+            NO_STATE
+        } else {
+            match u16::try_from(state) {
+                Ok(s) if s != NO_STATE => s,
+                _ => {
+                    self.too_many_states = true;
+                    NO_STATE
+                }
+            }
+        };
         Entry {
             id: split(key),
             create: job.create_time.unwrap_or(0),
             update: job.update_time.unwrap_or(0),
-            duration: job.duration.unwrap_or(0),
+            duration,
             owner: self.owners.intern(job.owner.as_deref()),
             name: self.names.intern(name),
-            state: self.states.intern(job.state.as_deref()),
+            state,
             flags,
         }
     }
@@ -267,6 +327,7 @@ impl JobTable {
         if !removed.is_empty() {
             self.entries.retain(|e| !removed.contains(&e.key()));
             self.odd_ids.retain(|k, _| !removed.contains(k));
+            self.wide_durations.retain(|k, _| !removed.contains(k));
         }
         self.merge_in(added);
     }
@@ -345,8 +406,15 @@ impl JobTable {
         drift.removed = (before - self.entries.len()) as u64;
         if !gone.is_empty() {
             self.odd_ids.retain(|k, _| !gone.contains(k));
+            self.wide_durations.retain(|k, _| !gone.contains(k));
         }
         self.merge_in(added);
+        // (A walk that failed after adding a job's wide duration left it behind.)
+        if !self.wide_durations.is_empty() {
+            let entries = &self.entries;
+            self.wide_durations
+                .retain(|k, _| entries.binary_search_by_key(k, Entry::key).is_ok());
+        }
         drift
     }
 
@@ -357,7 +425,7 @@ impl JobTable {
 
     fn finished(&self, e: &Entry) -> bool {
         self.states
-            .get(e.state)
+            .get(e.state())
             .is_some_and(|s| FINISHED_STATES.contains(&s))
     }
 
@@ -390,7 +458,7 @@ impl JobTable {
     pub fn states_to_list(&self) -> Vec<String> {
         let mut used = vec![false; self.states.values.len()];
         for e in &self.entries {
-            if let Some(u) = used.get_mut(e.state as usize) {
+            if let Some(u) = used.get_mut(e.state() as usize) {
                 *u = true;
             }
         }
@@ -411,7 +479,7 @@ impl JobTable {
         let inside = self
             .entries
             .iter()
-            .filter(|e| self.states.get(e.state) == Some(state))
+            .filter(|e| self.states.get(e.state()) == Some(state))
             .count();
         (inside, self.entries.len() - inside)
     }
@@ -449,12 +517,18 @@ impl JobTable {
             let e = &self.entries[i as usize];
             self.id_text(e.key(), &mut id);
             set(&mut job.id, Some(&id));
-            set(&mut job.state, self.states.get(e.state));
+            set(&mut job.state, self.states.get(e.state()));
             set(&mut job.owner, self.owners.get(e.owner));
             set(&mut job.name, self.names.get(e.name));
             job.create_time = e.create();
             job.update_time = (e.flags & HAS_UPDATE != 0).then_some(e.update);
-            job.duration = (e.flags & HAS_DURATION != 0).then_some(e.duration);
+            job.duration = if e.flags & HAS_DURATION != 0 {
+                Some(i64::from(e.duration))
+            } else if e.flags & WIDE_DURATION != 0 {
+                self.wide_durations.get(&e.key()).copied()
+            } else {
+                None
+            };
             f(&job);
         }
     }
@@ -495,7 +569,7 @@ impl JobTable {
                     } else {
                         let owner_changed = before.owners.get(o.owner) != self.owners.get(n.owner);
                         let final_changed = before.finished(o)
-                            && before.states.get(o.state) != self.states.get(n.state);
+                            && before.states.get(o.state()) != self.states.get(n.state());
                         if owner_changed || final_changed {
                             drift.changed = drift.changed.saturating_add(1);
                         }

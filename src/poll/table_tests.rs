@@ -31,14 +31,14 @@ fn table(jobs: &[BatchJob], filter: Option<Arc<JobNameFilter>>) -> JobTable {
 }
 
 #[test]
-fn a_job_is_fifty_six_bytes() {
-    assert_eq!(std::mem::size_of::<Entry>(), 56);
+fn a_job_is_forty_eight_bytes() {
+    assert_eq!(std::mem::size_of::<Entry>(), 48);
     let jobs: Vec<BatchJob> = (0..100_000)
         .map(|i| job(&uuid(i), "success", Some("o"), i as i64))
         .collect();
     let t = table(&jobs, None);
     assert_eq!(t.len(), 100_000);
-    assert!(t.heap_bytes() < 6_000_000, "{}", t.heap_bytes());
+    assert!(t.heap_bytes() < 5_000_000, "{}", t.heap_bytes());
     assert!(t.odd_ids.is_empty(), "canonical UUIDs keep no text");
 }
 
@@ -215,4 +215,60 @@ fn canonical_text_round_trips_through_the_key() {
         uuid_text(id_key(&id), &mut s);
         assert_eq!(s, id);
     }
+}
+
+#[test]
+fn durations_that_do_not_fit_32_bits_replay_exactly_and_leave_with_their_job() {
+    let durations = [
+        Some(0),
+        Some(5),
+        Some(i64::from(u32::MAX)),
+        Some(i64::from(u32::MAX) + 1),
+        Some(-1),
+        Some(i64::MIN),
+        Some(i64::MAX),
+        None,
+    ];
+    let jobs: Vec<BatchJob> = durations
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let mut j = job(&uuid(i as u64), "success", Some("o"), i as i64);
+            j.duration = *d;
+            j
+        })
+        .collect();
+    let mut t = table(&jobs, None);
+    let mut out = replayed(&t);
+    out.sort_by_key(|j| j.create_time);
+    assert_eq!(
+        out.iter().map(|j| j.duration).collect::<Vec<_>>(),
+        durations.to_vec()
+    );
+    assert_eq!(t.wide_durations.len(), 4, "only the four that do not fit");
+    // A wide duration that becomes narrow, and a job that leaves, take their side entry along.
+    let mut narrowed = jobs[4].clone();
+    narrowed.duration = Some(7);
+    let removed: HashSet<u128> = [id_key(&uuid(5))].into_iter().collect();
+    t.apply([narrowed], &removed);
+    assert_eq!(t.wide_durations.len(), 2);
+    let out = replayed(&t);
+    let of = |i: u64| out.iter().find(|j| j.id.as_deref() == Some(&uuid(i)));
+    assert_eq!(of(4).and_then(|j| j.duration), Some(7));
+    assert!(of(5).is_none());
+    assert_eq!(of(6).and_then(|j| j.duration), Some(i64::MAX));
+}
+
+#[test]
+fn more_states_than_an_entry_numbers_make_the_table_unfollowable() {
+    let jobs: Vec<BatchJob> = (0..65_536u64)
+        .map(|i| job(&uuid(i), &format!("state-{i}"), None, i as i64))
+        .collect();
+    let t = table(&jobs, None);
+    assert_eq!(
+        t.unfollowable(),
+        Some("more than 65,534 distinct job states")
+    );
+    let t = table(&jobs[..1000], None);
+    assert_eq!(t.unfollowable(), None);
 }
