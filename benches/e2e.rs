@@ -379,13 +379,7 @@ async fn walk_phase(args: &Args, bin: &str, dir: &std::path::Path) -> Res<()> {
     );
     // Room for a slow walk on a busy machine, and a gap between walks to read the counters in.
     let interval = (bound * 3).max(Duration::from_secs(2));
-    let poll = PollSettings {
-        interval,
-        timeout: interval - Duration::from_millis(500),
-        request_timeout: (interval - Duration::from_millis(500)).min(Duration::from_secs(5)),
-        page_size: args.page_size,
-        concurrency: args.concurrency,
-    };
+    let poll = PollSettings::every(interval, args.page_size, args.concurrency);
     let url = sim.base_url();
     let queues = [queue.clone()];
     let (exporter, startup) = start_exporter(bin, dir, "walk", |listen| {

@@ -341,15 +341,11 @@ async fn after_a_429_storm_polls_recover_once_the_hold_ends() {
     };
     let key = QueueKey::new(PID, "etl");
     let store = Arc::new(SnapshotStore::new([key.clone()]));
-    let metrics = dli_exporter::metrics::Metrics::new(
+    let metrics = metrics_for(
         store.clone(),
-        dli_exporter::metrics::CollectorOptions {
-            owner_breakdown: true,
-            stale_after: Duration::from_secs(60),
-            queue_list_stale_after: Duration::from_secs(600),
-        },
-    )
-    .expect("metrics");
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    );
     let cl = DliClient::new(
         &project(&sim, &["etl"], aksk()),
         &options,

@@ -14,7 +14,6 @@ use common::*;
 use dli_exporter::config::{JobNameFilter, Settings};
 use dli_exporter::dli::model::decode_page;
 use dli_exporter::dli::{BatchJob, ClientOptions, DliClient, FailureReason, NoopObserver};
-use dli_exporter::metrics::{CollectorOptions, Metrics};
 use dli_exporter::poll::aggregate::{OTHER_OWNER, SnapshotBuilder};
 use dli_exporter::poll::scheduler::{self, PollContext};
 use dli_exporter::sim::{Fault, FaultRule, SimConfig, SimJob};
@@ -458,15 +457,7 @@ fn exposition_of(queue: &str, snap: QueueSnapshot) -> String {
     let key = QueueKey::new(PID, queue);
     let store = Arc::new(SnapshotStore::new([key.clone()]));
     store.record_success(&key, snap, Duration::from_millis(5), 1);
-    let metrics = Metrics::new(
-        store,
-        CollectorOptions {
-            owner_breakdown: true,
-            stale_after: Duration::from_secs(300),
-            queue_list_stale_after: Duration::from_secs(600),
-        },
-    )
-    .expect("metrics");
+    let metrics = metrics_for(store, Duration::from_secs(300), Duration::from_secs(600));
     String::from_utf8(metrics.render()).expect("exposition is UTF-8")
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use dli_exporter::config::{JobNameFilter, PollMode};
 use dli_exporter::dli::DliClient;
-use dli_exporter::metrics::{CollectorOptions, Metrics};
+use dli_exporter::metrics::Metrics;
 use dli_exporter::poll::incremental::QueueMemory;
 use dli_exporter::poll::scheduler::{PollContext, poll_queue};
 use dli_exporter::sim::{ListOrder, ParamHandling, QueueBehaviour, SimConfig, SimJob, Simulator};
@@ -44,17 +44,11 @@ impl Poller {
         page: u32,
     ) -> Poller {
         let store = Arc::new(SnapshotStore::new([key.clone()]));
-        let metrics = Arc::new(
-            Metrics::new(
-                store.clone(),
-                CollectorOptions {
-                    owner_breakdown: true,
-                    stale_after: Duration::from_secs(3600),
-                    queue_list_stale_after: Duration::from_secs(3600),
-                },
-            )
-            .expect("metrics"),
-        );
+        let metrics = Arc::new(metrics_for(
+            store.clone(),
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        ));
         let mut poll = fast_poll();
         poll.page_size = page;
         poll.mode = mode;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use dli_exporter::app::App;
 use dli_exporter::config::Env;
-use dli_exporter::metrics::{CollectorOptions, Metrics};
+use dli_exporter::metrics::Metrics;
 use dli_exporter::poll::lifecycle::JobTracker;
 use dli_exporter::poll::scheduler::{PollContext, poll_once};
 use dli_exporter::sim::{DEMO_SECRET_KEY, Fault, FaultRule, SimConfig, SimJob, Simulator};
@@ -34,17 +34,11 @@ impl Harness {
         let client = client(&p, Duration::from_secs(2), 4);
         let key = QueueKey::new(PID, Q);
         let store = Arc::new(SnapshotStore::new([key.clone()]));
-        let metrics = Arc::new(
-            Metrics::new(
-                store.clone(),
-                CollectorOptions {
-                    owner_breakdown: true,
-                    stale_after: Duration::from_secs(60),
-                    queue_list_stale_after: Duration::from_secs(600),
-                },
-            )
-            .expect("metrics"),
-        );
+        let metrics = Arc::new(metrics_for(
+            store.clone(),
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+        ));
         let mut ctx = PollContext::new(store, &fast_poll(), 200);
         ctx.timeout = Duration::from_secs(5);
         ctx.lifecycle = Some(metrics.lifecycle.clone());

@@ -14,7 +14,6 @@ use common::*;
 use dli_exporter::app::{App, StartOptions};
 use dli_exporter::config::{Env, PollConfig, load_toml_str};
 use dli_exporter::dli::{ClientOptions, DliClient, FailureReason, Operation, RequestObserver};
-use dli_exporter::metrics::{CollectorOptions, Metrics};
 use dli_exporter::poll::lifecycle::JobTracker;
 use dli_exporter::poll::scheduler::{self, PollContext, Trackers, poll_once};
 use dli_exporter::sim::{DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Fault, FaultRule, SimConfig};
@@ -123,17 +122,11 @@ async fn a_panicking_poll_is_caught_counted_and_retried_while_other_queues_go_on
     sim.set_jobs(BOOM, "etl", numbered_jobs("b", 5));
     let (good, boom) = (QueueKey::new(PID, "etl"), QueueKey::new(BOOM, "etl"));
     let store = Arc::new(SnapshotStore::new([good.clone(), boom.clone()]));
-    let metrics = Arc::new(
-        Metrics::new(
-            store.clone(),
-            CollectorOptions {
-                owner_breakdown: true,
-                stale_after: Duration::from_secs(60),
-                queue_list_stale_after: Duration::from_secs(600),
-            },
-        )
-        .expect("metrics"),
-    );
+    let metrics = Arc::new(metrics_for(
+        store.clone(),
+        Duration::from_secs(60),
+        Duration::from_secs(600),
+    ));
     let poll = fast_poll();
     let limit = Arc::new(Semaphore::new(4));
     let panicky = Arc::new(Panicky(AtomicBool::new(true)));

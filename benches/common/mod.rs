@@ -64,6 +64,20 @@ pub struct PollSettings {
     pub concurrency: u32,
 }
 
+impl PollSettings {
+    /// Polls every `interval`, each allowed all of it but half a second (requests at most 5 s).
+    pub fn every(interval: Duration, page_size: u32, concurrency: u32) -> Self {
+        let timeout = interval.saturating_sub(Duration::from_millis(500));
+        PollSettings {
+            interval,
+            timeout,
+            request_timeout: timeout.min(Duration::from_secs(5)),
+            page_size,
+            concurrency,
+        }
+    }
+}
+
 /// The exporter's configuration (TOML, the user-facing contract) for polling `queues` of the
 /// simulator at `sim_url` with the demo credentials, listening on `listen`.
 pub fn exporter_toml(

@@ -137,13 +137,7 @@ pub async fn incremental_phase(args: &Args, bin: &str, dir: &std::path::Path) ->
         args.latency_ms,
         interval.as_secs_f64()
     );
-    let poll = PollSettings {
-        interval,
-        timeout: interval - Duration::from_millis(500),
-        request_timeout: (interval - Duration::from_millis(500)).min(Duration::from_secs(5)),
-        page_size: args.page_size,
-        concurrency: args.concurrency,
-    };
+    let poll = PollSettings::every(interval, args.page_size, args.concurrency);
     // After POLLS incremental polls the next one is a scheduled full walk: it updates the table
     // in place while the lifecycle tracker holds its last baseline, the peak of a steady state.
     let full_walk_ms = (interval.as_millis() as u64) * (2 * POLLS as u64 + 1) / 2;

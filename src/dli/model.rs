@@ -227,6 +227,16 @@ pub struct ListBatchesQuery {
 }
 
 impl ListBatchesQuery {
+    /// The page of `size` jobs at `from` of queue `queue`, nothing else asked.
+    pub fn page(queue: &str, from: u64, size: u32) -> Self {
+        ListBatchesQuery {
+            queue_name: Some(queue.to_string()),
+            from: Some(from),
+            size: Some(size),
+            ..Default::default()
+        }
+    }
+
     /// The (wire name, value) pairs, unsorted; the signer sorts and encodes them.
     pub fn pairs(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::with_capacity(11);

@@ -32,6 +32,24 @@ use tokio::sync::Semaphore;
 
 pub const PID: &str = DEMO_PROJECT_ID;
 
+/// The collectors over `store` with the owner breakdown on, job series stale after
+/// `stale_after` and the queue list after `queue_list_stale_after`.
+pub fn metrics_for(
+    store: Arc<dli_exporter::store::SnapshotStore>,
+    stale_after: Duration,
+    queue_list_stale_after: Duration,
+) -> dli_exporter::metrics::Metrics {
+    dli_exporter::metrics::Metrics::new(
+        store,
+        dli_exporter::metrics::CollectorOptions {
+            owner_breakdown: true,
+            stale_after,
+            queue_list_stale_after,
+        },
+    )
+    .expect("metrics")
+}
+
 /// A fixed base time so that exposition values are exact: 2025-01-15T08:30:00Z in ms.
 pub const T0_MS: i64 = 1_736_929_800_000;
 

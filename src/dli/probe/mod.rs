@@ -160,12 +160,7 @@ struct Prober<'a> {
 
 impl Prober<'_> {
     fn query(&self, from: u64, size: u32) -> ListBatchesQuery {
-        ListBatchesQuery {
-            queue_name: Some(self.queue.to_string()),
-            from: Some(from),
-            size: Some(size),
-            ..Default::default()
-        }
+        ListBatchesQuery::page(self.queue, from, size)
     }
 
     /// One page, retried within the budget for transient failures.

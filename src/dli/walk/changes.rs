@@ -73,12 +73,7 @@ impl<'a> ChangeLister<'a> {
     }
 
     fn query(&self, from: u64, size: u32) -> ListBatchesQuery {
-        ListBatchesQuery {
-            queue_name: Some(self.queue.to_string()),
-            from: Some(from),
-            size: Some(size),
-            ..Default::default()
-        }
+        ListBatchesQuery::page(self.queue, from, size)
     }
 
     fn schedule(&mut self) -> Result<(), WalkError> {

@@ -23,11 +23,7 @@ impl Numbering {
     /// Room for `n` distinct ids without growing.
     pub fn reserve(&mut self, n: usize) {
         self.keys.reserve_exact(n);
-        let hasher = &self.hasher;
-        let keys = &self.keys;
-        self.index.reserve(n, |&i| {
-            hasher.hash_one(keys.get(i as usize).copied().unwrap_or(0))
-        });
+        self.index.reserve(n, rehash(&self.hasher, &self.keys));
         self.fed.reserve_exact(n.div_ceil(64));
     }
 
@@ -49,11 +45,8 @@ impl Numbering {
         if self.fed.len() < self.keys.len().div_ceil(64) {
             self.fed.push(0);
         }
-        let hasher = &self.hasher;
-        let keys = &self.keys;
-        self.index.insert_unique(hash, n, |&i| {
-            hasher.hash_one(keys.get(i as usize).copied().unwrap_or(0))
-        });
+        self.index
+            .insert_unique(hash, n, rehash(&self.hasher, &self.keys));
         Some(n)
     }
 
@@ -74,6 +67,14 @@ impl Numbering {
     pub fn len(&self) -> usize {
         self.keys.len()
     }
+}
+
+/// The hash of number `i`'s key, for the index to move its entries when it grows.
+fn rehash<'a>(
+    hasher: &'a foldhash::quality::RandomState,
+    keys: &'a [u128],
+) -> impl Fn(&u32) -> u64 + 'a {
+    move |&i| hasher.hash_one(keys.get(i as usize).copied().unwrap_or(0))
 }
 
 #[cfg(test)]

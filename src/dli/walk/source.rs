@@ -57,11 +57,8 @@ impl<'a> ClientSource<'a> {
 
     async fn fetch(&self, from: u64, order: bool) -> Result<(BatchPage, u32), (DliError, u32)> {
         let query = ListBatchesQuery {
-            queue_name: Some(self.queue.to_string()),
-            from: Some(from),
-            size: Some(self.options.page_size),
             order: order.then(|| WALK_ORDER.to_string()),
-            ..Default::default()
+            ..ListBatchesQuery::page(self.queue, from, self.options.page_size)
         };
         let mut requests = 0u32;
         let outcome = with_retries(&self.options.retry, self.deadline, || {
